@@ -1,0 +1,3 @@
+from partool.cli.app import main
+
+main()
