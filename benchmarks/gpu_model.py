@@ -1,0 +1,94 @@
+"""GPU: Vim-S PAR vs timm ViT-S/16, fp16, CUDA graphs, same input and batches, in one run.
+
+For each scan backend that runs here (our `cuda` kernels, `mamba_ssm` when installed, the `chunked`
+reference as the floor), time the Vim-S PAR forward at batch 1, 8 and 64 against ViT-S/16 with the same
+PAR head, each captured in a CUDA graph and replayed (CUDA events, median of repeats). Prints a table and
+writes JSON:
+
+    python benchmarks/gpu_model.py --out $OUT/gpu_model.json [--img-size 224x224] [--batch 1 8 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_facts, print_table, write_json
+
+from partool.models import create_model
+from partool.ops import available_backends, set_backend
+
+
+def cuda_graph_ms(fn: Callable[[], torch.Tensor], repeat: int = 50, rounds: int = 5) -> float:
+    """Capture `fn` in a CUDA graph, replay it `repeat` times per round; median ms per replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up outside the graph (allocations, autotuning, lazy init)
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    per_round = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeat):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        per_round.append(start.elapsed_time(end) / repeat)
+    return statistics.median(per_round)
+
+
+def model_ms(name: str, batch: int, img_size: tuple[int, int]) -> float:
+    model = create_model(name, num_attrs=26, img_size=img_size).cuda().half().eval()
+    images = torch.randn(batch, 3, *img_size, device="cuda", dtype=torch.half)
+    with torch.inference_mode():
+        return cuda_graph_ms(lambda: model(images))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--img-size", default="224x224", help="HxW, e.g. 224x224 or 256x128")
+    parser.add_argument("--backends", nargs="+", default=None, help="scan backends (default: all on CUDA)")
+    parser.add_argument("--out", help="write results as JSON here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu_model.py needs a CUDA GPU")
+    img_size = tuple(int(v) for v in args.img_size.lower().split("x"))
+    backends = args.backends or [
+        name for name, ok in available_backends().items() if ok and name in ("cuda", "mamba_ssm", "chunked")
+    ]
+    rows = []
+    for batch in args.batch:
+        vit = model_ms("vit-s", batch, img_size)
+        rows.append({"model": "vit-s", "scan": "-", "batch": batch, "ms": vit, "vs_vit_s": 1.0})
+        for backend in backends:
+            set_backend(backend)
+            try:
+                ms = model_ms("vim-s", batch, img_size)
+            finally:
+                set_backend(None)
+            rows.append({"model": "vim-s", "scan": backend, "batch": batch, "ms": ms, "vs_vit_s": ms / vit})
+    print_table(
+        f"PAR forward, fp16, CUDA graphs, {args.img_size}, {torch.cuda.get_device_name()}",
+        ["model", "scan", "batch", "ms", "× ViT-S time"],
+        [[r["model"], r["scan"], r["batch"], r["ms"], r["vs_vit_s"]] for r in rows],
+    )
+    facts = {**machine_facts(), "gpu": torch.cuda.get_device_name(), "img_size": list(img_size)}
+    write_json(args.out, {"machine": facts, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

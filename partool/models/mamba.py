@@ -1,0 +1,118 @@
+"""Vim's bidirectional Mamba mixer ("bimamba v2") and RMSNorm, with the official parameter names.
+
+The backward direction of the official code runs its own conv/projections/scan on x and z flipped along
+the sequence and flips the result back. Here it runs the anti-causal conv and the reverse scan on the
+unflipped tensors, which is the same function without any flipped copies. The two directions are
+averaged (Vim's `if_divide_out=True`) before `out_proj`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from partool.ops.causal_conv1d import causal_conv1d
+from partool.ops.selective_scan import selective_scan
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) · weight, computed in float32 (mamba_ssm's RMSNorm; parameter `weight` only)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * self.weight.float()).to(self.weight.dtype)
+
+
+def linspace(start: float, stop: float, num: int) -> list[float]:
+    """torch.linspace as Python floats (stochastic-depth rates), usable while building on the meta device."""
+    return [start + (stop - start) * i / (num - 1) for i in range(num)] if num > 1 else [start] * num
+
+
+def dt_bias_init(d_inner: int, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> Tensor:
+    """Bias whose softplus is log-uniform in [dt_min, dt_max] (Mamba's dt init, inverse softplus)."""
+    dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(
+        min=floor
+    )
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def s4d_real_log(d_inner: int, d_state: int) -> Tensor:
+    """log of S4D-real A = [1..n] per channel (A = -exp(A_log) at run time)."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1).contiguous()
+
+
+class BiMamba(nn.Module):
+    """Bimamba v2 mixer: (B, L, d_model) -> (B, L, d_model). Names match Vim's `Mamba` module."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+        d_inner, rank = self.d_inner, self.dt_rank
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        for suffix in ("", "_b"):  # forward direction, then backward: conv1d/x_proj/dt_proj/A_log/D(_b)
+            conv = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=True)
+            x_proj = nn.Linear(d_inner, rank + 2 * d_state, bias=False)
+            dt_proj = nn.Linear(rank, d_inner, bias=True)
+            std = rank**-0.5
+            nn.init.uniform_(dt_proj.weight, -std, std)
+            with torch.no_grad():
+                dt_proj.bias.copy_(dt_bias_init(d_inner))
+            setattr(self, f"conv1d{suffix}", conv)
+            setattr(self, f"x_proj{suffix}", x_proj)
+            setattr(self, f"dt_proj{suffix}", dt_proj)
+        self.A_log = nn.Parameter(s4d_real_log(d_inner, d_state))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.A_b_log = nn.Parameter(s4d_real_log(d_inner, d_state))
+        self.D_b = nn.Parameter(torch.ones(d_inner))
+        for p in (self.A_log, self.D, self.A_b_log, self.D_b):
+            p._no_weight_decay = True  # Vim's optimizer convention
+
+    def _direction(self, x: Tensor, z: Tensor, reverse: bool) -> Tensor:
+        """One direction: conv, projections and scan. `reverse` = official backward branch, un-flipped."""
+        sfx = "_b" if reverse else ""
+        conv: nn.Conv1d = getattr(self, f"conv1d{sfx}")
+        x_proj: nn.Linear = getattr(self, f"x_proj{sfx}")
+        dt_proj: nn.Linear = getattr(self, f"dt_proj{sfx}")
+        A = -torch.exp(getattr(self, f"A{sfx}_log").float())
+        D = getattr(self, f"D{sfx}").float()
+        xc = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu", reverse=reverse)
+        x_dbl = x_proj(xc.transpose(1, 2))  # (B, L, rank + 2n)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (B, d_inner, L); bias goes in the scan
+        return selective_scan(
+            xc,
+            delta,
+            A,
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            D,
+            z=z,
+            delta_bias=dt_proj.bias.float(),
+            delta_softplus=True,
+            reverse=reverse,
+        )
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2·d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        y = (self._direction(x, z, reverse=False) + self._direction(x, z, reverse=True)) / 2
+        return self.out_proj(y.transpose(1, 2))

@@ -1,0 +1,57 @@
+"""ViT baselines from timm, returning all tokens (cls + patches) after the final norm."""
+
+from __future__ import annotations
+
+import timm
+from torch import Tensor, nn
+
+from partool.errors import UserError
+from partool.models.registry import register_model
+
+
+class ViTBackbone(nn.Module):
+    """A timm VisionTransformer without classifier; forward(images) -> (B, 1 + gh·gw, embed_dim).
+
+    The timm model sits at `vit`; its parameter names are timm's, so timm checkpoints load into it.
+    """
+
+    family = "vit"
+
+    def __init__(
+        self, timm_name: str, img_size: tuple[int, int] = (224, 224), drop_path_rate: float = 0.1
+    ) -> None:
+        super().__init__()
+        h, w = img_size
+        if h % 16 or w % 16 or h <= 0 or w <= 0:
+            raise UserError(
+                f"image size {h}x{w} is not a positive multiple of the patch size 16; change --img-size"
+            )
+        self.vit = timm.create_model(
+            timm_name, pretrained=False, num_classes=0, img_size=(h, w), drop_path_rate=drop_path_rate
+        )
+        self.img_size = (h, w)
+        self.grid_size = tuple(self.vit.patch_embed.grid_size)
+        self.num_tokens = self.vit.patch_embed.num_patches + self.vit.num_prefix_tokens
+        self.out_dim = self.vit.embed_dim
+
+    def checkpoint_root(self) -> nn.Module:
+        """The module whose parameter names are those of official (timm) checkpoints."""
+        return self.vit
+
+    def forward(self, images: Tensor) -> Tensor:
+        if tuple(images.shape[-2:]) != self.img_size:
+            h, w = self.img_size
+            raise UserError(
+                f"input images are {images.shape[-2]}x{images.shape[-1]} but the model was built for {h}x{w}"
+            )
+        return self.vit.forward_features(images)
+
+
+@register_model("vit-s", "vit", "ViT-S/16 (timm vit_small_patch16_224, embed 384) Transformer baseline")
+def vit_small(img_size: tuple[int, int] = (224, 224), drop_path_rate: float = 0.1) -> ViTBackbone:
+    return ViTBackbone("vit_small_patch16_224", img_size, drop_path_rate)
+
+
+@register_model("vit-b", "vit", "ViT-B/16 (timm vit_base_patch16_224, embed 768) Transformer baseline")
+def vit_base(img_size: tuple[int, int] = (224, 224), drop_path_rate: float = 0.1) -> ViTBackbone:
+    return ViTBackbone("vit_base_patch16_224", img_size, drop_path_rate)
