@@ -1,0 +1,1 @@
+"""Training: the loop, losses, distillation, checkpoint and resume."""
