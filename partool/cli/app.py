@@ -43,10 +43,11 @@ def _root(
 
 
 def _register() -> None:
-    from partool.cli import doctor, models_cmd
+    from partool.cli import doctor, models_cmd, plugins_cmd
 
     doctor.register(app)
     models_cmd.register(app)
+    plugins_cmd.register(app)
 
 
 _register()

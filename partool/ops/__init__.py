@@ -22,6 +22,8 @@ register_backend(
     )
 )
 
+import partool.ops.kernels  # noqa: E402, F401  (registers the `cpu` and `cuda` kernel backends)
+
 __all__ = [
     "ScanBackend",
     "available_backends",

@@ -1,0 +1,135 @@
+"""`partool doctor`: what this machine can do for partool, and what to install for the rest."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import subprocess
+from typing import Any
+
+import typer
+
+from partool.cli.output import console, print_json
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _tool_version(tool: str, args: list[str], pick: str) -> str | None:
+    """First output line of `tool args` that contains `pick` (None if the tool is not on PATH)."""
+    path = shutil.which(tool)
+    if not path:
+        return None
+    try:
+        out = subprocess.run([path, *args], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{path} (did not answer)"
+    line = next(
+        (ln for ln in out.splitlines() if pick in ln), out.strip().splitlines()[0] if out.strip() else ""
+    )
+    return line.strip()
+
+
+def collect() -> dict[str, Any]:
+    """Everything doctor reports, as plain data."""
+    import torch
+
+    from partool.ops import available_backends, resolve_backend
+    from partool.plugins import find_kernels_library, find_trt_plugin_library
+
+    cuda = torch.cuda.is_available()
+    gpus = (
+        [
+            {
+                "name": torch.cuda.get_device_name(i),
+                "capability": "sm_{}{}".format(*torch.cuda.get_device_capability(i)),
+            }
+            for i in range(torch.cuda.device_count())
+        ]
+        if cuda
+        else []
+    )
+    try:
+        import onnxruntime
+
+        ort_providers = onnxruntime.get_available_providers()
+    except ImportError:
+        ort_providers = []
+    try:
+        import tensorrt
+
+        trt = tensorrt.__version__
+    except Exception:  # stub packages raise at import; any failure means no usable TensorRT
+        trt = None
+    kernels, trt_plugin = find_kernels_library(), find_trt_plugin_library()
+    return {
+        "partool": _version("partool"),
+        "torch": torch.__version__,
+        "torch_cuda_build": torch.version.cuda,
+        "cuda_available": cuda,
+        "gpus": gpus,
+        "scan_backends": available_backends(),
+        "scan_auto_cpu": resolve_backend("auto", torch.device("cpu")).name,
+        "scan_auto_cuda": resolve_backend("auto", torch.device("cuda")).name if cuda else None,
+        "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"),
+        "causal_conv1d": _version("causal-conv1d") or _version("causal_conv1d"),
+        "timm": _version("timm"),
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+        "onnxruntime_providers": ort_providers,
+        "tensorrt": trt,
+        "nvcc": _tool_version("nvcc", ["--version"], "release"),
+        "cmake": _tool_version("cmake", ["--version"], "version"),
+        "kernels_library": str(kernels) if kernels else None,
+        "trt_plugin_library": str(trt_plugin) if trt_plugin else None,
+    }
+
+
+def _hints(info: dict[str, Any]) -> list[str]:
+    hints = []
+    if not info["kernels_library"]:
+        hints.append(
+            "no scan kernel library: `partool plugins build` compiles it (needs cmake and a C++ compiler)"
+        )
+    if info["cuda_available"] and not info["scan_backends"].get("cuda"):
+        hints.append("a GPU but no CUDA scan kernels: `partool plugins build` (needs nvcc)")
+    if info["tensorrt"] is None:
+        hints.append("no TensorRT here: TensorRT engines are built on the target device")
+    return hints
+
+
+def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """Show what this machine can do: torch and CUDA, scan backends, ONNX Runtime, TensorRT, nvcc, plugins.
+
+    Example: `partool doctor --json > doctor.json`
+    """
+    info = collect()
+    if json_out:
+        print_json(info)
+        return
+    yes, no = "[green]yes[/]", "[red]no[/]"
+    console.print(
+        f"[bold]partool[/] {info['partool']}   torch {info['torch']} (CUDA build {info['torch_cuda_build']})"
+    )
+    gpus = ", ".join(f"{g['name']} ({g['capability']})" for g in info["gpus"]) or "none"
+    console.print(f"CUDA available: {yes if info['cuda_available'] else no}   GPUs: {gpus}")
+    backends = "  ".join(f"{k}={'yes' if v else 'no'}" for k, v in info["scan_backends"].items())
+    console.print(
+        f"scan backends: {backends}   auto on CPU → [bold]{info['scan_auto_cpu']}[/]"
+        + (f", on CUDA → [bold]{info['scan_auto_cuda']}[/]" if info["scan_auto_cuda"] else "")
+    )
+    for key in ("mamba_ssm", "causal_conv1d", "timm", "onnx", "onnxruntime", "tensorrt", "nvcc", "cmake"):
+        console.print(f"{key}: {info[key] or '[dim]not found[/]'}")
+    console.print(f"onnxruntime providers: {', '.join(info['onnxruntime_providers']) or '[dim]none[/]'}")
+    console.print(f"kernel library: {info['kernels_library'] or '[dim]not built[/]'}")
+    console.print(f"TensorRT plugin: {info['trt_plugin_library'] or '[dim]not built[/]'}")
+    for hint in _hints(info):
+        console.print(f"[yellow]hint:[/] {hint}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)

@@ -1,0 +1,87 @@
+"""`partool plugins build | path`: build the native kernels (and TensorRT plugin) and say where they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from partool.cli.output import print_json, print_table
+from partool.plugins import DEFAULT_CUDA_ARCHS
+
+plugins_app = typer.Typer(
+    help="Native kernels (libpartool_kernels) and the TensorRT plugin: build them, find them.",
+    no_args_is_help=True,
+)
+
+
+@plugins_app.command("build")
+def build(
+    cuda_archs: str = typer.Option(
+        DEFAULT_CUDA_ARCHS,
+        "--cuda-archs",
+        help="CUDA compute capabilities, ';'-separated (CMAKE_CUDA_ARCHITECTURES); 'none' for CPU only.",
+    ),
+    tensorrt_include: Path | None = typer.Option(
+        None, "--tensorrt-include", help="TensorRT include/ directory (holds NvInfer.h) to build the plugin."
+    ),
+    build_dir: Path | None = typer.Option(
+        None,
+        "--build-dir",
+        help="CMake build directory (default <repo>/build/plugins or ~/.cache/partool/plugins).",
+    ),
+    jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Parallel compile jobs."),
+    json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Configure and build plugins/ with CMake (CUDA kernels when nvcc is found).
+
+    Example: `partool plugins build --cuda-archs "87" --tensorrt-include ~/TensorRT/include` (Jetson Orin).
+    """
+    from partool.plugins import build_plugins
+
+    archs = None if cuda_archs.strip().lower() in ("", "none", "off") else cuda_archs
+    result = build_plugins(build_dir, archs, tensorrt_include, jobs, quiet=json_out)
+    payload = {
+        "build_dir": str(result.build_dir),
+        "kernels": str(result.kernels),
+        "cuda": result.cuda,
+        "trt_plugin": str(result.trt_plugin) if result.trt_plugin else None,
+        "seconds": round(result.seconds, 1),
+    }
+    if json_out:
+        print_json(payload)
+        return
+    print_table("partool plugins", ["library", "path"], _rows(result.kernels, result.trt_plugin, result.cuda))
+    typer.echo(f"built in {result.seconds:.0f} s ({result.build_dir})")
+
+
+@plugins_app.command("path")
+def path(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """Print where the built libraries are; exit 2 when the kernels library is not built.
+
+    Example: `trtexec --onnx=model.onnx --dynamicPlugins=$(partool plugins path --json | jq -r .trt_plugin)`.
+    """
+    from partool.plugins import find_kernels_library, find_trt_plugin_library
+
+    kernels, trt = find_kernels_library(), find_trt_plugin_library()
+    if json_out:
+        print_json({"kernels": str(kernels) if kernels else None, "trt_plugin": str(trt) if trt else None})
+    elif kernels is not None:
+        print_table("partool plugins", ["library", "path"], _rows(kernels, trt, None))
+    if kernels is None:
+        typer.secho(
+            "partool: libpartool_kernels is not built; run `partool plugins build`", err=True, fg="red"
+        )
+        raise typer.Exit(2)
+
+
+def _rows(kernels: Path, trt: Path | None, cuda: bool | None) -> list[list[str]]:
+    label = "kernels" if cuda is None else f"kernels ({'CPU + CUDA' if cuda else 'CPU only'})"
+    return [
+        [label, str(kernels)],
+        ["tensorrt plugin", str(trt) if trt else "not built (no TensorRT headers)"],
+    ]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(plugins_app, name="plugins")

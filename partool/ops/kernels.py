@@ -1,0 +1,379 @@
+"""ctypes binding of `libpartool_kernels` (plugins/kernels) and its `cpu` / `cuda` scan backends.
+
+The Structures below mirror `partool_kernels.h` field for field (tests compare their offsets with a C
+compiler's). Tensors are made contiguous and cast to one io dtype (u's: float32, float16 or
+bfloat16); A, D and delta_bias go as float32. The CUDA calls enqueue on PyTorch's current stream.
+Importing this module registers the backends; they report themselves unavailable until the
+library is built (`partool plugins build`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from partool.errors import UserError
+from partool.ops.selective_scan import ScanBackend, register_backend
+from partool.plugins import find_kernels_library
+
+ABI_VERSION = 1
+MAX_DSTATE = 16
+MAX_CONV_WIDTH = 4
+STATUS_NO_CUDA = 5
+
+_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_p = ctypes.c_void_p
+_fp = ctypes.POINTER(ctypes.c_float)
+
+
+class ScanParams(ctypes.Structure):
+    """partool_scan_params_t."""
+
+    _fields_ = [
+        ("batch", ctypes.c_int),
+        ("dim", ctypes.c_int),
+        ("dstate", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("groups", ctypes.c_int),
+        ("io_dtype", ctypes.c_int),
+        ("u", _p),
+        ("delta", _p),
+        ("A", _p),
+        ("B", _p),
+        ("C", _p),
+        ("D", _p),
+        ("z", _p),
+        ("delta_bias", _p),
+        ("out", _p),
+        ("last_state", _p),
+        ("delta_softplus", ctypes.c_int),
+        ("reverse", ctypes.c_int),
+    ]
+
+
+class BidirScanParams(ctypes.Structure):
+    """partool_bidir_scan_params_t."""
+
+    _fields_ = [("fwd", ScanParams), ("bwd", ScanParams), ("out", _p), ("out_scale", ctypes.c_float)]
+
+
+class Conv1dParams(ctypes.Structure):
+    """partool_conv1d_params_t."""
+
+    _fields_ = [
+        ("batch", ctypes.c_int),
+        ("dim", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("io_dtype", ctypes.c_int),
+        ("x", _p),
+        ("weight", _p),
+        ("bias", _p),
+        ("out", _p),
+        ("silu", ctypes.c_int),
+        ("reverse", ctypes.c_int),
+    ]
+
+
+class KernelError(RuntimeError):
+    """A kernel call returned a nonzero status; `status` is the code, the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_library(path: str | None = None) -> ctypes.CDLL | None:
+    """The kernels library with its signatures declared, or None when it is not built (yet).
+
+    Raises UserError when the file exists but is unusable (wrong ABI version, not loadable).
+    """
+    lib_path = Path(path) if path else find_kernels_library()
+    if lib_path is None:
+        return None
+    return _load(str(lib_path.resolve()))
+
+
+@functools.cache
+def _load(lib_path: str) -> ctypes.CDLL:
+    try:
+        lib = ctypes.CDLL(str(lib_path))
+    except OSError as exc:
+        raise UserError(f"cannot load {lib_path}: {exc}; rebuild it with `partool plugins build`") from exc
+    lib.partool_kernels_abi_version.restype = ctypes.c_int
+    lib.partool_kernels_abi_version.argtypes = []
+    version = lib.partool_kernels_abi_version()
+    if version != ABI_VERSION:
+        raise UserError(
+            f"{lib_path} has kernel ABI {version}, this partool needs {ABI_VERSION}; "
+            "rebuild it with `partool plugins build`"
+        )
+    signatures = {
+        "partool_status_string": ([ctypes.c_int], ctypes.c_char_p),
+        "partool_last_error_message": ([], ctypes.c_char_p),
+        "partool_kernels_has_cuda": ([], ctypes.c_int),
+        "partool_selective_scan_fwd_cpu": ([ctypes.POINTER(ScanParams), ctypes.c_int], ctypes.c_int),
+        "partool_selective_scan_fwd_cuda": ([ctypes.POINTER(ScanParams), _p], ctypes.c_int),
+        "partool_selective_scan_workspace_size": ([ctypes.POINTER(ScanParams)], ctypes.c_size_t),
+        "partool_selective_scan_bidir_fwd_cpu": (
+            [ctypes.POINTER(BidirScanParams), ctypes.c_int],
+            ctypes.c_int,
+        ),
+        "partool_selective_scan_bidir_fwd_cuda": ([ctypes.POINTER(BidirScanParams), _p], ctypes.c_int),
+        "partool_causal_conv1d_fwd_cpu": ([ctypes.POINTER(Conv1dParams), ctypes.c_int], ctypes.c_int),
+        "partool_causal_conv1d_fwd_cuda": ([ctypes.POINTER(Conv1dParams), _p], ctypes.c_int),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = restype
+    return lib
+
+
+def _lib() -> ctypes.CDLL:
+    lib = load_library(os.environ.get("PARTOOL_KERNELS_LIB") or None)
+    if lib is None:
+        raise UserError("libpartool_kernels is not built; run `partool plugins build`")
+    return lib
+
+
+def check(status: int) -> None:
+    """Raise KernelError for a nonzero status, with the library's message."""
+    if status != 0:
+        lib = _lib()
+        detail = lib.partool_last_error_message().decode(errors="replace")
+        raise KernelError(status, f"{lib.partool_status_string(status).decode()}: {detail}")
+
+
+def _ptr(x: Tensor | None) -> int | None:
+    return None if x is None else x.data_ptr()
+
+
+def _cpu_threads() -> int:
+    return torch.get_num_threads()
+
+
+def _cuda_stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias):
+    """Contiguous tensors in the kernel dtypes; B and C as (b, g, n, l)."""
+    if u.dtype not in _DTYPES:
+        u = u.float()
+    io = u.dtype
+
+    def cast(x: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+        return None if x is None else x.to(dtype=dtype).contiguous()
+
+    B4 = B.unsqueeze(1) if B.dim() == 3 else B
+    C4 = C.unsqueeze(1) if C.dim() == 3 else C
+    return (
+        u.contiguous(),
+        cast(delta, io),
+        cast(A, torch.float32),
+        cast(B4, io),
+        cast(C4, io),
+        cast(D, torch.float32),
+        cast(z, io),
+        cast(delta_bias, torch.float32),
+    )
+
+
+def _scan_params(u, delta, A, B, C, D, z, delta_bias, out, last, softplus: bool, reverse: bool) -> ScanParams:
+    b, d, length = u.shape
+    if A.is_complex():
+        raise ValueError("the partool kernels take real A only")
+    return ScanParams(
+        batch=b,
+        dim=d,
+        dstate=A.shape[1],
+        length=length,
+        groups=B.shape[1],
+        io_dtype=_DTYPES[u.dtype],
+        u=_ptr(u),
+        delta=_ptr(delta),
+        A=_ptr(A),
+        B=_ptr(B),
+        C=_ptr(C),
+        D=_ptr(D),
+        z=_ptr(z),
+        delta_bias=_ptr(delta_bias),
+        out=_ptr(out),
+        last_state=_ptr(last),
+        delta_softplus=int(bool(softplus)),
+        reverse=int(bool(reverse)),
+    )
+
+
+def _scan(device_type: str, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    args = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    uu = args[0]
+    out = torch.empty_like(uu)  # u's dtype, or float32 for u of another dtype (cast back below)
+    last = torch.empty(uu.shape[0], uu.shape[1], A.shape[1], dtype=torch.float32, device=uu.device)
+    params = _scan_params(*args, out, last, delta_softplus, reverse)
+    lib = _lib()
+    if device_type == "cpu":
+        check(lib.partool_selective_scan_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    else:
+        with torch.cuda.device(uu.device):
+            check(lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), _cuda_stream(uu.device)))
+    return out.to(u.dtype), last
+
+
+def scan_cpu(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    reverse: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Selective scan forward on the CPU kernel: (out in u's dtype, last state float32 (b, d, n))."""
+    return _scan("cpu", u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+
+def scan_cuda(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    reverse: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Selective scan forward on the CUDA kernel (tensors on one CUDA device), same returns as scan_cpu."""
+    return _scan("cuda", u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+
+def scan_bidirectional(
+    fwd: dict[str, Tensor | None],
+    bwd: dict[str, Tensor | None],
+    delta_softplus: bool = True,
+    out_scale: float = 0.5,
+) -> Tensor:
+    """Vim's two directions in one call: out_scale * (scan(fwd) + reverse scan(bwd)), no flipped copies.
+
+    Each dict holds u, delta, A, B, C and optionally D, z, delta_bias (the scan's arguments); both
+    directions need the same shapes. Runs on the device of fwd["u"].
+    """
+    keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    fa = _prepare(*(fwd.get(k) for k in keys))
+    ba = _prepare(*(bwd.get(k) for k in keys))
+    if ba[0].dtype != fa[0].dtype:
+        ba = _prepare(ba[0].to(fa[0].dtype), *ba[1:])
+    out = torch.empty_like(fa[0])
+    params = BidirScanParams(
+        fwd=_scan_params(*fa, out, None, delta_softplus, False),
+        bwd=_scan_params(*ba, out, None, delta_softplus, True),
+        out=_ptr(out),
+        out_scale=float(out_scale),
+    )
+    lib = _lib()
+    if out.is_cuda:
+        with torch.cuda.device(out.device):
+            check(lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(params), _cuda_stream(out.device)))
+    else:
+        check(lib.partool_selective_scan_bidir_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    return out
+
+
+def causal_conv1d(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, silu: bool = True, reverse: bool = False
+) -> Tensor:
+    """Depthwise (anti-)causal conv1d + optional SiLU on the kernel library: x (b, d, l), weight (d, w)."""
+    if x.dtype not in _DTYPES:
+        x = x.float()
+    x = x.contiguous()
+    w = weight.to(torch.float32).contiguous()
+    bb = None if bias is None else bias.to(torch.float32).contiguous()
+    out = torch.empty_like(x)
+    params = Conv1dParams(
+        batch=x.shape[0],
+        dim=x.shape[1],
+        length=x.shape[2],
+        width=w.shape[1],
+        io_dtype=_DTYPES[x.dtype],
+        x=_ptr(x),
+        weight=_ptr(w),
+        bias=_ptr(bb),
+        out=_ptr(out),
+        silu=int(bool(silu)),
+        reverse=int(bool(reverse)),
+    )
+    lib = _lib()
+    if x.is_cuda:
+        with torch.cuda.device(x.device):
+            check(lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), _cuda_stream(x.device)))
+    else:
+        check(lib.partool_causal_conv1d_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    return out
+
+
+def _library_available() -> bool:
+    try:
+        return load_library(os.environ.get("PARTOOL_KERNELS_LIB") or None) is not None
+    except UserError:
+        return False
+
+
+def cpu_available() -> bool:
+    """The kernels library is built and loads."""
+    return _library_available()
+
+
+def cuda_available() -> bool:
+    """The library holds CUDA kernels and PyTorch sees a CUDA device."""
+    if not (_library_available() and torch.cuda.is_available()):
+        return False
+    return bool(_lib().partool_kernels_has_cuda())
+
+
+def _supported(A: Tensor) -> bool:
+    return 1 <= A.shape[1] <= MAX_DSTATE and not A.is_complex()
+
+
+def _backend_fn(device_type: str):
+    def fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+        if not _supported(A):
+            raise UserError(
+                f"the {device_type} scan kernel supports real A with d_state 1..{MAX_DSTATE}, got "
+                f"{tuple(A.shape)} {A.dtype}; use backend 'chunked'"
+            )
+        return _scan(device_type, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+    return fn
+
+
+def register() -> None:
+    """Register the `cpu` and `cuda` backends of partool.ops.selective_scan (forward-only kernels)."""
+    register_backend(
+        ScanBackend(
+            "cpu", _backend_fn("cpu"), cpu_available, frozenset({"cpu"}), differentiable=False, priority=20
+        )
+    )
+    register_backend(
+        ScanBackend(
+            "cuda",
+            _backend_fn("cuda"),
+            cuda_available,
+            frozenset({"cuda"}),
+            differentiable=False,
+            priority=20,
+        )
+    )
+
+
+register()

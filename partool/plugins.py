@@ -1,0 +1,163 @@
+"""Building and finding the native plugins: `libpartool_kernels` and the TensorRT plugin library.
+
+One CMake project (`plugins/CMakeLists.txt`) builds both; this module runs it and looks for its
+outputs, so that `partool plugins build` and the ctypes binding (`partool.ops.kernels`) agree on where
+the libraries are. Search order: `PARTOOL_KERNELS_LIB` / `PARTOOL_TRT_PLUGIN_LIB`, then
+`<repo>/build/plugins/lib`, then `~/.cache/partool/plugins/lib`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from partool.errors import UserError
+
+DEFAULT_CUDA_ARCHS = "80;86;87;89;90"
+KERNELS_LIB = "libpartool_kernels.so" if sys.platform != "darwin" else "libpartool_kernels.dylib"
+TRT_PLUGIN_LIB = "libpartool_trt_plugins.so"
+
+
+def source_dir() -> Path:
+    """`plugins/` of the checkout this package runs from (the CMake project)."""
+    return Path(__file__).resolve().parent.parent / "plugins"
+
+
+def default_build_dir() -> Path:
+    """`<repo>/build/plugins` when the checkout is writable, else `~/.cache/partool/plugins`."""
+    repo = source_dir().parent
+    if os.access(repo, os.W_OK):
+        return repo / "build" / "plugins"
+    return Path.home() / ".cache" / "partool" / "plugins"
+
+
+def _candidate_dirs() -> list[Path]:
+    return [source_dir().parent / "build" / "plugins", Path.home() / ".cache" / "partool" / "plugins"]
+
+
+def _find(env_var: str, name: str) -> Path | None:
+    explicit = os.environ.get(env_var)
+    if explicit:
+        path = Path(explicit).expanduser()
+        return path if path.is_file() else None
+    for build in _candidate_dirs():
+        path = build / "lib" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def find_kernels_library() -> Path | None:
+    """Path of `libpartool_kernels`, or None when it is not built (PARTOOL_KERNELS_LIB overrides)."""
+    return _find("PARTOOL_KERNELS_LIB", KERNELS_LIB)
+
+
+def find_trt_plugin_library() -> Path | None:
+    """Path of the TensorRT plugin library, or None (PARTOOL_TRT_PLUGIN_LIB overrides)."""
+    return _find("PARTOOL_TRT_PLUGIN_LIB", TRT_PLUGIN_LIB)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    build_dir: Path
+    kernels: Path
+    trt_plugin: Path | None
+    cuda: bool  # the kernels library holds CUDA kernels
+    seconds: float
+
+
+def _require_tools() -> tuple[str, str | None]:
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise UserError(
+            "cmake not found on PATH; install it (`pip install cmake` or `apt-get install cmake`) "
+            "and rerun `partool plugins build`"
+        )
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if c):
+        raise UserError(
+            "no C++ compiler found (c++/g++/clang++); install one (`apt-get install g++`) and rerun "
+            "`partool plugins build`"
+        )
+    return cmake, shutil.which("ninja")
+
+
+def build_plugins(
+    build_dir: Path | None = None,
+    cuda_archs: str | None = DEFAULT_CUDA_ARCHS,
+    tensorrt_include: Path | None = None,
+    jobs: int = 2,
+    quiet: bool = False,
+) -> BuildResult:
+    """Configure and build `plugins/` with CMake; returns where the libraries are.
+
+    `cuda_archs=None` builds the CPU kernels only, even where nvcc exists. Progress goes to stderr
+    through rich unless `quiet`; a failing step raises UserError with the tail of its log.
+    """
+    cmake, ninja = _require_tools()
+    src = source_dir()
+    if not (src / "CMakeLists.txt").is_file():
+        raise UserError(f"no CMake project at {src}; run from a partool source checkout")
+    build = Path(build_dir).expanduser().resolve() if build_dir else default_build_dir()
+    build.mkdir(parents=True, exist_ok=True)
+    configure = [cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"]
+    if ninja and not (build / "CMakeCache.txt").is_file():
+        configure += ["-G", "Ninja"]
+    if cuda_archs:
+        configure += ["-DPARTOOL_BUILD_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}"]
+    else:
+        configure += ["-DPARTOOL_BUILD_CUDA=OFF"]
+    if tensorrt_include is not None:
+        include = Path(tensorrt_include).expanduser().resolve()
+        if not (include / "NvInfer.h").is_file():
+            raise UserError(
+                f"--tensorrt-include {include}: no NvInfer.h there; point it at TensorRT's include/"
+            )
+        configure += [f"-DTENSORRT_INCLUDE_DIR={include}"]
+    steps = [("configure", configure), ("build", [cmake, "--build", str(build), "-j", str(max(1, jobs))])]
+    start = time.perf_counter()
+    log = build / "partool-build.log"
+    with log.open("w") as sink:
+        for title, cmd in steps:
+            _run_step(title, cmd, sink, log, quiet)
+    kernels = build / "lib" / KERNELS_LIB
+    if not kernels.is_file():
+        raise UserError(f"the build finished but {kernels} is missing; see {log}")
+    trt = build / "lib" / TRT_PLUGIN_LIB
+    return BuildResult(
+        build_dir=build,
+        kernels=kernels,
+        trt_plugin=trt if trt.is_file() else None,
+        cuda=_has_cuda(kernels),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _has_cuda(lib: Path) -> bool:
+    import ctypes
+
+    return bool(ctypes.CDLL(str(lib)).partool_kernels_has_cuda())
+
+
+def _run_step(title: str, cmd: list[str], sink, log: Path, quiet: bool) -> None:
+    sink.write(f"$ {' '.join(cmd)}\n")
+    sink.flush()
+    if quiet:
+        proc = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, check=False)
+    else:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status(f"[bold]plugins: {title}[/] ({log})"):
+            proc = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, check=False)
+        console.print(f"plugins: {title} {'done' if proc.returncode == 0 else 'FAILED'}")
+    if proc.returncode != 0:
+        sink.flush()
+        lines = log.read_text(errors="replace").strip().splitlines() or [""]
+        errors = [line for line in lines if "error" in line.lower()]
+        detail = (errors or lines)[-1].strip()
+        raise UserError(f"plugins {title} failed (exit {proc.returncode}): {detail} (full log: {log})")

@@ -1,0 +1,138 @@
+/*
+ * partool_kernels: inference kernels for Mamba-style models behind a plain C ABI.
+ *
+ * Selective scan (forward), a fused bidirectional scan for Vim's two directions, and the causal
+ * depthwise conv1d + SiLU, each on CPU (threads across batch x channels, vectorised across the
+ * state) and on CUDA (sm_80 and newer). Semantics follow partool's "Selective scan" contract
+ * (shared/ARCHITECTURE.md), which is mamba_ssm's selective_scan_fn plus `reverse`:
+ *
+ *   dt_t = delta_t (+ delta_bias), softplus(dt_t) when delta_softplus
+ *   h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t        (h_0 = 0, float32 state)
+ *   y_t  = C_t . h_t + D * u_t ;   out_t = y_t * silu(z_t) when z is given
+ *
+ * with `reverse` scanning t = length-1 .. 0 instead (as on flipped inputs, without copies).
+ *
+ * Every entry point validates its arguments and returns a status (PARTOOL_OK = 0 or one of the
+ * PARTOOL_ERR_* codes below); it never aborts. partool_last_error_message() gives the detail of the
+ * most recent failure on the calling thread. The CUDA entry points take device pointers, enqueue
+ * on the given stream and return without synchronising; they never allocate.
+ */
+#ifndef PARTOOL_KERNELS_H
+#define PARTOOL_KERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define PARTOOL_API __declspec(dllexport)
+#else
+#define PARTOOL_API __attribute__((visibility("default")))
+#endif
+
+#define PARTOOL_KERNELS_ABI_VERSION 1
+
+/* Largest d_state the kernels accept (d_state is any value in 1..PARTOOL_MAX_DSTATE). */
+#define PARTOOL_MAX_DSTATE 16
+/* Widest causal conv1d the kernels accept. */
+#define PARTOOL_MAX_CONV_WIDTH 4
+
+typedef enum { PARTOOL_DTYPE_F32 = 0, PARTOOL_DTYPE_F16 = 1, PARTOOL_DTYPE_BF16 = 2 } partool_dtype_t;
+
+/* Status codes returned by every entry point. */
+enum {
+  PARTOOL_OK = 0,
+  PARTOOL_ERR_INVALID_ARGUMENT = 1,  /* null pointer, non-positive size, dim % groups != 0 ... */
+  PARTOOL_ERR_UNSUPPORTED_DSTATE = 2, /* d_state outside 1..PARTOOL_MAX_DSTATE */
+  PARTOOL_ERR_UNSUPPORTED_DTYPE = 3,  /* io_dtype not one of partool_dtype_t */
+  PARTOOL_ERR_CUDA = 4,               /* a CUDA runtime call or kernel launch failed */
+  PARTOOL_ERR_NO_CUDA = 5,            /* the library was built without CUDA, or no device is usable */
+  PARTOOL_ERR_UNSUPPORTED_SHAPE = 6,  /* valid but beyond what a kernel handles (see the message) */
+  PARTOOL_ERR_OUT_OF_MEMORY = 7       /* host scratch allocation failed (CPU kernels) */
+};
+
+typedef struct {
+  int batch, dim, dstate, length, groups;   /* B/C are (batch, groups, dstate, length), channel c uses group c/(dim/groups) */
+  partool_dtype_t io_dtype;                 /* dtype of u, delta, B, C, z, out */
+  const void* u; const void* delta;         /* (batch, dim, length), contiguous */
+  const float* A;                           /* (dim, dstate) */
+  const void* B; const void* C;             /* (batch, groups, dstate, length), contiguous */
+  const float* D;                           /* (dim) or NULL */
+  const void* z;                            /* (batch, dim, length) or NULL */
+  const float* delta_bias;                  /* (dim) or NULL */
+  void* out;                                /* (batch, dim, length) */
+  float* last_state;                        /* (batch, dim, dstate) or NULL */
+  int delta_softplus;                       /* softplus(delta + delta_bias) when nonzero */
+  int reverse;                              /* scan from the last step to the first */
+} partool_scan_params_t;
+
+PARTOOL_API int partool_kernels_abi_version(void);
+PARTOOL_API const char* partool_status_string(int status);    /* 0 = ok; nonzero: invalid argument, unsupported dstate, cuda error ... */
+PARTOOL_API int partool_selective_scan_fwd_cpu(const partool_scan_params_t* p, int num_threads);  /* num_threads <= 0: all cores */
+PARTOOL_API int partool_selective_scan_fwd_cuda(const partool_scan_params_t* p, void* cuda_stream);  /* device pointers */
+PARTOOL_API size_t partool_selective_scan_workspace_size(const partool_scan_params_t* p);  /* CUDA scratch bytes needed (0 if none) */
+
+/* ---- additions after the fixed ABI above (same ABI version) ---- */
+
+/* Detail of the last failing call on this thread ("" after a success); valid until the next call. */
+PARTOOL_API const char* partool_last_error_message(void);
+
+/* 1 when the library holds CUDA kernels, 0 for a CPU-only build. */
+PARTOOL_API int partool_kernels_has_cuda(void);
+
+/*
+ * Fused bidirectional scan (Vim "bimamba v2") without flipped copies:
+ *
+ *   out = out_scale * ( scan(fwd, first -> last) + scan(bwd, last -> first) )
+ *
+ * where each term is that direction's y * silu(z) (+ D * u) as in the single scan. In Vim the
+ * backward branch runs on flipped x and z and its result is flipped back; here the backward
+ * direction's inputs stay in natural order (its conv1d runs anti-causally, see the conv1d call)
+ * and `bwd` is scanned in reverse, so no flip is ever materialised. Vim averages: out_scale = 0.5.
+ *
+ * fwd and bwd must agree on batch, dim, dstate, length, groups and io_dtype. Their `reverse` and
+ * `out` fields are ignored (fwd is scanned forward, bwd in reverse, both into `out`); every other
+ * field, last_state included, is per direction (z may be the same pointer in both).
+ * The CUDA version keeps the first direction's result in shared memory: it needs
+ * 4 * 4 * length bytes of it per block and returns PARTOOL_ERR_UNSUPPORTED_SHAPE when the device
+ * has too little (length beyond about 12,000 on H100); call the single scan twice then.
+ */
+typedef struct {
+  partool_scan_params_t fwd;
+  partool_scan_params_t bwd;
+  void* out;        /* (batch, dim, length), io_dtype */
+  float out_scale;  /* 0.5 averages the two directions */
+} partool_bidir_scan_params_t;
+
+PARTOOL_API int partool_selective_scan_bidir_fwd_cpu(const partool_bidir_scan_params_t* p, int num_threads);
+PARTOOL_API int partool_selective_scan_bidir_fwd_cuda(const partool_bidir_scan_params_t* p, void* cuda_stream);
+
+/*
+ * Depthwise conv1d over the sequence, with optional SiLU: for channel c,
+ *   causal   (reverse == 0): out[t] = act(bias[c] + sum_k weight[c,k] * x[t - (width-1) + k])
+ *   anti-causal (reverse != 0): out[t] = act(bias[c] + sum_k weight[c,k] * x[t + (width-1) - k])
+ * with x = 0 outside [0, length). The causal form is nn.Conv1d(groups=dim, padding=width-1)
+ * truncated to `length` (causal_conv1d_fn); the anti-causal form equals flip(conv(flip(x))), which
+ * is what Vim's backward branch computes, without the flips.
+ */
+typedef struct {
+  int batch, dim, length, width;  /* width in 1..PARTOOL_MAX_CONV_WIDTH */
+  partool_dtype_t io_dtype;       /* dtype of x and out */
+  const void* x;                  /* (batch, dim, length), contiguous */
+  const float* weight;            /* (dim, width) */
+  const float* bias;              /* (dim) or NULL */
+  void* out;                      /* (batch, dim, length); must not overlap x */
+  int silu;                       /* apply SiLU when nonzero */
+  int reverse;                    /* anti-causal direction */
+} partool_conv1d_params_t;
+
+PARTOOL_API int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_threads);
+PARTOOL_API int partool_causal_conv1d_fwd_cuda(const partool_conv1d_params_t* p, void* cuda_stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PARTOOL_KERNELS_H */

@@ -1,0 +1,145 @@
+// Argument validation, status strings and per-thread error messages shared by all entry points.
+#include "common.hpp"
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <thread>
+
+namespace partool {
+
+// Read by partool_last_error_message(); per thread so concurrent callers keep their own detail.
+thread_local char g_message[512] = "";
+
+int fail(int status, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(g_message, sizeof(g_message), fmt, args);
+  va_end(args);
+  return status;
+}
+
+void clear_error() { g_message[0] = '\0'; }
+
+int dtype_size(int dtype) {
+  switch (dtype) {
+    case PARTOOL_DTYPE_F32:
+      return 4;
+    case PARTOOL_DTYPE_F16:
+    case PARTOOL_DTYPE_BF16:
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+int validate_scan(const partool_scan_params_t* p, const char* where) {
+  if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
+  if (p->batch <= 0 || p->dim <= 0 || p->length <= 0 || p->groups <= 0) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: batch, dim, length and groups must be positive (got batch=%d dim=%d length=%d groups=%d)",
+                where, p->batch, p->dim, p->length, p->groups);
+  }
+  if (p->dstate < 1 || p->dstate > PARTOOL_MAX_DSTATE) {
+    return fail(PARTOOL_ERR_UNSUPPORTED_DSTATE, "%s: dstate=%d is outside the supported 1..%d", where,
+                p->dstate, PARTOOL_MAX_DSTATE);
+  }
+  if (p->dim % p->groups != 0) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: dim=%d is not divisible by groups=%d", where, p->dim,
+                p->groups);
+  }
+  if (dtype_size(static_cast<int>(p->io_dtype)) == 0) {
+    return fail(PARTOOL_ERR_UNSUPPORTED_DTYPE, "%s: io_dtype=%d is not f32 (0), f16 (1) or bf16 (2)", where,
+                static_cast<int>(p->io_dtype));
+  }
+  const struct {
+    const void* ptr;
+    const char* name;
+  } required[] = {{p->u, "u"}, {p->delta, "delta"}, {p->A, "A"}, {p->B, "B"}, {p->C, "C"}, {p->out, "out"}};
+  for (const auto& r : required) {
+    if (r.ptr == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: %s is NULL", where, r.name);
+  }
+  clear_error();
+  return PARTOOL_OK;
+}
+
+int validate_bidir(const partool_bidir_scan_params_t* p, const char* where) {
+  if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
+  // The per-direction `out` is ignored; validate each direction with the shared output in its place.
+  partool_scan_params_t f = p->fwd, b = p->bwd;
+  f.out = p->out;
+  b.out = p->out;
+  if (int s = validate_scan(&f, where)) return s;
+  if (int s = validate_scan(&b, where)) return s;
+  if (f.batch != b.batch || f.dim != b.dim || f.dstate != b.dstate || f.length != b.length ||
+      f.groups != b.groups || f.io_dtype != b.io_dtype) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: fwd and bwd differ in batch/dim/dstate/length/groups/io_dtype "
+                "(%d/%d/%d/%d/%d/%d vs %d/%d/%d/%d/%d/%d)",
+                where, f.batch, f.dim, f.dstate, f.length, f.groups, static_cast<int>(f.io_dtype), b.batch,
+                b.dim, b.dstate, b.length, b.groups, static_cast<int>(b.io_dtype));
+  }
+  clear_error();
+  return PARTOOL_OK;
+}
+
+int validate_conv(const partool_conv1d_params_t* p, const char* where) {
+  if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
+  if (p->batch <= 0 || p->dim <= 0 || p->length <= 0) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: batch, dim and length must be positive (got batch=%d dim=%d length=%d)", where, p->batch,
+                p->dim, p->length);
+  }
+  if (p->width < 1 || p->width > PARTOOL_MAX_CONV_WIDTH) {
+    return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: width=%d is outside the supported 1..%d", where, p->width,
+                PARTOOL_MAX_CONV_WIDTH);
+  }
+  if (dtype_size(static_cast<int>(p->io_dtype)) == 0) {
+    return fail(PARTOOL_ERR_UNSUPPORTED_DTYPE, "%s: io_dtype=%d is not f32 (0), f16 (1) or bf16 (2)", where,
+                static_cast<int>(p->io_dtype));
+  }
+  if (p->x == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: x is NULL", where);
+  if (p->weight == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: weight is NULL", where);
+  if (p->out == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: out is NULL", where);
+  if (p->out == p->x) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: out must not be x (no in-place conv)", where);
+  clear_error();
+  return PARTOOL_OK;
+}
+
+int resolve_threads(int num_threads, int64_t work_items) {
+  int n = num_threads > 0 ? num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, work_items)));
+}
+
+}  // namespace partool
+
+extern "C" {
+
+int partool_kernels_abi_version(void) { return PARTOOL_KERNELS_ABI_VERSION; }
+
+const char* partool_status_string(int status) {
+  switch (status) {
+    case PARTOOL_OK:
+      return "ok";
+    case PARTOOL_ERR_INVALID_ARGUMENT:
+      return "invalid argument";
+    case PARTOOL_ERR_UNSUPPORTED_DSTATE:
+      return "unsupported dstate";
+    case PARTOOL_ERR_UNSUPPORTED_DTYPE:
+      return "unsupported dtype";
+    case PARTOOL_ERR_CUDA:
+      return "cuda error";
+    case PARTOOL_ERR_NO_CUDA:
+      return "no cuda: library built without CUDA or no usable device";
+    case PARTOOL_ERR_UNSUPPORTED_SHAPE:
+      return "unsupported shape";
+    case PARTOOL_ERR_OUT_OF_MEMORY:
+      return "out of memory";
+    default:
+      return "unknown status";
+  }
+}
+
+const char* partool_last_error_message(void) { return partool::g_message; }
+
+}  // extern "C"

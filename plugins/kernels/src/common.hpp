@@ -1,0 +1,29 @@
+// Shared host-side pieces of the CPU and CUDA entry points: argument validation and the per-thread
+// error message behind partool_last_error_message().
+#pragma once
+
+#include <cstdint>
+
+#include "partool_kernels.h"
+
+namespace partool {
+
+// Records `message` (printf-style) as this thread's last error and returns `status`.
+int fail(int status, const char* fmt, ...);
+// Clears this thread's last error (called on success).
+void clear_error();
+
+// Element size of an io dtype, 0 when the dtype is not a partool_dtype_t.
+int dtype_size(int dtype);
+
+// Checks every field of a scan; `where` names the entry point in messages.
+int validate_scan(const partool_scan_params_t* p, const char* where);
+// Checks a bidirectional call: both directions, their agreement, and `out`.
+int validate_bidir(const partool_bidir_scan_params_t* p, const char* where);
+// Checks a conv1d call.
+int validate_conv(const partool_conv1d_params_t* p, const char* where);
+
+// Number of worker threads for the CPU kernels: num_threads <= 0 means all hardware threads.
+int resolve_threads(int num_threads, int64_t work_items);
+
+}  // namespace partool

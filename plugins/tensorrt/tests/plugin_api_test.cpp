@@ -1,0 +1,235 @@
+// Drives the built libpartool_trt_plugins.so through TensorRT's plugin interfaces the way TensorRT's builder and
+// runtime do, without TensorRT itself (only its headers): getCreators, createPlugin from ONNX-style fields,
+// output types/shapes, format combinations, configure, serialize and re-create, runtime shape checks.
+// Usage: plugin_api_test /path/to/libpartool_trt_plugins.so ; exits with the number of failed checks.
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "NvInferRuntime.h"
+
+using namespace nvinfer1;
+
+namespace
+{
+int gFailures = 0;
+
+void check(bool ok, char const* what, int line)
+{
+    if (!ok)
+    {
+        std::printf("FAIL line %d: %s\n", line, what);
+        ++gFailures;
+    }
+}
+#define CHECK(cond) check((cond), #cond, __LINE__)
+
+// The plugin only copies expressions; these stand-ins are never dereferenced through their pImpl.
+struct FakeExpr : IDimensionExpr
+{
+    FakeExpr()
+    {
+        mImpl = nullptr;
+    }
+};
+struct FakeBuilder : IExprBuilder
+{
+    FakeBuilder()
+    {
+        mImpl = nullptr;
+    }
+};
+
+Dims makeDims(std::initializer_list<int64_t> v)
+{
+    Dims d{};
+    d.nbDims = static_cast<int32_t>(v.size());
+    int32_t i = 0;
+    for (int64_t x : v)
+    {
+        d.d[i++] = x;
+    }
+    return d;
+}
+
+DynamicPluginTensorDesc dyn(Dims dims, DataType type)
+{
+    DynamicPluginTensorDesc t{};
+    t.desc.dims = dims;
+    t.desc.type = type;
+    t.desc.format = TensorFormat::kLINEAR;
+    t.min = dims;
+    t.opt = dims;
+    t.max = dims;
+    return t;
+}
+
+std::map<std::string, int32_t> intFields(PluginFieldCollection const* fc)
+{
+    std::map<std::string, int32_t> out;
+    for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
+    {
+        if (fc->fields[i].type == PluginFieldType::kINT32 && fc->fields[i].length == 1)
+        {
+            out[fc->fields[i].name] = *static_cast<int32_t const*>(fc->fields[i].data);
+        }
+    }
+    return out;
+}
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc != 2)
+    {
+        std::printf("usage: %s LIBRARY\n", argv[0]);
+        return 100;
+    }
+    void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr)
+    {
+        std::printf("dlopen failed: %s\n", dlerror());
+        return 100;
+    }
+    using GetCreators = IPluginCreatorInterface* const* (*) (int32_t&);
+    auto getCreators = reinterpret_cast<GetCreators>(dlsym(lib, "getCreators"));
+    CHECK(dlsym(lib, "setLoggerFinder") != nullptr);
+    if (getCreators == nullptr)
+    {
+        std::printf("no getCreators\n");
+        return 100;
+    }
+    int32_t nb = 0;
+    IPluginCreatorInterface* const* creators = getCreators(nb);
+    CHECK(nb == 1);
+    CHECK(std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0);
+    auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
+    CHECK(std::strcmp(creator->getPluginName(), "SelectiveScan") == 0);
+    CHECK(std::strcmp(creator->getPluginVersion(), "1") == 0);
+    CHECK(std::strcmp(creator->getPluginNamespace(), "partool") == 0);
+    auto names = creator->getFieldNames();
+    CHECK(names != nullptr && names->nbFields == 5);
+
+    // As TensorRT's ONNX parser passes them: ints as kINT32, strings as kCHAR without NUL. D and delta_bias only.
+    int32_t const one = 1;
+    int32_t const zero = 0;
+    std::vector<PluginField> fields = {{"delta_softplus", &one, PluginFieldType::kINT32, 1},
+        {"reverse", &one, PluginFieldType::kINT32, 1}, {"has_D", &one, PluginFieldType::kINT32, 1},
+        {"has_z", &zero, PluginFieldType::kINT32, 1}, {"has_delta_bias", &one, PluginFieldType::kINT32, 1},
+        {"plugin_namespace", "partool", PluginFieldType::kCHAR, 7}};
+    PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
+    IPluginV3* plugin = creator->createPlugin("scan0", &fc, TensorRTPhase::kBUILD);
+    CHECK(plugin != nullptr);
+    if (plugin == nullptr)
+    {
+        return gFailures;
+    }
+    std::vector<PluginField> badFields = {{"reverse", &one, PluginFieldType::kFLOAT32, 1}};
+    PluginFieldCollection badFc{1, badFields.data()};
+    CHECK(creator->createPlugin("bad", &badFc, TensorRTPhase::kBUILD) == nullptr);
+
+    auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
+    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    auto* rt = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    CHECK(std::strcmp(core->getPluginName(), "SelectiveScan") == 0);
+    CHECK(std::strcmp(core->getPluginNamespace(), "partool") == 0);
+    CHECK(std::strcmp(build->getInterfaceInfo().kind, "PLUGIN_V3ONE_BUILD") == 0);
+    CHECK(std::strcmp(rt->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0);
+    CHECK(build->getNbOutputs() == 1);
+
+    // Inputs: u, delta, A, B, C, D, delta_bias (7); b = 2, d = 8, n = 4, l = 5, B/C grouped with g = 2.
+    int32_t const nbIn = 7;
+    DataType types[nbIn] = {DataType::kHALF, DataType::kHALF, DataType::kFLOAT, DataType::kHALF, DataType::kHALF,
+        DataType::kFLOAT, DataType::kFLOAT};
+    DataType outType = DataType::kFLOAT;
+    CHECK(build->getOutputDataTypes(&outType, 1, types, nbIn) == 0 && outType == DataType::kHALF);
+    DataType bf16[nbIn] = {DataType::kBF16};
+    CHECK(build->getOutputDataTypes(&outType, 1, bf16, nbIn) != 0);
+
+    FakeExpr e[4];
+    DimsExprs in[nbIn]{};
+    in[0].nbDims = 3;
+    in[0].d[0] = &e[0];
+    in[0].d[1] = &e[1];
+    in[0].d[2] = &e[2];
+    DimsExprs out[1]{};
+    FakeBuilder builder;
+    CHECK(build->getOutputShapes(in, nbIn, nullptr, 0, out, 1, builder) == 0);
+    CHECK(out[0].nbDims == 3 && out[0].d[0] == &e[0] && out[0].d[1] == &e[1] && out[0].d[2] == &e[2]);
+    CHECK(build->getOutputShapes(in, 6, nullptr, 0, out, 1, builder) != 0); // has_* say 7 inputs
+
+    Dims const u = makeDims({-1, 8, -1});
+    Dims const bc = makeDims({-1, 2, 4, -1});
+    DynamicPluginTensorDesc io[nbIn + 1] = {dyn(u, DataType::kHALF), dyn(u, DataType::kHALF),
+        dyn(makeDims({8, 4}), DataType::kFLOAT), dyn(bc, DataType::kHALF), dyn(bc, DataType::kHALF),
+        dyn(makeDims({8}), DataType::kFLOAT), dyn(makeDims({8}), DataType::kFLOAT), dyn(u, DataType::kHALF)};
+    for (int32_t pos = 0; pos <= nbIn; ++pos)
+    {
+        CHECK(build->supportsFormatCombination(pos, io, nbIn, 1));
+    }
+    io[2].desc.type = DataType::kHALF; // A must be float32
+    CHECK(!build->supportsFormatCombination(2, io, nbIn, 1));
+    io[2].desc.type = DataType::kFLOAT;
+    io[6].desc.type = DataType::kHALF; // delta_bias must be float32
+    CHECK(!build->supportsFormatCombination(6, io, nbIn, 1));
+    io[6].desc.type = DataType::kFLOAT;
+    io[7].desc.type = DataType::kFLOAT; // output must match u
+    CHECK(!build->supportsFormatCombination(7, io, nbIn, 1));
+    io[7].desc.type = DataType::kHALF;
+    io[3].desc.format = TensorFormat::kHWC8;
+    CHECK(!build->supportsFormatCombination(3, io, nbIn, 1));
+    io[3].desc.format = TensorFormat::kLINEAR;
+    CHECK(build->configurePlugin(io, nbIn, &io[nbIn], 1) == 0);
+    io[1].desc.dims = makeDims({-1, 6, -1});
+    CHECK(build->configurePlugin(io, nbIn, &io[nbIn], 1) != 0);
+    io[1].desc.dims = u;
+
+    // Serialize and re-create as the runtime does.
+    auto serialized = intFields(rt->getFieldsToSerialize());
+    CHECK(serialized.size() == 5);
+    CHECK(serialized["delta_softplus"] == 1 && serialized["reverse"] == 1);
+    CHECK(serialized["has_D"] == 1 && serialized["has_z"] == 0 && serialized["has_delta_bias"] == 1);
+    IPluginV3* runtimePlugin = creator->createPlugin("scan0", rt->getFieldsToSerialize(), TensorRTPhase::kRUNTIME);
+    CHECK(runtimePlugin != nullptr);
+    if (runtimePlugin != nullptr)
+    {
+        auto* rt2 = static_cast<IPluginV3OneRuntime*>(
+            runtimePlugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+        IPluginV3* attached = rt2->attachToContext(nullptr);
+        CHECK(attached != nullptr);
+        auto* rt3 = static_cast<IPluginV3OneRuntime*>(attached->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+        PluginTensorDesc concrete[nbIn + 1];
+        for (int32_t i = 0; i <= nbIn; ++i)
+        {
+            concrete[i] = io[i].desc;
+        }
+        Dims const u0 = makeDims({0, 8, 5});
+        Dims const bc0 = makeDims({0, 2, 4, 5});
+        concrete[0].dims = concrete[1].dims = concrete[7].dims = u0;
+        concrete[3].dims = concrete[4].dims = bc0;
+        CHECK(rt3->onShapeChange(concrete, nbIn, &concrete[nbIn], 1) == 0);
+        void const* ptrs[nbIn] = {};
+        void* outs[1] = {nullptr};
+        // An empty batch needs no kernel call; a shape that disagrees is refused before the kernel.
+        CHECK(rt3->enqueue(concrete, &concrete[nbIn], ptrs, outs, nullptr, nullptr) == 0);
+        concrete[4].dims = makeDims({0, 2, 4, 6});
+        CHECK(rt3->enqueue(concrete, &concrete[nbIn], ptrs, outs, nullptr, nullptr) != 0);
+        CHECK(rt3->onShapeChange(concrete, nbIn, &concrete[nbIn], 1) != 0);
+        delete attached;
+        delete runtimePlugin;
+    }
+    IPluginV3* copy = plugin->clone();
+    CHECK(copy != nullptr && intFields(static_cast<IPluginV3OneRuntime*>(
+                                 copy->getCapabilityInterface(PluginCapabilityType::kRUNTIME))
+                                           ->getFieldsToSerialize())
+            == serialized);
+    delete copy;
+    delete plugin;
+    std::printf("%d failure(s)\n", gFailures);
+    return gFailures;
+}

@@ -1,0 +1,405 @@
+"""libpartool_kernels through its ctypes binding: CPU scan/bidirectional/conv1d against independent
+references, argument validation, the C struct layout, and (with a GPU) CUDA parity."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from partool.ops.scan_reference import scan_chunked
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture(scope="session")
+def kernels():
+    """The kernels module with the library built (incrementally) in the default build dir."""
+    if shutil.which("cmake") is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("cmake or a C++ compiler is missing: cannot build libpartool_kernels")
+    from partool import plugins
+
+    plugins.build_plugins(quiet=True)
+    import partool.ops.kernels as k
+
+    assert k.cpu_available()
+    return k
+
+
+def numpy_scan(u, delta, A, B, C, D, z, delta_bias, softplus, reverse):
+    """Float64 reference written from the formulas, one time step at a time (independent of torch)."""
+    u, delta, A, B, C = (np.asarray(x, dtype=np.float64) for x in (u, delta, A, B, C))
+    b, d, length = u.shape
+    g = B.shape[1]
+    dt = delta + (0.0 if delta_bias is None else np.asarray(delta_bias, np.float64)[:, None])
+    if softplus:
+        dt = np.where(dt > 20.0, dt, np.log1p(np.exp(np.minimum(dt, 20.0))))
+    group = np.arange(d) // (d // g)
+    Bx, Cx = B[:, group], C[:, group]  # (b, d, n, l)
+    h = np.zeros((b, d, A.shape[1]))
+    y = np.zeros((b, d, length))
+    for t in reversed(range(length)) if reverse else range(length):
+        h = np.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
+        y[:, :, t] = (h * Cx[..., t]).sum(-1)
+    if D is not None:
+        y = y + np.asarray(D, np.float64)[:, None] * u
+    if z is not None:
+        zz = np.asarray(z, np.float64)
+        y = y * zz / (1.0 + np.exp(-zz))
+    return y, h
+
+
+def make_inputs(b, d, n, length, groups, dtype, extras, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, d, length, generator=gen).to(dtype)
+    delta = (torch.rand(b, d, length, generator=gen) * 0.5 - (0.3 if extras else -0.05)).to(dtype)
+    A = -torch.rand(d, n, generator=gen) * 2 - 0.1
+    B = torch.randn(b, groups, n, length, generator=gen).to(dtype)
+    C = torch.randn(b, groups, n, length, generator=gen).to(dtype)
+    D = torch.randn(d, generator=gen) if extras else None
+    z = torch.randn(b, d, length, generator=gen).to(dtype) if extras else None
+    bias = torch.randn(d, generator=gen) * 0.5 if extras else None
+    return u, delta, A, B, C, D, z, bias
+
+
+def rel_err(out: torch.Tensor, ref: np.ndarray) -> float:
+    ref_t = torch.as_tensor(ref, dtype=torch.float64)
+    return float((out.double() - ref_t).abs().max() / ref_t.abs().max().clamp_min(1e-12))
+
+
+SWEEP = list(
+    itertools.product(
+        [1, 16],  # dstate
+        [1, 4],  # groups
+        [False, True],  # z, D, delta_bias and softplus together
+        [False, True],  # reverse
+        [1, 7, 197],  # length
+        [torch.float32, torch.float16, torch.bfloat16],
+    )
+)
+
+
+@pytest.mark.parametrize(("n", "groups", "extras", "reverse", "length", "dtype"), SWEEP)
+def test_cpu_scan_matches_numpy(kernels, n, groups, extras, reverse, length, dtype):
+    u, delta, A, B, C, D, z, bias = make_inputs(2, 8, n, length, groups, dtype, extras)
+    out, last = kernels.scan_cpu(u, delta, A, B, C, D, z, bias, delta_softplus=extras, reverse=reverse)
+    ref, ref_last = numpy_scan(
+        u.float(),
+        delta.float(),
+        A,
+        B.float(),
+        C.float(),
+        D,
+        None if z is None else z.float(),
+        bias,
+        extras,
+        reverse,
+    )
+    assert out.dtype == dtype and out.shape == u.shape
+    assert last.dtype == torch.float32 and last.shape == (2, 8, n)
+    assert rel_err(out, ref) <= TOL[dtype]
+    assert rel_err(last, ref_last) <= 1e-5
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cpu_scan_matches_chunked_reference(kernels, reverse):
+    u, delta, A, B, C, *_ = make_inputs(3, 12, 16, 70, 3, torch.float32, False, seed=3)
+    out, last = kernels.scan_cpu(u, delta, A, B, C, reverse=reverse)
+    ref, ref_last = scan_chunked(u, delta, A, B, C, reverse=reverse)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, ref_last, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_backend_through_selective_scan_with_gradients(kernels):
+    from partool.ops import selective_scan
+
+    u, delta, A, B, C, D, z, bias = make_inputs(2, 8, 16, 19, 1, torch.float32, True, seed=5)
+    B3, C3 = B[:, 0], C[:, 0]
+    leaves = [x.clone().requires_grad_(True) for x in (u, delta, A)]
+    out, last = selective_scan(*leaves, B3, C3, D, z, bias, True, True, backend="cpu")
+    ref_leaves = [x.clone().requires_grad_(True) for x in (u, delta, A)]
+    ref, ref_last = selective_scan(*ref_leaves, B3, C3, D, z, bias, True, True, backend="reference")
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, ref_last, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for got, want in zip(leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cpu_bidirectional_equals_two_scans(kernels, dtype):
+    fwd = dict(
+        zip(
+            ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"),
+            make_inputs(2, 8, 16, 23, 1, dtype, True, 1),
+            strict=True,
+        )
+    )
+    bwd = dict(
+        zip(
+            ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"),
+            make_inputs(2, 8, 16, 23, 1, dtype, True, 2),
+            strict=True,
+        )
+    )
+    bwd["z"] = fwd["z"]  # Vim shares z between the directions
+    out = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.5)
+
+    def ref(p, reverse):
+        args = [p[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+        args = [a.float() if a is not None else None for a in args]
+        return numpy_scan(*args, True, reverse)[0]
+
+    expected = 0.5 * (ref(fwd, False) + ref(bwd, True))
+    assert out.dtype == dtype
+    assert rel_err(out, expected) <= TOL[dtype]
+
+
+@pytest.mark.parametrize(
+    ("width", "reverse", "silu", "dtype"),
+    [
+        (4, False, True, torch.float32),
+        (4, True, True, torch.float32),
+        (3, True, False, torch.float32),
+        (1, False, True, torch.float32),
+        (4, False, True, torch.bfloat16),
+    ],
+)
+def test_cpu_conv1d_matches_torch(kernels, width, reverse, silu, dtype):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 33, generator=gen).to(dtype)
+    w = torch.randn(6, width, generator=gen)
+    bias = torch.randn(6, generator=gen)
+    out = kernels.causal_conv1d(x, w, bias, silu=silu, reverse=reverse)
+    xf = x.float().flip(-1) if reverse else x.float()
+    ref = F.conv1d(F.pad(xf, (width - 1, 0)), w.unsqueeze(1), bias, groups=6)
+    ref = F.silu(ref) if silu else ref
+    ref = ref.flip(-1) if reverse else ref
+    assert rel_err(out, ref.double().numpy()) <= TOL[dtype]
+
+
+# ---- argument validation and ABI ----------------------------------------------------------------
+
+
+def _valid_params(kernels, keep):
+    u, delta, A, B, C, *_ = make_inputs(1, 8, 4, 5, 2, torch.float32, False)
+    out = torch.empty_like(u)
+    keep.extend([u, delta, A, B, C, out])
+    return kernels._scan_params(u, delta, A, B, C, None, None, None, out, None, False, False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "status"),
+    [
+        ("u", None, 1),
+        ("out", None, 1),
+        ("A", None, 1),
+        ("batch", 0, 1),
+        ("length", -3, 1),
+        ("groups", 3, 1),  # dim 8 not divisible by 3
+        ("dstate", 0, 2),
+        ("dstate", 17, 2),
+        ("io_dtype", 7, 3),
+    ],
+)
+def test_invalid_arguments_return_status(kernels, field, value, status):
+    keep: list = []
+    params = _valid_params(kernels, keep)
+    setattr(params, field, value)
+    lib = kernels.load_library()
+    for call in (lib.partool_selective_scan_fwd_cpu, lib.partool_selective_scan_fwd_cuda):
+        got = (
+            call(ctypes.byref(params), 1)
+            if call is lib.partool_selective_scan_fwd_cpu
+            else call(ctypes.byref(params), None)
+        )
+        assert got == status
+        assert lib.partool_last_error_message().decode()
+    with pytest.raises(kernels.KernelError, match=lib.partool_status_string(status).decode()):
+        kernels.check(status)
+
+
+def test_null_params_and_conv_width(kernels):
+    lib = kernels.load_library()
+    assert lib.partool_selective_scan_fwd_cpu(None, 1) == 1
+    assert lib.partool_selective_scan_bidir_fwd_cpu(None, 1) == 1
+    assert lib.partool_causal_conv1d_fwd_cpu(None, 1) == 1
+    x = torch.randn(1, 2, 5)
+    with pytest.raises(kernels.KernelError, match="width=5"):
+        kernels.causal_conv1d(x, torch.randn(2, 5))
+
+
+def test_cuda_entry_without_device_memory(kernels):
+    """Valid arguments in host memory: NO_CUDA without a GPU (or CPU-only build), else a refusal."""
+    keep: list = []
+    params = _valid_params(kernels, keep)
+    lib = kernels.load_library()
+    status = lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), None)
+    expected = 1 if (torch.cuda.is_available() and lib.partool_kernels_has_cuda()) else 5
+    assert status == expected, lib.partool_last_error_message().decode()
+    assert lib.partool_selective_scan_workspace_size(ctypes.byref(params)) == 0
+
+
+def test_abi_version_and_status_strings(kernels):
+    lib = kernels.load_library()
+    assert lib.partool_kernels_abi_version() == kernels.ABI_VERSION
+    assert lib.partool_status_string(0) == b"ok"
+    assert lib.partool_status_string(2) == b"unsupported dstate"
+
+
+_C_LAYOUT = r"""
+#include <stddef.h>
+#include <stdio.h>
+#include "partool_kernels.h"
+#define F(T, f) printf(#T " " #f " %zu\n", offsetof(T, f));
+int main(void) {
+  F(partool_scan_params_t, batch) F(partool_scan_params_t, dim) F(partool_scan_params_t, dstate)
+  F(partool_scan_params_t, length) F(partool_scan_params_t, groups) F(partool_scan_params_t, io_dtype)
+  F(partool_scan_params_t, u) F(partool_scan_params_t, delta) F(partool_scan_params_t, A)
+  F(partool_scan_params_t, B) F(partool_scan_params_t, C) F(partool_scan_params_t, D)
+  F(partool_scan_params_t, z) F(partool_scan_params_t, delta_bias) F(partool_scan_params_t, out)
+  F(partool_scan_params_t, last_state) F(partool_scan_params_t, delta_softplus) F(partool_scan_params_t, reverse)
+  F(partool_bidir_scan_params_t, fwd) F(partool_bidir_scan_params_t, bwd) F(partool_bidir_scan_params_t, out)
+  F(partool_bidir_scan_params_t, out_scale)
+  F(partool_conv1d_params_t, batch) F(partool_conv1d_params_t, dim) F(partool_conv1d_params_t, length)
+  F(partool_conv1d_params_t, width) F(partool_conv1d_params_t, io_dtype) F(partool_conv1d_params_t, x)
+  F(partool_conv1d_params_t, weight) F(partool_conv1d_params_t, bias) F(partool_conv1d_params_t, out)
+  F(partool_conv1d_params_t, silu) F(partool_conv1d_params_t, reverse)
+  printf("sizeof partool_scan_params_t %zu\n", sizeof(partool_scan_params_t));
+  printf("sizeof partool_bidir_scan_params_t %zu\n", sizeof(partool_bidir_scan_params_t));
+  printf("sizeof partool_conv1d_params_t %zu\n", sizeof(partool_conv1d_params_t));
+  return 0;
+}
+"""
+
+
+def test_struct_layout_matches_c_compiler(kernels, tmp_path):
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler to compare the struct layout with")
+    from partool.plugins import source_dir
+
+    src = tmp_path / "layout.c"
+    src.write_text(_C_LAYOUT)
+    exe = tmp_path / "layout"
+    subprocess.run(
+        [cc, "-I", str(source_dir() / "kernels" / "include"), str(src), "-o", str(exe)], check=True
+    )
+    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
+    structs = {
+        "partool_scan_params_t": kernels.ScanParams,
+        "partool_bidir_scan_params_t": kernels.BidirScanParams,
+        "partool_conv1d_params_t": kernels.Conv1dParams,
+    }
+    seen = 0
+    for line in lines:
+        first, second, value = line.split()
+        if first == "sizeof":
+            assert ctypes.sizeof(structs[second]) == int(value), second
+        else:
+            assert getattr(structs[first], second).offset == int(value), f"{first}.{second}"
+        seen += 1
+    assert seen == 36
+    assert {name for name, _ in kernels.ScanParams._fields_} == {
+        line.split()[1] for line in lines if line.startswith("partool_scan_params_t")
+    }
+
+
+# ---- CUDA (skipped without a GPU) ---------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize(
+    ("n", "groups", "extras", "reverse", "b", "length", "dtype"),
+    [
+        (16, 1, True, False, 2, 197, torch.float32),
+        (16, 1, True, True, 2, 197, torch.float32),
+        (16, 4, False, False, 3, 7, torch.float32),
+        (1, 1, True, True, 1, 1, torch.float32),
+        (16, 1, True, False, 64, 197, torch.float16),
+        (16, 1, True, True, 8, 300, torch.float16),
+        (16, 2, True, False, 1, 197, torch.bfloat16),
+    ],
+)
+def test_cuda_scan_matches_reference(kernels, n, groups, extras, reverse, b, length, dtype):
+    if not kernels.cuda_available():
+        pytest.skip("library built without CUDA")
+    u, delta, A, B, C, D, z, bias = make_inputs(b, 64, n, length, groups, dtype, extras)
+    dev = [x.cuda() if x is not None else None for x in (u, delta, A, B, C, D, z, bias)]
+    out, last = kernels.scan_cuda(*dev, delta_softplus=extras, reverse=reverse)
+    ref, ref_last = numpy_scan(
+        u.float(),
+        delta.float(),
+        A,
+        B.float(),
+        C.float(),
+        D,
+        None if z is None else z.float(),
+        bias,
+        extras,
+        reverse,
+    )
+    assert rel_err(out.cpu(), ref) <= TOL[dtype]
+    assert rel_err(last.cpu(), ref_last) <= 1e-5
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_bidirectional_and_conv(kernels):
+    if not kernels.cuda_available():
+        pytest.skip("library built without CUDA")
+    keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    fwd = dict(zip(keys, make_inputs(4, 64, 16, 197, 1, torch.float32, True, 1), strict=True))
+    bwd = dict(zip(keys, make_inputs(4, 64, 16, 197, 1, torch.float32, True, 2), strict=True))
+    cpu = kernels.scan_bidirectional(fwd, bwd)
+    gpu = kernels.scan_bidirectional(
+        *({k: v.cuda() if v is not None else None for k, v in p.items()} for p in (fwd, bwd))
+    )
+    assert rel_err(gpu.cpu(), cpu.double().numpy()) <= 1e-5
+    x, w = torch.randn(2, 64, 197), torch.randn(64, 4)
+    for reverse in (False, True):
+        want = kernels.causal_conv1d(x, w, None, reverse=reverse)
+        got = kernels.causal_conv1d(x.cuda(), w.cuda(), None, reverse=reverse)
+        assert rel_err(got.cpu(), want.double().numpy()) <= 1e-5
+
+
+def test_portable_row_kernels_match(kernels, tmp_path):
+    """PARTOOL_CPU_ISA=base forces the SSE2/NEON row kernels; they must agree with the numpy reference too."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, torch\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from test_kernels import make_inputs\n"
+        "import partool.ops.kernels as k\n"
+        "outs = []\n"
+        "for n in (1, 5, 16):\n"
+        "    args = make_inputs(2, 8, n, 41, 2, torch.float32, True)\n"
+        "    outs.append(k.scan_cpu(*args, delta_softplus=True, reverse=n == 5))\n"
+        "torch.save(outs, sys.argv[1])\n"
+    )
+    result = tmp_path / "out.pt"
+    env = {**os.environ, "PARTOOL_CPU_ISA": "base"}
+    subprocess.run(
+        [sys.executable, str(script), str(result), str(Path(__file__).parent)], check=True, env=env
+    )
+    outs = torch.load(result, weights_only=True)
+    for n, (out, last) in zip((1, 5, 16), outs, strict=True):
+        u, delta, A, B, C, D, z, bias = make_inputs(2, 8, n, 41, 2, torch.float32, True)
+        ref, ref_last = numpy_scan(u, delta, A, B, C, D, z, bias, True, n == 5)
+        assert rel_err(out, ref) <= 1e-5
+        assert rel_err(last, ref_last) <= 1e-5
