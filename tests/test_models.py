@@ -250,3 +250,23 @@ def test_vit_small_tokens_and_forward():
     assert create_model("vit-b", 3, (256, 128)).num_tokens == 129
     with pytest.raises(UserError, match="built for 64x32"):
         model(torch.randn(1, 3, 32, 32))
+
+
+def test_vim_fused_kernel_path_matches_reference():
+    """Inference on the `cpu` kernel backend runs the fused conv + bidirectional scan; same logits."""
+    from partool.ops import available_backends, set_backend
+
+    if not available_backends().get("cpu"):
+        pytest.skip("kernel library not built (partool plugins build)")
+    torch.manual_seed(0)
+    model = create_model("vim-t", 5, img_size=(64, 32), depth=2).eval()
+    images = torch.randn(2, 3, 64, 32)
+    outputs = {}
+    try:
+        with torch.no_grad():
+            for backend in ("reference", "cpu"):
+                set_backend(backend)
+                outputs[backend] = model(images)
+    finally:
+        set_backend(None)
+    torch.testing.assert_close(outputs["cpu"], outputs["reference"], rtol=1e-4, atol=1e-5)

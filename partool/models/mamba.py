@@ -3,7 +3,8 @@
 The backward direction of the official code runs its own conv/projections/scan on x and z flipped along
 the sequence and flips the result back. Here it runs the anti-causal conv and the reverse scan on the
 unflipped tensors, which is the same function without any flipped copies. The two directions are
-averaged (Vim's `if_divide_out=True`) before `out_proj`.
+averaged (Vim's `if_divide_out=True`) before `out_proj`. For inference on the `cpu`/`cuda` kernel backends
+both directions run as the library's conv1d+SiLU and one fused bidirectional scan call.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from partool.ops import kernels
 from partool.ops.causal_conv1d import causal_conv1d
-from partool.ops.selective_scan import selective_scan
+from partool.ops.selective_scan import resolve_backend, selective_scan
 
 
 class RMSNorm(nn.Module):
@@ -86,33 +88,58 @@ class BiMamba(nn.Module):
         for p in (self.A_log, self.D, self.A_b_log, self.D_b):
             p._no_weight_decay = True  # Vim's optimizer convention
 
-    def _direction(self, x: Tensor, z: Tensor, reverse: bool) -> Tensor:
-        """One direction: conv, projections and scan. `reverse` = official backward branch, un-flipped."""
+    def _params(self, reverse: bool) -> tuple[nn.Conv1d, nn.Linear, nn.Linear, Tensor, Tensor]:
+        """conv1d, x_proj, dt_proj, A and D of one direction (`_b` names for the backward one)."""
         sfx = "_b" if reverse else ""
-        conv: nn.Conv1d = getattr(self, f"conv1d{sfx}")
-        x_proj: nn.Linear = getattr(self, f"x_proj{sfx}")
-        dt_proj: nn.Linear = getattr(self, f"dt_proj{sfx}")
         A = -torch.exp(getattr(self, f"A{sfx}_log").float())
         D = getattr(self, f"D{sfx}").float()
-        xc = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu", reverse=reverse)
+        return (
+            getattr(self, f"conv1d{sfx}"),
+            getattr(self, f"x_proj{sfx}"),
+            getattr(self, f"dt_proj{sfx}"),
+            A,
+            D,
+        )
+
+    def _scan_args(self, xc: Tensor, z: Tensor, reverse: bool) -> dict[str, Tensor]:
+        """The selective-scan arguments of one direction from its conv output xc (B, d_inner, L)."""
+        _, x_proj, dt_proj, A, D = self._params(reverse)
         x_dbl = x_proj(xc.transpose(1, 2))  # (B, L, rank + 2n)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (B, d_inner, L); bias goes in the scan
-        return selective_scan(
-            xc,
-            delta,
-            A,
-            B.transpose(1, 2),
-            C.transpose(1, 2),
-            D,
-            z=z,
+        return dict(
+            u=xc, delta=delta, A=A, B=B.transpose(1, 2), C=C.transpose(1, 2), D=D, z=z,
             delta_bias=dt_proj.bias.float(),
-            delta_softplus=True,
-            reverse=reverse,
-        )
+        )  # fmt: skip
+
+    def _direction(self, x: Tensor, z: Tensor, reverse: bool) -> Tensor:
+        """One direction: conv, projections and scan. `reverse` = official backward branch, un-flipped."""
+        conv = self._params(reverse)[0]
+        xc = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu", reverse=reverse)
+        return selective_scan(**self._scan_args(xc, z, reverse), delta_softplus=True, reverse=reverse)
+
+    def _fused(self, x: Tensor, z: Tensor) -> Tensor:
+        """Both directions on the kernel library: its conv1d+SiLU, then one fused bidirectional scan."""
+        args = []
+        for reverse in (False, True):
+            conv = self._params(reverse)[0]
+            xc = kernels.causal_conv1d(x, conv.weight.squeeze(1), conv.bias, silu=True, reverse=reverse)
+            args.append(self._scan_args(xc, z, reverse))
+        return kernels.scan_bidirectional(args[0], args[1], delta_softplus=True, out_scale=0.5)
+
+    def _can_fuse(self, x: Tensor) -> bool:
+        """Inference on an active kernel backend (`cpu`/`cuda`): no autograd, tracing or export in play."""
+        if torch.is_grad_enabled() and (x.requires_grad or self.in_proj.weight.requires_grad):
+            return False
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            return False
+        return resolve_backend(None, x.device).name in ("cpu", "cuda")
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2·d_inner, L)
         x, z = xz.chunk(2, dim=1)
-        y = (self._direction(x, z, reverse=False) + self._direction(x, z, reverse=True)) / 2
+        if self._can_fuse(x):
+            y = self._fused(x, z)
+        else:
+            y = (self._direction(x, z, reverse=False) + self._direction(x, z, reverse=True)) / 2
         return self.out_proj(y.transpose(1, 2))
