@@ -43,11 +43,19 @@ def _root(
 
 
 def _register() -> None:
-    from partool.cli import doctor, models_cmd, plugins_cmd
+    from partool.cli import (
+        doctor,
+        eval_cmd,
+        export_cmd,
+        models_cmd,
+        plugins_cmd,
+        predict_cmd,
+        train_cmd,
+        video_cmd,
+    )
 
-    doctor.register(app)
-    models_cmd.register(app)
-    plugins_cmd.register(app)
+    for module in (train_cmd, eval_cmd, predict_cmd, export_cmd, video_cmd, doctor, models_cmd, plugins_cmd):
+        module.register(app)
 
 
 _register()

@@ -1,0 +1,178 @@
+"""End-to-end `partool video` throughput and per-stage latency on the SynthPAR street clip; optional soak run.
+
+The clip is rendered by `render_clip` (or --clip FILE); the PAR model is an untrained registry model at
+the given size (latency does not depend on the weights) or --model RUN|model.onnx|model.engine. The motion
+detector and the built-in IoU tracker run as in `partool demo`. `--soak N` loops the clip to N frames and
+samples the resident set size (psutil, else /proc/self/status) every 100 frames to show memory stays flat.
+Measures only; never passes or fails on time.
+
+    python benchmarks/video.py --threads 2 --out benchmarks/results/video_cpu.json
+    python benchmarks/video.py --soak 3000 --out benchmarks/results/video_soak.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_facts, print_table, write_json
+
+from partool.artifacts import build_meta, save_run
+from partool.data.synth import ATTRIBUTES, render_clip
+from partool.models import create_model
+from partool.runtime import load_backend
+from partool.video.detectors import MotionDetector
+from partool.video.pipeline import PipelineOptions, run_pipeline
+from partool.video.sinks import EventSink, VideoSink
+from partool.video.sources import open_source
+from partool.video.tracking import IoUTracker
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MiB."""
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class LoopCapture:
+    """A video file read again from the start at its end, until `total` frames were delivered."""
+
+    def __init__(self, path: str, total: int) -> None:
+        self.path, self.total, self.done = path, total, 0
+        self.capture = cv2.VideoCapture(path)
+
+    def isOpened(self) -> bool:
+        return self.capture.isOpened()
+
+    def read(self):
+        if self.done >= self.total:
+            return False, None
+        ok, image = self.capture.read()
+        if not ok:
+            self.capture.release()
+            self.capture = cv2.VideoCapture(self.path)
+            ok, image = self.capture.read()
+        self.done += ok
+        return ok, image
+
+    def get(self, prop: int) -> float:
+        return float(self.total) if prop == cv2.CAP_PROP_FRAME_COUNT else self.capture.get(prop)
+
+    def release(self) -> None:
+        self.capture.release()
+
+
+def make_model(tmp: Path, name: str, size: tuple[int, int], depth: int | None) -> Path:
+    kw = {"depth": depth} if depth else {}
+    model = create_model(name, len(ATTRIBUTES), img_size=size, **kw).eval()
+    return save_run(tmp / "run", model, build_meta(model, list(ATTRIBUTES), "synth"))
+
+
+def run_once(clip: Path, model: Path, device: str, out: Path, frames: int | None, every: int) -> dict:
+    backend = load_backend(model, device=device)
+    target = str(clip)
+    opener = (lambda _t: LoopCapture(target, frames)) if frames else cv2.VideoCapture
+    samples: list[tuple[int, float]] = []
+
+    def sample(result) -> None:
+        if result.index % 100 == 0:
+            samples.append((result.index, rss_mb()))
+
+    source = open_source(target, opener=opener)
+    sinks = [EventSink(out / "events.jsonl"), VideoSink(out / "annotated.mp4")]
+    summary = run_pipeline(source, backend, MotionDetector(), IoUTracker(), sinks,
+                           PipelineOptions(every=every, on_frame=sample))  # fmt: skip
+    return {"backend": backend.describe(), "summary": summary.to_dict(), "rss_samples": samples}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, help="video to run on (default: render a SynthPAR clip)")
+    parser.add_argument("--size", default="640x360", help="rendered clip size WxH")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--model", type=Path, help="run folder / model.onnx / model.engine (default: untrained)"
+    )
+    parser.add_argument("--model-name", default="vim-t")
+    parser.add_argument("--img-size", default="128x64", help="HxW of the untrained model")
+    parser.add_argument(
+        "--depth", type=int, default=None, help="Vim depth of the untrained model (default: full)"
+    )
+    parser.add_argument(
+        "--onnx", action="store_true", help="also export the untrained model and run onnxruntime"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--soak", type=int, default=0, help="loop the clip to N frames and track RSS")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/video.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        clip = args.clip
+        if clip is None:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+            clip = (
+                tmp / render_clip(str(tmp / "clip.mp4"), seconds=args.seconds, fps=15, size=(w, h))["video"]
+            )
+        models = {}
+        if args.model is not None:
+            models[args.model.suffix or "run"] = args.model
+        else:
+            size = tuple(int(v) for v in args.img_size.lower().split("x"))
+            models["torch"] = make_model(tmp, args.model_name, size, args.depth)
+            if args.onnx:
+                from partool.export import export_run
+
+                models["onnxruntime"] = export_run(models["torch"], tmp / "onnx", scan="portable")
+        results = {}
+        for label, model in models.items():
+            out = tmp / f"out-{label}"
+            out.mkdir()
+            results[label] = run_once(clip, model, args.device, out, args.soak or None, args.every)
+    rows = []
+    for label, r in results.items():
+        s = r["summary"]
+        for stage, st in s["stages"].items():
+            rows.append([label, stage, st["calls"], st["mean_ms"], st["p50_ms"], st["p95_ms"]])
+        rows.append([label, "END-TO-END FPS", s["frames"], round(s["fps"], 1), "-", "-"])
+    print_table(
+        "partool video: per-stage latency (ms)", ["backend", "stage", "calls", "mean", "p50", "p95"], rows
+    )
+    payload = {
+        "machine": machine_facts(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "results": results,
+    }
+    for label, r in results.items():
+        samples = r["rss_samples"]
+        if len(samples) >= 4:
+            idx, mb = np.array([s[0] for s in samples], float), np.array([s[1] for s in samples])
+            warm = len(samples) // 4  # leave the first quarter out: allocator and model warm-up
+            slope = float(np.polyfit(idx[warm:], mb[warm:], 1)[0] * 1000)
+            r["rss"] = {"first_mb": round(float(mb[0]), 1), "after_warmup_mb": round(float(mb[warm]), 1),
+                        "last_mb": round(float(mb[-1]), 1), "max_mb": round(float(mb.max()), 1),
+                        "slope_mb_per_1000_frames": round(slope, 3)}  # fmt: skip
+            print(f"{label}: RSS {r['rss']}")
+    write_json(str(args.out) if args.out else None, payload)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Run folders: `model.safetensors` + `partool.json`, the one format every later stage reads.
+
+A trained model is a folder so that export, eval and predict need nothing but the path: the JSON says
+which registry model to build (name + kwargs), the attribute names in output order, the input size,
+the normalisation and the decision threshold; the safetensors file holds the weights and runs no code
+when read. Both files are written to a temporary name in the same folder and renamed into place, so a
+killed process leaves either the old run or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from partool import __version__
+from partool.errors import UserError
+
+WEIGHTS = "model.safetensors"
+META = "partool.json"
+REQUIRED_KEYS = (
+    "model",
+    "model_kwargs",
+    "attributes",
+    "input_size",
+    "mean",
+    "std",
+    "threshold",
+    "data",
+    "partool_version",
+)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """Yield a temporary file name next to `path`; on success it is renamed onto `path`, on error removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; run folders are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, default=_jsonable) + "\n").encode())
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays and tuples in metadata become plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def build_meta(
+    model: nn.Module,
+    attributes: list[str],
+    data: str,
+    threshold: float = 0.5,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The contract keys of `partool.json` for a PARModel built by `create_model` (from its default_cfg)."""
+    cfg = getattr(model, "default_cfg", {})
+    if "name" not in cfg:
+        raise ValueError("model has no default_cfg['name']; build it with partool.models.create_model")
+    meta: dict[str, Any] = {
+        "model": cfg["name"],
+        "model_kwargs": dict(cfg.get("model_kwargs", {})),
+        "attributes": [str(a) for a in attributes],
+        "input_size": [int(v) for v in cfg["input_size"]],
+        "mean": [float(v) for v in cfg["mean"]],
+        "std": [float(v) for v in cfg["std"]],
+        "threshold": float(threshold),
+        "data": data,
+        "partool_version": __version__,
+    }
+    if training is not None:
+        meta["training"] = training
+    return meta
+
+
+def check_meta(meta: Any, where: str | Path) -> dict[str, Any]:
+    """UserError naming the file unless `meta` carries every contract key with a usable type."""
+    if not isinstance(meta, dict):
+        raise UserError(f"{where} does not hold a JSON object; it is not a partool run description")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise UserError(
+            f"{where} lacks the key(s) {', '.join(missing)}; it was not written by partool train "
+            "(re-train, or add the keys by hand)"
+        )
+    attrs, size = meta["attributes"], meta["input_size"]
+    if not isinstance(attrs, list) or not attrs or not all(isinstance(a, str) for a in attrs):
+        raise UserError(f"{where}: 'attributes' must be a non-empty list of names")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserError(f"{where}: 'input_size' must be [height, width], got {size!r}")
+    if not isinstance(meta["model_kwargs"], dict):
+        raise UserError(f"{where}: 'model_kwargs' must be an object")
+    return meta
+
+
+def write_meta(run_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Atomically (re)write `partool.json` in `run_dir` (e.g. to add training history)."""
+    path = Path(run_dir) / META
+    atomic_write_json(path, check_meta(meta, path))
+    return path
+
+
+def save_run(run_dir: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write the weights and then the metadata of `model` into `run_dir`; returns the folder.
+
+    Shared tensors are stored once (safetensors' `save_model`), so tied weights survive the round trip.
+    The weights go first: a reader never sees metadata that points at weights not yet written.
+    """
+    from safetensors.torch import save_model
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_meta(meta, run_dir / META)
+    with atomic_path(run_dir / WEIGHTS) as tmp:
+        save_model(_unwrap(model), tmp, metadata={"partool_version": __version__, "model": meta["model"]})
+    write_meta(run_dir, meta)
+    return run_dir
+
+
+def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(run folder, metadata) for a run folder or its `partool.json`; UserError when absent or damaged."""
+    path = Path(path)
+    meta_path = path / META if path.is_dir() else path
+    if path.is_dir() and not meta_path.is_file():
+        raise UserError(
+            f"{path} is a folder but holds no {META}; pass the folder `partool train --out` wrote"
+        )
+    if not meta_path.is_file():
+        raise UserError(
+            f"run {path} does not exist; pass a run folder written by `partool train` (e.g. runs/NAME)"
+        )
+    if meta_path.name != META:
+        raise UserError(f"{path} is not a run folder or its {META}; pass the folder `partool train` wrote")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(
+            f"cannot read {meta_path}: {e}; the file is damaged, re-run `partool train`"
+        ) from None
+    return meta_path.parent, check_meta(meta, meta_path)
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a run folder (or its `partool.json`) in eval mode on `device`, with its metadata."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    from partool.models import create_model
+
+    run_dir, meta = read_meta(path)
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        raise UserError(
+            f"{weights} is missing; the run has no saved weights yet (training stopped before its first "
+            "validation?) — finish it with `partool train --resume`"
+        )
+    model = create_model(
+        meta["model"], len(meta["attributes"]), img_size=tuple(meta["input_size"]), **meta["model_kwargs"]
+    )
+    try:
+        load_model(model, str(weights), strict=True, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"cannot read {weights}: {e}; the file is damaged, re-run `partool train`") from None
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(
+            f"{weights} does not match the model described in {run_dir / META} ({first}); "
+            "the two files come from different runs"
+        ) from None
+    return model.to(device).eval(), meta
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner

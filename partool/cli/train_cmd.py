@@ -1,0 +1,133 @@
+"""`partool train`: train a PAR model with the MambaPAR recipe into a run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+from partool.cli.output import print_json, print_table
+from partool.errors import UserError
+
+
+def parse_img_size(text: str) -> tuple[int, int]:
+    """'256x128' -> (256, 128): height x width, both positive."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--img-size {text!r} is not HEIGHTxWIDTH; write it like 256x128") from None
+    if h <= 0 or w <= 0:
+        raise UserError(f"--img-size {text!r}: both sides must be positive")
+    return h, w
+
+
+def parse_model_args(items: list[str]) -> dict[str, object]:
+    """['depth=2', 'drop_path_rate=0.0'] -> {'depth': 2, 'drop_path_rate': 0.0}; values read as JSON when they parse."""
+    kwargs: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--model-arg {item!r} is not KEY=VALUE; e.g. --model-arg depth=12")
+        try:
+            kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = value
+    return kwargs
+
+
+def default_out(model: str, data: str) -> Path:
+    """runs/MODEL-DATASET, e.g. runs/vim-s-pa100k."""
+    kind = data.partition(":")[0].lower() or "data"
+    return Path("runs") / f"{model}-{kind}"
+
+
+def train(
+    model: str | None = typer.Option(None, "--model", help="Model name from `partool models` (vim-t, vim-s, vmamba-b, vit-s…)."),
+    data: str | None = typer.Option(None, "--data", help="Dataset spec: synth[:N], pa100k:ROOT, peta:ROOT, rap1:ROOT, rap2:ROOT, pkl:PATH, wider:ROOT, csv:PATH."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the paper's, Vim 60, VMamba/ViT 20)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step, over all GPUs (default: Vim 64, VMamba/ViT 128)."),
+    img_size: str | None = typer.Option(None, "--img-size", help="Input HEIGHTxWIDTH, e.g. 256x128 (default: the model's, 224x224)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: Vim 2.5e-4, VMamba/ViT 8e-3)."),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="sgd (the paper's, momentum 0.9) or adamw."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="Weight decay (default: 1e-4)."),
+    warmup_epochs: int | None = typer.Option(None, "--warmup-epochs", help="Linear warm-up epochs from 1% of --lr (default: 5)."),
+    model_arg: list[str] = typer.Option([], "--model-arg", metavar="KEY=VALUE", help="Extra model option KEY=VALUE (repeatable), e.g. depth=12."),
+    train_split: str | None = typer.Option(None, "--train-split", help="Split to train on (default: train, or trainval if there is no val)."),
+    val_split: str | None = typer.Option(None, "--val-split", help="Split to pick the best epoch on (default: val, or test)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-DATASET)."),
+    pretrained: Path | None = typer.Option(None, "--pretrained", help="Official ImageNet checkpoint for the backbone (.pth/.safetensors)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (0 = load in the main process)."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, or fp16 with loss scaling)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:  # fmt: skip
+    """Train a pedestrian-attribute model; the best-mA epoch is saved as a run folder.
+
+    Defaults follow MambaPAR (arXiv 2407.10374, Event-AHU/OpenPAR): weighted BCE, SGD momentum 0.9, weight decay 1e-4, 5 warm-up epochs then cosine decay, Resize + Pad(10) + RandomCrop + flip, mean/std 0.5. The run folder gets model.safetensors + partool.json (what eval, predict and export read), last.pt (resume state), metrics.csv, loss.png, ma.png and tensorboard/.
+
+    Examples:
+
+      partool train --model vim-s --data pa100k:/data/PA100k --img-size 256x128 --pretrained vim_s_midclstok_80p5acc.pth
+
+      partool train --model vim-t --data synth --epochs 10 --optimizer adamw --lr 1e-3 --device cpu
+
+      partool train --resume --out runs/vim-s-pa100k          (after a crash or Ctrl-C)
+
+      torchrun --nproc-per-node 4 -m partool train --model vmamba-b --data peta:/data/PETA   (multi-GPU)
+    """
+    from partool.train.loop import TrainConfig
+    from partool.train.loop import train as run_training
+
+    if not resume and (not model or not data):
+        raise UserError("--model and --data are required (e.g. --model vim-s --data pa100k:/data/PA100k)")
+    if out is None:
+        if not (model and data):
+            raise UserError("--resume needs --out (the run folder to continue), or --model and --data")
+        out = default_out(model, data)
+    if workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {workers}")
+    config = TrainConfig(
+        model=model or "",
+        data=data or "",
+        out=out,
+        epochs=epochs,
+        batch_size=batch_size,
+        img_size=parse_img_size(img_size) if img_size else None,
+        lr=lr,
+        optimizer=optimizer.lower() if optimizer else None,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        model_kwargs=parse_model_args(model_arg),
+        train_split=train_split,
+        val_split=val_split,
+        seed=seed,
+        pretrained=str(pretrained) if pretrained else None,
+        device=device,
+        workers=workers,
+        amp=amp,
+        resume=resume,
+        force=force,
+    )
+    result = run_training(config)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
+    if json_out:
+        print_json(result.as_dict())
+        return
+    m = result.best_metrics
+    status = "finished" if result.finished else f"stopped after epoch {result.epochs_done}"
+    print_table(
+        f"{result.out} ({status}, best epoch {result.best_epoch} of {result.epochs})",
+        ["metric", "value (%)"],
+        [[k, f"{100 * m[k]:.2f}"] for k in ("ma", "acc", "prec", "recall", "f1", "f1_instance") if k in m],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

@@ -1,0 +1,626 @@
+"""`train(config)`: the MambaPAR recipe end to end, resumable, on one device or under torchrun (DDP).
+
+Per epoch: set the learning rate from the schedule, one pass over the training split with weighted BCE
+(AMP on CUDA), validation with the papers' metrics, the best-mA weights saved as a run folder
+(`partool.artifacts.save_run`), `metrics.csv`, TensorBoard scalars, loss/mA curves as PNG, and the resume
+state `last.pt`, all written atomically by rank 0 only.
+
+Determinism: the data order and DataLoader worker seeds come from a generator reseeded from (seed, epoch)
+at each epoch, and the global RNG states are saved with every `last.pt`; a run stopped after epoch k and
+resumed ends, on CPU, with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from partool.artifacts import META, WEIGHTS, atomic_write_bytes, build_meta, save_run, write_meta
+from partool.data import open_dataset
+from partool.data.transforms import build_transforms
+from partool.errors import UserError
+from partool.evaluate import resolve_device
+from partool.metrics import pedestrian_metrics
+from partool.models import create_model, load_pretrained, model_info
+from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from partool.train.losses import WeightedBCELoss
+from partool.train.recipe import Recipe, build_optimizer, lr_at, recipe_for
+
+CSV_NAME = "metrics.csv"
+TB_DIR = "tensorboard"
+PLOTS = ("loss.png", "ma.png")
+_OWNED = (LAST, WEIGHTS, META, CSV_NAME, *PLOTS)  # what --force may delete
+_HISTORY_KEYS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "ma",
+    "acc",
+    "prec",
+    "recall",
+    "f1",
+    "f1_instance",
+    "seconds",
+)
+_RESULT_KEYS = ("ma", "acc", "prec", "recall", "f1", "f1_instance")
+
+
+@dataclass
+class TrainConfig:
+    """What `partool train` asks for; None means "the recipe's / the model's default"."""
+
+    model: str
+    data: str
+    out: str | Path
+    epochs: int | None = None
+    batch_size: int | None = None
+    img_size: tuple[int, int] | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    warmup_epochs: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_split: str | None = (
+        None  # None: "train" + "val" when the dataset has them, else "trainval" + "test"
+    )
+    val_split: str | None = None
+    seed: int = 0
+    threshold: float = 0.5
+    pretrained: str | None = None
+    device: str = "auto"
+    workers: int = 2
+    amp: bool = True
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+    stop_after_epoch: int | None = None  # stop (as if killed) once this epoch is saved
+
+    # Fields that define the run; on --resume they come from last.pt, the rest from the new call.
+    RUN_FIELDS = (
+        "model", "data", "epochs", "batch_size", "img_size", "lr", "optimizer", "weight_decay", "warmup_epochs",
+        "model_kwargs", "train_split", "val_split", "seed", "threshold", "pretrained", "amp",
+    )  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    epochs: int
+    epochs_done: int
+    finished: bool
+    best_epoch: int
+    best_ma: float
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    skipped_images: list[str]
+    recipe: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+@dataclass
+class _Dist:
+    """Where this process sits in a torchrun job (world 1 when not launched by torchrun)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume) the run in `config.out`; returns the best epoch, its metrics and the history."""
+    ddp = _init_distributed(config)
+    try:
+        return _train(config, ddp)
+    finally:
+        if ddp.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, ddp: _Dist) -> TrainResult:
+    out = Path(config.out)
+    console = Console(stderr=True, quiet=not ddp.main)
+    state: dict[str, Any] | None = None
+    if config.resume:
+        state = load_checkpoint(out / LAST)
+        saved = state["config"]
+        _note_ignored(console, config, saved)
+        config = TrainConfig(**{**asdict(config), **{k: saved[k] for k in TrainConfig.RUN_FIELDS}})
+        if config.img_size is not None:
+            config.img_size = tuple(config.img_size)
+    else:
+        _check_out(out, config.force)  # on every rank, so a refusal stops all of them
+
+    device = resolve_device(config.device)
+    if ddp.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    info = model_info(config.model)
+    recipe = recipe_for(info.family).with_overrides(
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        warmup_epochs=config.warmup_epochs,
+    )
+    img_size = tuple(config.img_size or info.input_size)
+    train_ds, val_ds, train_split, val_split = _open_splits(config, img_size, info.mean, info.std)
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise UserError(
+            f"{config.data}: split {train_split!r} or {val_split!r} is empty; nothing to train on"
+        )
+
+    _seed_everything(config.seed)
+    model = create_model(config.model, len(train_ds.attributes), img_size=img_size, **config.model_kwargs)
+    if config.pretrained and state is None:
+        missing, unexpected = load_pretrained(model, config.pretrained)
+        console.print(
+            f"loaded {config.pretrained}: {len(missing)} backbone keys missing, {len(unexpected)} unexpected"
+        )
+    if state is None and ddp.main:
+        _clear_out(out)  # only now that data and model are known good: a bad call loses nothing
+    model.to(device)
+    criterion = WeightedBCELoss(train_ds.pos_ratio()).to(device)
+    optimizer = build_optimizer(model, recipe)
+    amp_dtype = _amp_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start_epoch, best_ma, best_epoch, history = 1, -math.inf, 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"]) + 1
+        best_ma, best_epoch = float(state["best_ma"]), int(state["best_epoch"])
+        history = [dict(h) for h in state["history"]]
+        console.print(f"resuming {out} after epoch {state['epoch']} of {recipe.epochs}")
+
+    net: nn.Module = model
+    if ddp.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    train_loader, val_loader, train_gen = _loaders(train_ds, val_ds, recipe, config, ddp, device)
+    meta_base = build_meta(model, train_ds.attributes, config.data, config.threshold)
+    run_info = {
+        "config": {k: _plain(getattr(config, k)) for k in TrainConfig.RUN_FIELDS},
+        "recipe": recipe.to_dict(),
+        "train_split": train_split,
+        "val_split": val_split,
+        "train_images": len(train_ds),
+        "val_images": len(val_ds),
+        "world_size": ddp.world,
+    }
+    writer = _tensorboard(out, start_epoch) if ddp.main else None
+    if state is not None:  # last, so nothing in the set-up above shifts the random streams
+        set_rng_state(state["rng"])
+    epoch = start_epoch - 1
+    try:
+        with _sigterm_as_interrupt():
+            for epoch in range(start_epoch, recipe.epochs + 1):
+                began = time.perf_counter()
+                lr = lr_at(recipe, epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                train_gen.manual_seed(_epoch_seed(config.seed, epoch))
+                if isinstance(train_loader.sampler, DistributedSampler):
+                    train_loader.sampler.set_epoch(epoch)
+                train_loss = _train_epoch(
+                    net, train_loader, criterion, optimizer, scaler, device, amp_dtype, console, config.progress,
+                    f"epoch {epoch}/{recipe.epochs}",
+                )  # fmt: skip
+                if not math.isfinite(train_loss):
+                    raise UserError(
+                        f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr and start again with "
+                        f"--force, or --resume from the last good epoch with a lower --lr in a new --out"
+                    )
+                row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
+                if ddp.main:
+                    val_loss, metrics = _validate(
+                        model, val_loader, criterion, device, amp_dtype, config.threshold
+                    )
+                    row.update(val_loss=val_loss, **{k: getattr(metrics, k) for k in _RESULT_KEYS})
+                    row["seconds"] = time.perf_counter() - began
+                    history.append(row)
+                    improved = metrics.ma > best_ma
+                    if improved:
+                        best_ma, best_epoch = metrics.ma, epoch
+                    training = _training_info(run_info, recipe, epoch, best_epoch, history)
+                    meta = {**meta_base, "training": training}
+                    if improved:
+                        save_run(out, model, meta)
+                    else:
+                        write_meta(out, meta)
+                    _write_logs(out, history, writer, row)
+                    save_checkpoint(
+                        out / LAST,
+                        {
+                            "config": run_info["config"],
+                            "epoch": epoch,
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scaler": scaler.state_dict(),
+                            "best_ma": best_ma,
+                            "best_epoch": best_epoch,
+                            "history": history,
+                            "rng": rng_state(),
+                        },
+                    )
+                    console.print(_epoch_line(row, improved))
+                if ddp.world > 1:
+                    dist.barrier()
+                if config.stop_after_epoch is not None and epoch >= config.stop_after_epoch:
+                    break
+    except KeyboardInterrupt:
+        done = history[-1]["epoch"] if history else start_epoch - 1
+        console.print(
+            f"[yellow]stopped during epoch {epoch}; {out / LAST} holds epoch {int(done)}. "
+            f"Continue with: partool train --resume --out {out}[/yellow]"
+        )
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+
+    skipped = sorted(set(train_ds.skipped) | set(val_ds.skipped))
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}[/yellow]")
+    done = int(history[-1]["epoch"]) if history else 0
+    best_row = next((h for h in history if h["epoch"] == best_epoch), {})
+    return TrainResult(
+        out=out,
+        epochs=recipe.epochs,
+        epochs_done=done,
+        finished=done >= recipe.epochs,
+        best_epoch=best_epoch,
+        best_ma=best_ma if best_epoch else float("nan"),
+        best_metrics={k: float(best_row[k]) for k in _RESULT_KEYS if k in best_row},
+        history=history,
+        skipped_images=skipped,
+        recipe=recipe.to_dict(),
+    )
+
+
+def _train_epoch(
+    net: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    console: Console,
+    show: bool,
+    title: str,
+) -> float:
+    """One pass over the training data; returns the mean batch loss (averaged over ranks under DDP)."""
+    net.train()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
+    with _progress(console, show) as bar:
+        task = bar.add_task(title, total=len(loader))
+        for images, targets in loader:
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            with _autocast(device, amp_dtype):
+                logits = net(images)
+            loss = criterion(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total[0] += loss.detach().double()
+            total[1] += 1
+            bar.update(task, advance=1, description=f"{title} loss {loss.item():.4f}")
+    if dist.is_initialized():
+        dist.all_reduce(total)
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+@torch.inference_mode()
+def _validate(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    threshold: float,
+) -> tuple[float, Any]:
+    model.eval()
+    probs, labels, losses = [], [], []
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        with _autocast(device, amp_dtype):
+            logits = model(images).float()
+        losses.append(float(criterion(logits, targets)) * len(targets))
+        probs.append(torch.sigmoid(logits).cpu().numpy())
+        labels.append(targets.cpu().numpy().astype(np.uint8))
+    metrics = pedestrian_metrics(np.concatenate(probs), np.concatenate(labels), threshold)
+    return sum(losses) / metrics.num_samples, metrics
+
+
+def _loaders(
+    train_ds: Dataset, val_ds: Dataset, recipe: Recipe, config: TrainConfig, ddp: _Dist, device: torch.device
+) -> tuple[DataLoader, DataLoader, torch.Generator]:
+    """Training and validation loaders, and the generator the training order is drawn from (reseeded per epoch).
+
+    --batch-size is the global batch: under DDP each rank takes batch_size / world of it.
+    """
+    per_rank_batch = max(1, recipe.batch_size // ddp.world)
+    train_gen = torch.Generator()
+    sampler = (
+        DistributedSampler(train_ds, ddp.world, ddp.rank, shuffle=True, seed=config.seed)
+        if ddp.world > 1
+        else RandomSampler(train_ds, generator=train_gen)
+    )
+    per_rank_len = math.ceil(len(train_ds) / ddp.world)
+    lone_last = per_rank_len % per_rank_batch == 1 and per_rank_len > 1  # BatchNorm cannot train on 1 sample
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=per_rank_batch,
+        sampler=sampler,
+        num_workers=config.workers,
+        generator=train_gen,
+        pin_memory=device.type == "cuda",
+        drop_last=lone_last,
+    )
+    val_loader = DataLoader(
+        val_ds,
+        batch_size=per_rank_batch,
+        shuffle=False,
+        num_workers=config.workers,
+        generator=torch.Generator(),
+    )
+    return train_loader, val_loader, train_gen
+
+
+def _open_splits(
+    config: TrainConfig, img_size: tuple[int, int], mean: Any, std: Any
+) -> tuple[Dataset, Dataset, str, str]:
+    """Training and validation datasets; default splits train/val, else trainval/test (RAPv1 has no val)."""
+    train_tf = build_transforms(img_size, mean, std, train=True)
+    eval_tf = build_transforms(img_size, mean, std, train=False)
+    if config.train_split or config.val_split:
+        pairs = [(config.train_split or "train", config.val_split or "val")]
+    else:
+        pairs = [("train", "val"), ("trainval", "test")]
+    first_error: UserError | None = None
+    for train_split, val_split in pairs:
+        try:
+            train_ds = open_dataset(config.data, train_split, train_tf)
+            val_ds = open_dataset(config.data, val_split, eval_tf)
+        except UserError as e:
+            first_error = first_error or e
+            continue
+        if list(train_ds.attributes) != list(val_ds.attributes):
+            raise UserError(f"{config.data}: splits {train_split} and {val_split} name different attributes")
+        return train_ds, val_ds, train_split, val_split
+    assert first_error is not None
+    raise first_error
+
+
+def _note_ignored(console: Console, config: TrainConfig, saved: dict[str, Any]) -> None:
+    """Say which options of a --resume call lose to the settings the run was started with."""
+    defaults = TrainConfig(model="", data="", out="")
+    for key in TrainConfig.RUN_FIELDS:
+        given = _plain(getattr(config, key))
+        if given not in (None, "", _plain(getattr(defaults, key))) and given != saved[key]:
+            console.print(
+                f"[yellow]--resume keeps {key}={saved[key]!r} of the run (ignoring {given!r})[/yellow]"
+            )
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse to overwrite an existing run unless --force."""
+    if any((out / name).exists() for name in _OWNED) and not force:
+        what = "a finished run" if _finished(out) else "an unfinished run"
+        raise UserError(
+            f"{out} already holds {what}; pass --resume to continue it, --force to overwrite it, "
+            "or choose another --out"
+        )
+
+
+def _clear_out(out: Path) -> None:
+    """Remove what an earlier run wrote into `out` (checked by `_check_out` first) and create the folder."""
+    for name in _OWNED:
+        (out / name).unlink(missing_ok=True)
+    if (out / TB_DIR).is_dir():
+        shutil.rmtree(out / TB_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _finished(out: Path) -> bool:
+    """Whether the run in `out` says it completed all its epochs (False when unreadable)."""
+    try:
+        return bool(json.loads((out / META).read_text())["training"]["finished"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _training_info(
+    run_info: dict[str, Any], recipe: Recipe, epoch: int, best_epoch: int, history: list[dict[str, float]]
+) -> dict[str, Any]:
+    best = next(h for h in history if h["epoch"] == best_epoch)
+    return {
+        **run_info,
+        "epochs": recipe.epochs,
+        "epochs_done": epoch,
+        "finished": epoch >= recipe.epochs,
+        "best_epoch": best_epoch,
+        "best_ma": best["ma"],
+        "metrics": {k: best[k] for k in _RESULT_KEYS},
+        "history": history,
+    }
+
+
+def _write_logs(out: Path, history: list[dict[str, float]], writer: Any, row: dict[str, float]) -> None:
+    """metrics.csv (whole history, atomically), TensorBoard scalars of this epoch, loss and mA curves."""
+    lines = [",".join(_HISTORY_KEYS)]
+    lines += [",".join(_fmt(h.get(k, "")) for k in _HISTORY_KEYS) for h in history]
+    atomic_write_bytes(out / CSV_NAME, ("\n".join(lines) + "\n").encode())
+    if writer is not None:
+        step = int(row["epoch"])
+        tags = {"lr": "train/lr", "train_loss": "loss/train", "val_loss": "loss/val"}
+        for key in ("lr", "train_loss", "val_loss", *_RESULT_KEYS):
+            writer.add_scalar(tags.get(key, f"val/{key}"), row[key], step)
+        writer.flush()
+    _plot_curves(out, history)
+
+
+def _plot_curves(out: Path, history: list[dict[str, float]]) -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    for name, series, ylabel in (
+        ("loss.png", (("train_loss", "train"), ("val_loss", "validation")), "weighted BCE"),
+        ("ma.png", (("ma", "mA"), ("f1", "F1"), ("acc", "Acc")), "validation score (%)"),
+    ):
+        fig = Figure(figsize=(6, 3.6))
+        ax = fig.add_subplot()
+        scale = 100.0 if name == "ma.png" else 1.0
+        for key, label in series:
+            ax.plot(epochs, [scale * h[key] for h in history], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        atomic_write_bytes(out / name, buf.getvalue())
+
+
+def _tensorboard(out: Path, start_epoch: int) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events a killed run logged after its last saved epoch.
+    return SummaryWriter(str(out / TB_DIR), purge_step=start_epoch if start_epoch > 1 else None)
+
+
+def _epoch_line(row: dict[str, float], improved: bool) -> str:
+    star = " [green]best[/green]" if improved else ""
+    return (
+        f"epoch {int(row['epoch'])}: lr {row['lr']:.3g}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+        f"mA {100 * row['ma']:.2f}  Acc {100 * row['acc']:.2f}  F1 {100 * row['f1']:.2f}  ({row['seconds']:.1f} s){star}"
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """Config values as types `torch.load(weights_only=True)` and JSON both accept."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**63)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it (no loss scaling needed), else fp16 with a GradScaler; None on CPU."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _progress(console: Console, show: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    )
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (e.g. a scheduler's kill) into KeyboardInterrupt so logs are closed cleanly.
+
+    The resume state of the last finished epoch is already on disk (written atomically), so a stop
+    mid-epoch loses only that epoch's progress.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _init_distributed(config: TrainConfig) -> _Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on CUDA, Gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        use_cuda = config.device != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return _Dist(
+        world=dist.get_world_size(), rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", 0))
+    )
