@@ -225,3 +225,16 @@ def test_shape_errors_say_what_is_wrong(change, match):
     x.update(change)
     with pytest.raises(ValueError, match=match):
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"])
+
+
+def test_auto_prefers_differentiable_backends_for_training(monkeypatch):
+    """Forward-only kernels win `auto` for inference only; with gradients the chunked reference runs."""
+    from partool.ops import ScanBackend
+    from partool.ops.selective_scan import _BACKENDS
+
+    monkeypatch.delenv("PARTOOL_SCAN_BACKEND", raising=False)
+    fake = ScanBackend("fake_kernel", lambda *a: None, lambda: True, frozenset({"cpu"}), False, 1000)
+    monkeypatch.setitem(_BACKENDS, "fake_kernel", fake)
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu).name == "fake_kernel"
+    assert resolve_backend("auto", cpu, needs_grad=True).name == "chunked"

@@ -44,6 +44,7 @@ def _root(
 
 def _register() -> None:
     from partool.cli import (
+        demo_cmd,
         doctor,
         eval_cmd,
         export_cmd,
@@ -54,7 +55,17 @@ def _register() -> None:
         video_cmd,
     )
 
-    for module in (train_cmd, eval_cmd, predict_cmd, export_cmd, video_cmd, doctor, models_cmd, plugins_cmd):
+    for module in (
+        train_cmd,
+        eval_cmd,
+        predict_cmd,
+        export_cmd,
+        video_cmd,
+        demo_cmd,
+        doctor,
+        models_cmd,
+        plugins_cmd,
+    ):
         module.register(app)
 
 

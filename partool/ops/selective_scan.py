@@ -67,12 +67,20 @@ def _check_name(name: str) -> None:
         raise UserError(f"unknown selective-scan backend {name!r}; choose one of: {choices}")
 
 
-def resolve_backend(name: str | None, device: torch.device) -> ScanBackend:
-    """The backend that will run a call on `device` (raises UserError if the named one cannot)."""
+def resolve_backend(name: str | None, device: torch.device, needs_grad: bool = False) -> ScanBackend:
+    """The backend that will run a call on `device` (raises UserError if the named one cannot).
+
+    `auto` skips forward-only backends when gradients are needed: their backward recomputes the scan with
+    the chunked reference, so for training the chunked reference alone is faster.
+    """
     name = name or get_backend()
     _check_name(name)
     if name == "auto":
-        usable = [b for b in _BACKENDS.values() if device.type in b.devices and b.is_available()]
+        usable = [
+            b
+            for b in _BACKENDS.values()
+            if device.type in b.devices and b.is_available() and (b.differentiable or not needs_grad)
+        ]
         return max(usable, key=lambda b: b.priority)
     backend = _BACKENDS[name]
     if device.type not in backend.devices:
@@ -209,7 +217,9 @@ def selective_scan(
     _validate(u, delta, A, B, C, D, z, delta_bias)
     B4 = B.unsqueeze(1) if B.dim() == 3 else B
     C4 = C.unsqueeze(1) if C.dim() == 3 else C
-    impl = resolve_backend(backend, u.device)
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    impl = resolve_backend(backend, u.device, needs_grad)
     if impl.differentiable:
         out, last = impl.fn(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, reverse)
     else:
