@@ -1,9 +1,11 @@
-"""Building and finding the native plugins: `libpartool_kernels` and the TensorRT plugin library.
+"""Building and finding the native plugins: `libpartool_kernels`, the TensorRT plugin library and the
+ONNX Runtime custom-op library.
 
-One CMake project (`plugins/CMakeLists.txt`) builds both; this module runs it and looks for its
-outputs, so that `partool plugins build` and the ctypes binding (`partool.ops.kernels`) agree on where
-the libraries are. Search order: `PARTOOL_KERNELS_LIB` / `PARTOOL_TRT_PLUGIN_LIB`, then
-`<repo>/build/plugins/lib`, then `~/.cache/partool/plugins/lib`.
+One CMake project (`plugins/CMakeLists.txt`) builds them all; this module runs it and looks for its
+outputs, so that `partool plugins build`, the ctypes binding (`partool.ops.kernels`) and the ONNX Runtime
+sessions (`partool.export.ort_custom_op`) agree on where the libraries are. Search order:
+`PARTOOL_KERNELS_LIB` / `PARTOOL_TRT_PLUGIN_LIB` / `PARTOOL_ORT_OPS_LIB`, then `<repo>/build/plugins/lib`,
+then `~/.cache/partool/plugins/lib`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from partool.errors import UserError
 DEFAULT_CUDA_ARCHS = "80;86;87;89;90"
 KERNELS_LIB = "libpartool_kernels.so" if sys.platform != "darwin" else "libpartool_kernels.dylib"
 TRT_PLUGIN_LIB = "libpartool_trt_plugins.so"
+ORT_OPS_LIB = "libpartool_ort_ops.so" if sys.platform != "darwin" else "libpartool_ort_ops.dylib"
 
 
 def source_dir() -> Path:
@@ -62,6 +65,12 @@ def find_trt_plugin_library() -> Path | None:
     return _find("PARTOOL_TRT_PLUGIN_LIB", TRT_PLUGIN_LIB)
 
 
+def find_ort_custom_op_library() -> Path | None:
+    """Path of the ONNX Runtime custom-op library (partool::SelectiveScan on ORT's CPU provider), or None
+    when it is not built (PARTOOL_ORT_OPS_LIB overrides)."""
+    return _find("PARTOOL_ORT_OPS_LIB", ORT_OPS_LIB)
+
+
 @dataclass(frozen=True)
 class BuildResult:
     build_dir: Path
@@ -69,6 +78,7 @@ class BuildResult:
     trt_plugin: Path | None
     cuda: bool  # the kernels library holds CUDA kernels
     seconds: float
+    ort_ops: Path | None = None  # built when onnxruntime_c_api.h was found
 
 
 def _require_tools() -> tuple[str, str | None]:
@@ -92,11 +102,14 @@ def build_plugins(
     tensorrt_include: Path | None = None,
     jobs: int = 2,
     quiet: bool = False,
+    ort_include: Path | None = None,
 ) -> BuildResult:
     """Configure and build `plugins/` with CMake; returns where the libraries are.
 
-    `cuda_archs=None` builds the CPU kernels only, even where nvcc exists. Progress goes to stderr
-    through rich unless `quiet`; a failing step raises UserError with the tail of its log.
+    `cuda_archs=None` builds the CPU kernels only, even where nvcc exists. `ort_include` is ONNX Runtime's
+    include/ (onnxruntime_c_api.h) for the custom-op library; without it CMake looks in ONNXRUNTIME_ROOT,
+    /work/ort-headers/*/include and the system paths. Progress goes to stderr through rich unless `quiet`;
+    a failing step raises UserError with the tail of its log.
     """
     cmake, ninja = _require_tools()
     src = source_dir()
@@ -118,6 +131,14 @@ def build_plugins(
                 f"--tensorrt-include {include}: no NvInfer.h there; point it at TensorRT's include/"
             )
         configure += [f"-DTENSORRT_INCLUDE_DIR={include}"]
+    if ort_include is not None:
+        include = Path(ort_include).expanduser().resolve()
+        if not (include / "onnxruntime_c_api.h").is_file():
+            raise UserError(
+                f"--ort-include {include}: no onnxruntime_c_api.h there; point it at ONNX Runtime's include/ "
+                "(a release archive's include/, or include/onnxruntime/core/session of the source tree)"
+            )
+        configure += [f"-DONNXRUNTIME_INCLUDE_DIR={include}"]
     steps = [("configure", configure), ("build", [cmake, "--build", str(build), "-j", str(max(1, jobs))])]
     start = time.perf_counter()
     log = build / "partool-build.log"
@@ -127,13 +148,14 @@ def build_plugins(
     kernels = build / "lib" / KERNELS_LIB
     if not kernels.is_file():
         raise UserError(f"the build finished but {kernels} is missing; see {log}")
-    trt = build / "lib" / TRT_PLUGIN_LIB
+    trt, ort_ops = build / "lib" / TRT_PLUGIN_LIB, build / "lib" / ORT_OPS_LIB
     return BuildResult(
         build_dir=build,
         kernels=kernels,
         trt_plugin=trt if trt.is_file() else None,
         cuda=_has_cuda(kernels),
         seconds=time.perf_counter() - start,
+        ort_ops=ort_ops if ort_ops.is_file() else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""`partool plugins build | path`: build the native kernels (and TensorRT plugin) and say where they are."""
+"""`partool plugins build | path`: build the native kernels (and the TensorRT plugin and ONNX Runtime custom
+op) and say where they are."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from partool.cli.output import print_json, print_table
 from partool.plugins import DEFAULT_CUDA_ARCHS
 
 plugins_app = typer.Typer(
-    help="Native kernels (libpartool_kernels) and the TensorRT plugin: build them, find them.",
+    help="Native kernels (libpartool_kernels), the TensorRT plugin and the ONNX Runtime custom op: build them, "
+    "find them.",
     no_args_is_help=True,
 )
 
@@ -25,6 +27,12 @@ def build(
     tensorrt_include: Path | None = typer.Option(
         None, "--tensorrt-include", help="TensorRT include/ directory (holds NvInfer.h) to build the plugin."
     ),
+    ort_include: Path | None = typer.Option(
+        None,
+        "--ort-include",
+        help="ONNX Runtime include/ directory (holds onnxruntime_c_api.h) to build the custom-op library "
+        "(default: ONNXRUNTIME_ROOT, /work/ort-headers/*/include, system paths).",
+    ),
     build_dir: Path | None = typer.Option(
         None,
         "--build-dir",
@@ -35,23 +43,26 @@ def build(
 ) -> None:
     """Configure and build plugins/ with CMake (CUDA kernels when nvcc is found).
 
-    Example: `partool plugins build --cuda-archs "87" --tensorrt-include ~/TensorRT/include` (Jetson Orin).
+    Example: `partool plugins build --cuda-archs "87" --tensorrt-include ~/TensorRT/include` (Jetson Orin);
+    `partool plugins build --cuda-archs none --ort-include ~/onnxruntime/include` (CPU-only edge device).
     """
     from partool.plugins import build_plugins
 
     archs = None if cuda_archs.strip().lower() in ("", "none", "off") else cuda_archs
-    result = build_plugins(build_dir, archs, tensorrt_include, jobs, quiet=json_out)
+    result = build_plugins(build_dir, archs, tensorrt_include, jobs, quiet=json_out, ort_include=ort_include)
     payload = {
         "build_dir": str(result.build_dir),
         "kernels": str(result.kernels),
         "cuda": result.cuda,
         "trt_plugin": str(result.trt_plugin) if result.trt_plugin else None,
+        "ort_ops": str(result.ort_ops) if result.ort_ops else None,
         "seconds": round(result.seconds, 1),
     }
     if json_out:
         print_json(payload)
         return
-    print_table("partool plugins", ["library", "path"], _rows(result.kernels, result.trt_plugin, result.cuda))
+    rows = _rows(result.kernels, result.trt_plugin, result.ort_ops, result.cuda)
+    print_table("partool plugins", ["library", "path"], rows)
     typer.echo(f"built in {result.seconds:.0f} s ({result.build_dir})")
 
 
@@ -59,15 +70,21 @@ def build(
 def path(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
     """Print where the built libraries are; exit 2 when the kernels library is not built.
 
-    Example: `trtexec --onnx=model.onnx --dynamicPlugins=$(partool plugins path --json | jq -r .trt_plugin)`.
+    Example: `trtexec --onnx=model.onnx --dynamicPlugins=$(partool plugins path --json | jq -r .trt_plugin)`;
+    in Python, `SessionOptions().register_custom_ops_library(<ort_ops path>)` runs plugin graphs on ONNX Runtime.
     """
-    from partool.plugins import find_kernels_library, find_trt_plugin_library
+    from partool.plugins import find_kernels_library, find_ort_custom_op_library, find_trt_plugin_library
 
-    kernels, trt = find_kernels_library(), find_trt_plugin_library()
+    kernels, trt, ort_ops = find_kernels_library(), find_trt_plugin_library(), find_ort_custom_op_library()
     if json_out:
-        print_json({"kernels": str(kernels) if kernels else None, "trt_plugin": str(trt) if trt else None})
+        print_json(
+            {
+                name: str(lib) if lib else None
+                for name, lib in [("kernels", kernels), ("trt_plugin", trt), ("ort_ops", ort_ops)]
+            }
+        )
     elif kernels is not None:
-        print_table("partool plugins", ["library", "path"], _rows(kernels, trt, None))
+        print_table("partool plugins", ["library", "path"], _rows(kernels, trt, ort_ops, None))
     if kernels is None:
         typer.secho(
             "partool: libpartool_kernels is not built; run `partool plugins build`", err=True, fg="red"
@@ -75,11 +92,12 @@ def path(json_out: bool = typer.Option(False, "--json", help="Print machine-read
         raise typer.Exit(2)
 
 
-def _rows(kernels: Path, trt: Path | None, cuda: bool | None) -> list[list[str]]:
+def _rows(kernels: Path, trt: Path | None, ort_ops: Path | None, cuda: bool | None) -> list[list[str]]:
     label = "kernels" if cuda is None else f"kernels ({'CPU + CUDA' if cuda else 'CPU only'})"
     return [
         [label, str(kernels)],
         ["tensorrt plugin", str(trt) if trt else "not built (no TensorRT headers)"],
+        ["onnxruntime custom op", str(ort_ops) if ort_ops else "not built (no onnxruntime_c_api.h)"],
     ]
 
 

@@ -1,19 +1,23 @@
 """Run plugin graphs (partool::SelectiveScan nodes) on ONNX Runtime CPU through a custom op.
 
-The op is registered with onnxruntime-extensions' Python op mechanism (`onnx_op`) and calls the CPU scan
-kernel of `libpartool_kernels` (`partool_selective_scan_fwd_cpu`, via ctypes) when that library is built
-(`partool plugins build`); without it, a NumPy recurrence computes the same result, which is only good
-for checking correctness.
+Two ways, tried in this order by `create_session` (`kernel_backend()` says which one a session gets):
 
-onnxruntime-extensions only knows Python ops in its own domain and with a fixed input count, so
-`prepare_model` rewrites a copy of the graph: each SelectiveScan node moves to domain `ai.onnx.contrib`
-and gets all eight inputs, an empty tensor standing in for each absent one (has_D / has_z /
-has_delta_bias say which). The exported file itself is never changed.
+1. "cpp": the C++ custom-op library `libpartool_ort_ops` (plugins/ort, built by `partool plugins build`
+   when ONNX Runtime's C header is found; `partool.plugins.find_ort_custom_op_library`). ONNX Runtime
+   loads it with `register_custom_ops_library` and runs the exported graph UNCHANGED (domain partool, the
+   packed inputs); each node calls libpartool_kernels' CPU scan on ORT's own buffers, float32 or float16,
+   on ORT's intra-op threads.
+2. "kernels" / "numpy": an onnxruntime-extensions Python op (`onnx_op`) that calls the same CPU kernel
+   through ctypes when `libpartool_kernels` is built, else a NumPy recurrence (correct, only good for
+   checking). onnxruntime-extensions only knows Python ops in its own domain and with a fixed input count,
+   so `prepare_model` rewrites a copy of the graph: each SelectiveScan node moves to domain
+   `ai.onnx.contrib` and gets all eight inputs, an empty tensor standing in for each absent one (has_D /
+   has_z / has_delta_bias say which). float32 only.
 
-Measured overhead (ORT 1.32, onnxruntime-extensions 0.15.2, 2 shared cores): onnxruntime-extensions
-returns a Python op's output as a Python list (`ndarray.tolist()`) that ORT copies back, about 10 ms per
-call for one (1, 768, 197) float32 output — more than the kernel itself. Fine for parity tests; the fast
-CPU path needs a C++ custom-op library on ONNX Runtime's C API that calls the kernel directly.
+Measured overhead of the Python op (ORT 1.32, onnxruntime-extensions 0.15.2, 2 shared cores):
+onnxruntime-extensions returns a Python op's output as a Python list (`ndarray.tolist()`) that ORT copies
+back, about 10 ms per call for one (1, 768, 197) float32 output — more than the kernel itself, 2 s per
+Vim-S forward. The C++ library has no such cost; it is the fast path for CPU-only devices.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class _ScanParams(ctypes.Structure):
     ]
 
 
+SCAN_OPS = ("auto", "cpp", "python")
+
+
 @functools.cache
 def _kernels() -> ctypes.CDLL | None:
     """The kernels library when built and of ABI version 1, else None (NumPy fallback)."""
@@ -75,8 +82,17 @@ def _kernels() -> ctypes.CDLL | None:
     return lib
 
 
-def kernel_backend() -> str:
-    """'kernels' when the custom op calls libpartool_kernels, 'numpy' for the correctness-only fallback."""
+def _cpp_library() -> Path | None:
+    from partool.plugins import find_ort_custom_op_library
+
+    return find_ort_custom_op_library()
+
+
+def kernel_backend(scan_op: str = "auto") -> str:
+    """What runs SelectiveScan nodes in sessions from `create_session(..., scan_op=scan_op)`: 'cpp' (the
+    C++ custom-op library), or the Python op calling libpartool_kernels ('kernels') or NumPy ('numpy')."""
+    if scan_op != "python" and _cpp_library() is not None:
+        return "cpp"
     return "kernels" if _kernels() is not None else "numpy"
 
 
@@ -189,17 +205,53 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def create_session(model: str | Path | onnx.ModelProto, threads: int = 0, providers: list[str] | None = None):
-    """An onnxruntime.InferenceSession for any partool ONNX file, plugin graphs included."""
+def _register_cpp(options, library: Path) -> None:
+    try:
+        options.register_custom_ops_library(str(library))
+    except Exception as e:  # onnxruntime raises its own Fail/RuntimeException types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"ONNX Runtime cannot load the custom-op library {library}: {first}; rebuild it with "
+            "`partool plugins build`, or unset PARTOOL_ORT_OPS_LIB"
+        ) from None
+
+
+def create_session(
+    model: str | Path | onnx.ModelProto,
+    threads: int = 0,
+    providers: list[str] | None = None,
+    scan_op: str = "auto",
+):
+    """An onnxruntime.InferenceSession for any partool ONNX file, plugin graphs included.
+
+    `scan_op` picks how SelectiveScan nodes run: "auto" (the C++ library when built, else the Python op),
+    "cpp" (the C++ library or a UserError saying how to build it), "python" (the onnxruntime-extensions op).
+    """
     import onnxruntime as ort
 
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    if scan_op not in SCAN_OPS:
+        raise UserError(f"unknown scan op {scan_op!r}; choose one of: {', '.join(SCAN_OPS)}")
+    on_disk = not isinstance(model, onnx.ModelProto)
+    proto = onnx.load(str(model), load_external_data=False) if on_disk else model
     options = ort.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
+    providers = providers or ["CPUExecutionProvider"]
     if any(n.domain == PLUGIN_DOMAIN and n.op_type == PLUGIN_OP for n in proto.graph.node):
-        options.register_custom_ops_library(_register_op())
-        proto = prepare_model(proto)
-    return ort.InferenceSession(
-        proto.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"]
-    )
+        library = _cpp_library() if scan_op != "python" else None
+        if library is not None:
+            _register_cpp(options, library)
+        elif scan_op == "cpp":
+            raise UserError(
+                "the ONNX Runtime custom-op library (libpartool_ort_ops) is not built; run "
+                "`partool plugins build --ort-include DIR` with DIR holding onnxruntime_c_api.h, "
+                "or set PARTOOL_ORT_OPS_LIB"
+            )
+        else:
+            options.register_custom_ops_library(_register_op())
+            proto = onnx.load(str(model)) if on_disk else proto  # the rewrite needs the weights
+            return ort.InferenceSession(
+                prepare_model(proto).SerializeToString(), options, providers=providers
+            )
+    source = str(model) if on_disk else proto.SerializeToString()
+    return ort.InferenceSession(source, options, providers=providers)
