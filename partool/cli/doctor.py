@@ -39,7 +39,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from partool.ops import available_backends, resolve_backend
-    from partool.plugins import find_kernels_library, find_trt_plugin_library
+    from partool.plugins import find_kernels_library, find_ort_custom_op_library, find_trt_plugin_library
 
     cuda = torch.cuda.is_available()
     gpus = (
@@ -65,7 +65,11 @@ def collect() -> dict[str, Any]:
         trt = tensorrt.__version__
     except Exception:  # stub packages raise at import; any failure means no usable TensorRT
         trt = None
-    kernels, trt_plugin = find_kernels_library(), find_trt_plugin_library()
+    kernels, trt_plugin, ort_ops = (
+        find_kernels_library(),
+        find_trt_plugin_library(),
+        find_ort_custom_op_library(),
+    )
     return {
         "partool": _version("partool"),
         "torch": torch.__version__,
@@ -86,6 +90,7 @@ def collect() -> dict[str, Any]:
         "cmake": _tool_version("cmake", ["--version"], "version"),
         "kernels_library": str(kernels) if kernels else None,
         "trt_plugin_library": str(trt_plugin) if trt_plugin else None,
+        "ort_custom_op_library": str(ort_ops) if ort_ops else None,
     }
 
 
@@ -127,6 +132,7 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-re
     console.print(f"onnxruntime providers: {', '.join(info['onnxruntime_providers']) or '[dim]none[/]'}")
     console.print(f"kernel library: {info['kernels_library'] or '[dim]not built[/]'}")
     console.print(f"TensorRT plugin: {info['trt_plugin_library'] or '[dim]not built[/]'}")
+    console.print(f"ONNX Runtime scan op: {info['ort_custom_op_library'] or '[dim]not built[/]'}")
     for hint in _hints(info):
         console.print(f"[yellow]hint:[/] {hint}")
 
