@@ -44,6 +44,7 @@ def _root(
 
 def _register() -> None:
     from partool.cli import (
+        bench_cmd,
         demo_cmd,
         doctor,
         eval_cmd,
@@ -60,6 +61,7 @@ def _register() -> None:
         eval_cmd,
         predict_cmd,
         export_cmd,
+        bench_cmd,
         video_cmd,
         demo_cmd,
         doctor,

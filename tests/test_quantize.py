@@ -1,0 +1,165 @@
+"""INT8 (Q/DQ) and FP16 variants: where the Q/DQ nodes go, that the scan stays float, ORT parity, sizes,
+and the accuracy report `partool export --int8` stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from partool.artifacts import build_meta, save_run
+from partool.data.synth import ATTRIBUTES
+from partool.export import export_onnx
+from partool.export.ort_custom_op import create_session
+from partool.export.quantize import (
+    WEIGHT_OPS,
+    calibration_batches,
+    convert_fp16,
+    iter_qdq_consumers,
+    quantize_int8,
+    weight_nodes,
+)
+from partool.models import create_model
+
+IMG = (64, 32)
+DATA = "synth:16"  # 16 train images, 4 test
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """{scan: (fp32 proto, int8 proto, fp16 proto, fp32 path)} of one random tiny Vim, calibrated on synth."""
+    torch.manual_seed(0)
+    model = create_model("vim-t", len(ATTRIBUTES), img_size=IMG, depth=1).eval()
+    meta = build_meta(model, list(ATTRIBUTES), DATA)
+    batches = calibration_batches(DATA, meta, count=8, batch=4)
+    out = {}
+    for scan in ("plugin", "portable"):
+        path = export_onnx(model, tmp_path_factory.mktemp(scan) / "model.onnx", scan=scan, meta=meta)
+        fp32 = onnx.load(str(path))
+        out[scan] = (fp32, quantize_int8(fp32, batches)[0], convert_fp16(fp32)[0], path)
+    return out
+
+
+def _images() -> np.ndarray:
+    """The 4 test images of synth:16, as the model sees them (the calibration used train images)."""
+    from partool.data import open_dataset
+    from partool.data.transforms import build_transforms
+
+    test = open_dataset(DATA, "test", build_transforms(IMG))
+    return np.stack([test[i][0].numpy() for i in range(len(test))])
+
+
+def _run(proto: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    return create_session(proto).run(None, {"images": images})[0]
+
+
+def test_calibration_draws_distinct_eval_transformed_images():
+    meta = {"input_size": list(IMG), "mean": [0.5] * 3, "std": [0.5] * 3}
+    batches = calibration_batches(DATA, meta, count=10, batch=4)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    stacked = np.concatenate(batches)
+    assert stacked.shape == (10, 3, *IMG) and stacked.dtype == np.float32
+    assert stacked.min() >= -1.0 and stacked.max() <= 1.0  # (x - 0.5) / 0.5 of [0, 1] pixels
+    assert len({row.tobytes() for row in stacked}) == 10  # drawn without replacement
+    assert len(np.concatenate(calibration_batches(DATA, meta, count=999))) == 16  # capped at the split
+
+
+@pytest.mark.parametrize("scan", ["plugin", "portable"])
+def test_qdq_only_feeds_weight_ops_and_the_scan_stays_float(graphs, scan):
+    fp32, int8, _, _ = graphs[scan]
+    types = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= types
+    consumers = list(iter_qdq_consumers(int8))
+    assert consumers and {n.op_type for n, _ in consumers} <= set(WEIGHT_OPS)
+    # every weight op of the FP32 graph reads a dequantized activation and a dequantized int8 weight
+    quantized = {n.name for n, _ in consumers}
+    assert len(quantized) == len(weight_nodes(fp32))
+    int8_weights = [
+        t for t in int8.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2
+    ]
+    assert len(int8_weights) == len(weight_nodes(fp32))
+    # constants no weight op reads (A, D, delta_bias, norms, positions...) are untouched float32
+    weight_inputs = {i for n in weight_nodes(fp32) for i in n.input[1:]}
+    kept = {t.name: t for t in int8.graph.initializer}
+    for tensor in fp32.graph.initializer:
+        if tensor.name in weight_inputs or tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        assert tensor.name in kept, tensor.name
+        np.testing.assert_array_equal(
+            onnx.numpy_helper.to_array(kept[tensor.name]), onnx.numpy_helper.to_array(tensor)
+        )
+    if scan == "plugin":
+        producer = {o: n for n in int8.graph.node for o in n.output}
+        scans = [n for n in int8.graph.node if n.op_type == "SelectiveScan"]
+        assert len(scans) == 2  # one layer: forward and backward scan
+        for node in scans:
+            for name in node.input:
+                assert producer.get(name) is None or producer[name].op_type not in (
+                    "DequantizeLinear",
+                    "QuantizeLinear",
+                )
+            # A (input 2) and the trailing D / delta_bias are float32 initializers
+            for name in (node.input[2], node.input[5], node.input[-1]):
+                assert kept[name].data_type == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("scan", ["plugin", "portable"])
+def test_int8_runs_on_ort_close_to_fp32_and_is_smaller(graphs, scan):
+    fp32, int8, _, path = graphs[scan]
+    images = _images()
+    ref, out = _run(fp32, images), _run(int8, images)
+    assert out.shape == ref.shape and np.isfinite(out).all()
+    scale = np.abs(ref).max()
+    assert np.abs(out - ref).max() <= 0.1 * scale, (np.abs(out - ref).max(), scale)
+    assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.99
+    assert not np.array_equal(out, ref)  # it really is quantized
+    assert len(int8.SerializeToString()) < 0.5 * path.stat().st_size
+
+
+@pytest.mark.parametrize("scan", ["plugin", "portable"])
+def test_fp16_keeps_float_io_runs_and_is_close(graphs, scan):
+    fp32, _, fp16, path = graphs[scan]
+    onnx.checker.check_model(fp16)
+    for value in (*fp16.graph.input, *fp16.graph.output):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    half = [t for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(half) >= len(weight_nodes(fp32))
+    images = _images()
+    ref, out = _run(fp32, images), _run(fp16, images)
+    np.testing.assert_allclose(out, ref, atol=2e-2 * np.abs(ref).max(), rtol=0)
+    assert len(fp16.SerializeToString()) < 0.7 * path.stat().st_size
+
+
+def test_cli_int8_stores_the_accuracy_report(tmp_path):
+    from partool.cli.export_cmd import register
+
+    torch.manual_seed(0)
+    model = create_model("vim-t", len(ATTRIBUTES), img_size=IMG, depth=1).eval()
+    run = save_run(tmp_path / "run", model, build_meta(model, list(ATTRIBUTES), DATA))
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--scan", "portable", "--int8", "--calib-count", "8"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "drop" in result.output
+    folder = run / "onnx-portable-int8"
+    meta = json.loads((folder / "partool.json").read_text())
+    export = meta["export"]
+    report = export["accuracy"]
+    assert export["precision"] == "int8" and export["conversion"]["calib_count"] == 8
+    assert report["eval"] == {"data": DATA, "split": "test", "num_images": 4}
+    assert report["int8"]["bytes"] == (folder / "model.onnx").stat().st_size
+    assert report["fp32"]["bytes"] == (run / "onnx-portable" / "model.onnx").stat().st_size
+    assert report["ma_drop_points"] == pytest.approx(
+        100 * (report["fp32"]["ma"] - report["int8"]["ma"]), abs=1e-3
+    )
+    assert report["size_ratio"] == pytest.approx(report["int8"]["bytes"] / report["fp32"]["bytes"], abs=1e-4)
+    both = CliRunner().invoke(app, ["export", str(run), "--int8", "--fp16"])
+    assert both.exit_code != 0 and "exclude" in str(both.exception)
