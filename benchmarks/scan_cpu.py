@@ -20,6 +20,9 @@ from partool.ops import available_backends, selective_scan
 from partool.ops.scan_reference import scan_chunked
 
 
+CPU_BACKENDS = ("reference", "chunked", "cpu")  # sequential reference, chunked reference, C++ kernel
+
+
 def scan_rows(batches: list[int], compile_too: bool) -> list[dict[str, object]]:
     d, n, length = 768, 16, 197
     rows = []
@@ -31,8 +34,8 @@ def scan_rows(batches: list[int], compile_too: bool) -> list[dict[str, object]]:
         D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g)
         timings = {}
         with torch.inference_mode():
-            for backend, ok in available_backends().items():
-                if ok and backend != "mamba_ssm":
+            for backend in CPU_BACKENDS:
+                if available_backends().get(backend):
                     args = (u, delta, A, B, C, D, None, bias, True)
                     timings[backend] = time_call(functools.partial(selective_scan, *args, backend=backend))
             if compile_too:
@@ -52,8 +55,8 @@ def model_rows() -> list[dict[str, object]]:
     x = torch.randn(1, 3, 224, 224)
     rows = []
     with torch.inference_mode():
-        for backend, ok in available_backends().items():
-            if ok and backend != "mamba_ssm":
+        for backend in CPU_BACKENDS:
+            if available_backends().get(backend):
                 from partool.ops import set_backend
 
                 set_backend(backend)

@@ -12,7 +12,9 @@ import torch
 from partool.errors import UserError
 from partool.ops import available_backends, get_backend, resolve_backend, selective_scan, set_backend
 
-CPU_BACKENDS = [name for name, ok in available_backends().items() if ok and name != "mamba_ssm"]
+# The compute backends that run on CPU here (the ONNX export lowerings registered by partool.ops.onnx are
+# graph builders, not compute backends).
+CPU_BACKENDS = [name for name in ("reference", "chunked", "cpu") if available_backends().get(name)]
 
 
 def loop_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, softplus=False, reverse=False):
