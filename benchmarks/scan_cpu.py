@@ -19,7 +19,6 @@ from _common import machine_facts, print_table, time_call, write_json
 from partool.ops import available_backends, selective_scan
 from partool.ops.scan_reference import scan_chunked
 
-
 CPU_BACKENDS = ("reference", "chunked", "cpu")  # sequential reference, chunked reference, C++ kernel
 
 
