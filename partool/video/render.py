@@ -56,7 +56,7 @@ def draw_tracks(
         lines = [f"#{track_id}", *names[:max_labels]]
         if len(names) > max_labels:
             lines[-1] += f" +{len(names) - max_labels}"
-        line_h = int(22 * scale) + 2
+        line_h = cv2.getTextSize("Ag", FONT, scale, 1)[0][1] + 6  # label box (text + 2 px) plus a gap
         y = max(line_h, y1 - line_h * (len(lines) - 1) - 2)
         for text in lines:
             (tw, th), _ = cv2.getTextSize(text, FONT, scale, 1)
