@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from partool.artifacts import build_meta, save_run
 from partool.errors import UserError
 from partool.export import export_onnx
-from partool.export.ort_custom_op import create_session, scan_numpy
+from partool.export.ort_custom_op import create_session, scan_python
 from partool.models import create_model
 from partool.ops.onnx import scan_lowering
 from partool.ops.scan_reference import scan_sequential
@@ -131,7 +131,7 @@ def test_portable_scan_is_stable_for_large_delta(tmp_path, reverse):
     np.testing.assert_allclose(got, y.numpy(), atol=1e-4, rtol=1e-4)
 
 
-def test_numpy_fallback_matches_sequential_reference():
+def test_python_op_body_matches_sequential_reference():
     rng = np.random.default_rng(3)
     u, delta, z = (rng.standard_normal((2, 6, 9), dtype=np.float32) for _ in range(3))
     A = -rng.random((6, 3), dtype=np.float32)
@@ -139,7 +139,7 @@ def test_numpy_fallback_matches_sequential_reference():
         rng.standard_normal((2, 3, 3, 9), dtype=np.float32),
         rng.standard_normal((2, 3, 3, 9), dtype=np.float32),
     )
-    got = scan_numpy(u, delta, A, B, C, None, z, None, 0, 1)
+    got = scan_python(u, delta, A, B, C, None, z, None, 0, 1)
     t = [torch.from_numpy(x) for x in (u, delta, A, B, C)]
     want = selective_scan(*t, z=torch.from_numpy(z), reverse=True, backend="reference")
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)

@@ -7,9 +7,9 @@ Two ways, tried in this order by `create_session` (`kernel_backend()` says which
    loads it with `register_custom_ops_library` and runs the exported graph UNCHANGED (domain partool, the
    packed inputs); each node calls libpartool_kernels' CPU scan on ORT's own buffers, float32 or float16,
    on ORT's intra-op threads.
-2. "kernels" / "numpy": an onnxruntime-extensions Python op (`onnx_op`) that calls the same CPU kernel
-   through ctypes when `libpartool_kernels` is built, else a NumPy recurrence (correct, only good for
-   checking). onnxruntime-extensions only knows Python ops in its own domain and with a fixed input count,
+2. "cpu" / "chunked": an onnxruntime-extensions Python op (`onnx_op`) that runs partool's own
+   `selective_scan` on the node's arrays: the same CPU kernel when `libpartool_kernels` is built, else the
+   chunked PyTorch reference (correct, only good for checking). onnxruntime-extensions only knows Python ops in its own domain and with a fixed input count,
    so `prepare_model` rewrites a copy of the graph: each SelectiveScan node moves to domain
    `ai.onnx.contrib` and gets all eight inputs, an empty tensor standing in for each absent one (has_D /
    has_z / has_delta_bias say which). float32 only.
@@ -22,14 +22,15 @@ Vim-S forward. The C++ library has no such cost; it is the fast path for CPU-onl
 
 from __future__ import annotations
 
-import ctypes
 import functools
 from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 
 from partool.errors import UserError
+from partool.ops import resolve_backend, selective_scan
 from partool.ops.onnx import OPTIONAL_INPUTS, PLUGIN_DOMAIN, PLUGIN_OP
 
 ORT_OP_DOMAIN = "ai.onnx.contrib"  # the only domain onnxruntime-extensions serves Python ops from
@@ -37,49 +38,7 @@ _INT_ATTRS = ("delta_softplus", "reverse", "has_D", "has_z", "has_delta_bias")
 _STR_ATTRS = ("plugin_namespace", "plugin_version")
 
 
-class _ScanParams(ctypes.Structure):
-    """`partool_scan_params_t` of plugins/kernels/include/partool_kernels.h (ABI version 1)."""
-
-    _fields_ = [
-        ("batch", ctypes.c_int),
-        ("dim", ctypes.c_int),
-        ("dstate", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("groups", ctypes.c_int),
-        ("io_dtype", ctypes.c_int),
-        ("u", ctypes.c_void_p),
-        ("delta", ctypes.c_void_p),
-        ("A", ctypes.c_void_p),
-        ("B", ctypes.c_void_p),
-        ("C", ctypes.c_void_p),
-        ("D", ctypes.c_void_p),
-        ("z", ctypes.c_void_p),
-        ("delta_bias", ctypes.c_void_p),
-        ("out", ctypes.c_void_p),
-        ("last_state", ctypes.c_void_p),
-        ("delta_softplus", ctypes.c_int),
-        ("reverse", ctypes.c_int),
-    ]
-
-
 SCAN_OPS = ("auto", "cpp", "python")
-
-
-@functools.cache
-def _kernels() -> ctypes.CDLL | None:
-    """The kernels library when built and of ABI version 1, else None (NumPy fallback)."""
-    from partool.plugins import find_kernels_library
-
-    path = find_kernels_library()
-    if path is None:
-        return None
-    lib = ctypes.CDLL(str(path))
-    if lib.partool_kernels_abi_version() != 1:
-        raise UserError(f"{path} has kernel ABI {lib.partool_kernels_abi_version()}, expected 1; rebuild it")
-    lib.partool_selective_scan_fwd_cpu.argtypes = [ctypes.POINTER(_ScanParams), ctypes.c_int]
-    lib.partool_selective_scan_fwd_cpu.restype = ctypes.c_int
-    lib.partool_last_error_message.restype = ctypes.c_char_p
-    return lib
 
 
 def _cpp_library() -> Path | None:
@@ -90,59 +49,20 @@ def _cpp_library() -> Path | None:
 
 def kernel_backend(scan_op: str = "auto") -> str:
     """What runs SelectiveScan nodes in sessions from `create_session(..., scan_op=scan_op)`: 'cpp' (the
-    C++ custom-op library), or the Python op calling libpartool_kernels ('kernels') or NumPy ('numpy')."""
+    C++ custom-op library), else the partool scan backend the Python op calls ('cpu' kernel or 'chunked')."""
     if scan_op != "python" and _cpp_library() is not None:
         return "cpp"
-    return "kernels" if _kernels() is not None else "numpy"
+    return resolve_backend("auto", torch.device("cpu")).name
 
 
-def _as_4d(x: np.ndarray) -> np.ndarray:
-    return x[:, None] if x.ndim == 3 else x
-
-
-def scan_kernels(
-    lib: ctypes.CDLL, u, delta, A, B, C, D, z, delta_bias, softplus: int, reverse: int
-) -> np.ndarray:
-    """One call of `partool_selective_scan_fwd_cpu` on float32 arrays (None = absent input)."""
-    arrays = [
-        np.ascontiguousarray(x, np.float32) if x is not None else None
-        for x in (u, delta, A, B, C, D, z, delta_bias)
-    ]
-    u, delta, A, B, C, D, z, delta_bias = arrays
-    B, C = _as_4d(B), _as_4d(C)
-    out = np.empty_like(u)
-    ptr = lambda x: None if x is None else x.ctypes.data  # noqa: E731
-    p = _ScanParams(
-        u.shape[0], u.shape[1], A.shape[1], u.shape[2], B.shape[1], 0,
-        ptr(u), ptr(delta), ptr(A), ptr(B), ptr(C), ptr(D), ptr(z), ptr(delta_bias), ptr(out), None,
-        softplus, reverse,
-    )  # fmt: skip
-    status = lib.partool_selective_scan_fwd_cpu(ctypes.byref(p), 0)
-    if status != 0:
-        raise RuntimeError(f"partool_selective_scan_fwd_cpu: {lib.partool_last_error_message().decode()}")
-    return out
-
-
-def scan_numpy(u, delta, A, B, C, D, z, delta_bias, softplus: int, reverse: int) -> np.ndarray:
-    """The contract's recurrence in NumPy, one step at a time (correctness only)."""
-    b, d, length = u.shape
-    B, C = _as_4d(B), _as_4d(C)
-    g = B.shape[1]
-    Bx = np.repeat(B, d // g, axis=1)  # (b, d, n, l)
-    Cx = np.repeat(C, d // g, axis=1)
-    dt = delta.astype(np.float32) + (0 if delta_bias is None else delta_bias[:, None])
-    if softplus:
-        dt = np.logaddexp(dt, 0).astype(np.float32)
-    h = np.zeros((b, d, A.shape[1]), np.float32)
-    y = np.empty((b, d, length), np.float32)
-    for t in range(length - 1, -1, -1) if reverse else range(length):
-        h = np.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
-        y[:, :, t] = (h * Cx[..., t]).sum(-1)
-    if D is not None:
-        y += D[:, None] * u
-    if z is not None:
-        y *= z / (1 + np.exp(-z))
-    return y
+def scan_python(u, delta, A, B, C, D, z, delta_bias, softplus: int, reverse: int) -> np.ndarray:
+    """The Python op's body: partool's own scan (the CPU kernel when built, else the chunked reference)
+    on zero-copy torch views of ORT's float32 arrays (None = absent input)."""
+    as_tensor = lambda x: None if x is None else torch.from_numpy(np.ascontiguousarray(x, np.float32))  # noqa: E731
+    with torch.inference_mode():
+        out = selective_scan(*map(as_tensor, (u, delta, A, B, C, D, z, delta_bias)),
+                             delta_softplus=bool(softplus), reverse=bool(reverse))  # fmt: skip
+    return out.numpy()
 
 
 @functools.cache
@@ -164,9 +84,7 @@ def _register_op() -> str:
         D, z, delta_bias = (
             x if kw[f"has_{n}"] else None for x, n in zip((D, z, delta_bias), OPTIONAL_INPUTS, strict=True)
         )
-        args = (u, delta, A, B, C, D, z, delta_bias, kw["delta_softplus"], kw["reverse"])
-        lib = _kernels()
-        return scan_kernels(lib, *args) if lib is not None else scan_numpy(*args)
+        return scan_python(u, delta, A, B, C, D, z, delta_bias, kw["delta_softplus"], kw["reverse"])
 
     return get_library_path()
 
