@@ -52,6 +52,11 @@ def s4d_real_log(d_inner: int, d_state: int) -> Tensor:
     return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1).contiguous()
 
 
+def _torch_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
+    """`kernels.causal_conv1d`'s signature over the PyTorch path of `causal_conv1d`."""
+    return causal_conv1d(x, weight, bias, activation="silu" if silu else None, reverse=reverse)
+
+
 class BiMamba(nn.Module):
     """Bimamba v2 mixer: (B, L, d_model) -> (B, L, d_model). Names match Vim's `Mamba` module."""
 
@@ -119,11 +124,13 @@ class BiMamba(nn.Module):
         return selective_scan(**self._scan_args(xc, z, reverse), delta_softplus=True, reverse=reverse)
 
     def _fused(self, x: Tensor, z: Tensor) -> Tensor:
-        """Both directions on the kernel library: its conv1d+SiLU, then one fused bidirectional scan."""
+        """Both directions on the kernel library: one fused bidirectional scan, after the library's
+        conv1d+SiLU on CUDA. On the CPU PyTorch's depthwise conv is faster (0.22 vs 1.28 ms at Vim-S shapes)."""
+        conv1d = kernels.causal_conv1d if x.is_cuda else _torch_conv_silu
         args = []
         for reverse in (False, True):
             conv = self._params(reverse)[0]
-            xc = kernels.causal_conv1d(x, conv.weight.squeeze(1), conv.bias, silu=True, reverse=reverse)
+            xc = conv1d(x, conv.weight.squeeze(1), conv.bias, silu=True, reverse=reverse)
             args.append(self._scan_args(xc, z, reverse))
         return kernels.scan_bidirectional(args[0], args[1], delta_softplus=True, out_scale=0.5)
 
