@@ -28,7 +28,7 @@ def video(
 
     Examples:
 
-      partool video street.mp4 --model runs/demo --save out.mp4 --events events.jsonl
+      partool video street.mp4 --model runs/demo/run --save out.mp4 --events events.jsonl
 
       partool video rtsp://cam.local/stream --model model.onnx --detector yolo11n.pt --tracker bytetrack --show
     """
