@@ -58,7 +58,17 @@ def official_causal_conv(x, conv):
 
 
 def test_registry_names_and_metadata():
-    assert set(list_models()) == {"vim-t", "vim-s", "vmamba-t", "vmamba-s", "vmamba-b", "vit-s", "vit-b"}
+    assert set(list_models()) == {
+        "vim-t",
+        "vim-s",
+        "vmamba-t",
+        "vmamba-s",
+        "vmamba-b",
+        "vit-s",
+        "vit-b",
+        "vim-s-text",
+        "vmamba-b-text",
+    }
     info = model_info("vim-s")
     assert info.family == "vim" and info.input_size == (224, 224)
     assert info.mean == (0.5, 0.5, 0.5) and info.std == (0.5, 0.5, 0.5)

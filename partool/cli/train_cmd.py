@@ -61,6 +61,8 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-DATASET)."),
     pretrained: Path | None = typer.Option(None, "--pretrained", help="Official ImageNet checkpoint for the backbone (.pth/.safetensors)."),
+    teacher: Path | None = typer.Option(None, "--teacher", help="Trained run folder to distil into --model (same dataset attributes; any model and input size), e.g. runs/vit-b-pa100k."),
+    distill_weight: float | None = typer.Option(None, "--distill-weight", help="Weight of the MSE between student and teacher logits added to the weighted BCE (default: 1, as MambaPAR's KDTM)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (0 = load in the main process)."),
@@ -79,6 +81,8 @@ def train(
 
       partool train --resume --out runs/vim-s-pa100k          (after a crash or Ctrl-C)
 
+      partool train --model vim-s --data pa100k:/data/PA100k --teacher runs/vit-b-pa100k --distill-weight 1   (distil a trained ViT-B into a Vim-S for deployment)
+
       torchrun --nproc-per-node 4 -m partool train --model vmamba-b --data peta:/data/PETA   (multi-GPU)
     """
     from partool.train.loop import TrainConfig
@@ -90,6 +94,10 @@ def train(
         if not (model and data):
             raise UserError("--resume needs --out (the run folder to continue), or --model and --data")
         out = default_out(model, data)
+    if distill_weight is not None and teacher is None and not resume:
+        raise UserError("--distill-weight needs --teacher RUN (the trained run to distil from)")
+    if distill_weight is not None and distill_weight < 0:
+        raise UserError(f"--distill-weight must be 0 or more, got {distill_weight}")
     if workers < 0:
         raise UserError(f"--workers must be 0 or more, got {workers}")
     config = TrainConfig(
@@ -108,6 +116,8 @@ def train(
         val_split=val_split,
         seed=seed,
         pretrained=str(pretrained) if pretrained else None,
+        teacher=str(teacher.resolve()) if teacher else None,
+        distill_weight=1.0 if distill_weight is None else distill_weight,
         device=device,
         workers=workers,
         amp=amp,

@@ -25,3 +25,6 @@ __all__ = [
     "model_info",
     "register_model",
 ]
+
+# Text fusion builds on the plain backbones, so it registers (and is listed) after them.
+from partool.models import text_fusion  # noqa: F401

@@ -12,6 +12,7 @@ resumed ends, on CPU, with the same weights as one that never stopped.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
@@ -49,6 +50,7 @@ from partool.evaluate import resolve_device
 from partool.metrics import pedestrian_metrics
 from partool.models import create_model, load_pretrained, model_info
 from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from partool.train.distill import Teacher, distillation_loss, load_teacher, teacher_summary
 from partool.train.losses import WeightedBCELoss
 from partool.train.recipe import Recipe, build_optimizer, lr_at, recipe_for
 
@@ -101,11 +103,14 @@ class TrainConfig:
     force: bool = False
     progress: bool = True
     stop_after_epoch: int | None = None  # stop (as if killed) once this epoch is saved
+    teacher: str | None = None  # run folder to distil from (partool.train.distill)
+    distill_weight: float = 1.0  # weight of the teacher MSE term (KDTM uses 1)
 
     # Fields that define the run; on --resume they come from last.pt, the rest from the new call.
     RUN_FIELDS = (
         "model", "data", "epochs", "batch_size", "img_size", "lr", "optimizer", "weight_decay", "warmup_epochs",
-        "model_kwargs", "train_split", "val_split", "seed", "threshold", "pretrained", "amp",
+        "model_kwargs", "train_split", "val_split", "seed", "threshold", "pretrained", "amp", "teacher",
+        "distill_weight",
     )  # fmt: skip
 
 
@@ -159,7 +164,10 @@ def _train(config: TrainConfig, ddp: _Dist) -> TrainResult:
         state = load_checkpoint(out / LAST)
         saved = state["config"]
         _note_ignored(console, config, saved)
-        config = TrainConfig(**{**asdict(config), **{k: saved[k] for k in TrainConfig.RUN_FIELDS}})
+        # A field newer than the run's last.pt keeps its default (e.g. no teacher).
+        defaults = asdict(TrainConfig(model="", data="", out=""))
+        kept = {k: saved.get(k, defaults[k]) for k in TrainConfig.RUN_FIELDS}
+        config = TrainConfig(**{**asdict(config), **kept})
         if config.img_size is not None:
             config.img_size = tuple(config.img_size)
     else:
@@ -185,8 +193,20 @@ def _train(config: TrainConfig, ddp: _Dist) -> TrainResult:
             f"{config.data}: split {train_split!r} or {val_split!r} is empty; nothing to train on"
         )
 
+    teacher, teacher_meta = None, None
+    if config.teacher:
+        if not config.distill_weight >= 0:
+            raise UserError(f"--distill-weight must be 0 or more, got {config.distill_weight}")
+        teacher, teacher_meta = load_teacher(config.teacher, train_ds.attributes, info.mean, info.std, device)
+        console.print(
+            f"distilling from {config.teacher} ({teacher_meta['model']}), weight {config.distill_weight}"
+        )
+
     _seed_everything(config.seed)
-    model = create_model(config.model, len(train_ds.attributes), img_size=img_size, **config.model_kwargs)
+    model_kwargs = dict(config.model_kwargs)
+    if "attributes" in inspect.signature(info.builder).parameters:  # text models encode the attribute names
+        model_kwargs["attributes"] = list(train_ds.attributes)
+    model = create_model(config.model, len(train_ds.attributes), img_size=img_size, **model_kwargs)
     if config.pretrained and state is None:
         missing, unexpected = load_pretrained(model, config.pretrained)
         console.print(
@@ -226,6 +246,8 @@ def _train(config: TrainConfig, ddp: _Dist) -> TrainResult:
         "val_images": len(val_ds),
         "world_size": ddp.world,
     }
+    if teacher_meta is not None:
+        run_info["teacher"] = teacher_summary(config.teacher, teacher_meta, config.distill_weight)
     writer = _tensorboard(out, start_epoch) if ddp.main else None
     if state is not None:  # last, so nothing in the set-up above shifts the random streams
         set_rng_state(state["rng"])
@@ -242,7 +264,7 @@ def _train(config: TrainConfig, ddp: _Dist) -> TrainResult:
                     train_loader.sampler.set_epoch(epoch)
                 train_loss = _train_epoch(
                     net, train_loader, criterion, optimizer, scaler, device, amp_dtype, console, config.progress,
-                    f"epoch {epoch}/{recipe.epochs}",
+                    f"epoch {epoch}/{recipe.epochs}", teacher, config.distill_weight,
                 )  # fmt: skip
                 if not math.isfinite(train_loss):
                     raise UserError(
@@ -327,8 +349,13 @@ def _train_epoch(
     console: Console,
     show: bool,
     title: str,
+    teacher: Teacher | None = None,
+    distill_weight: float = 0.0,
 ) -> float:
-    """One pass over the training data; returns the mean batch loss (averaged over ranks under DDP)."""
+    """One pass over the training data; returns the mean batch loss (averaged over ranks under DDP).
+
+    With a teacher the loss adds distill_weight · MSE(student logits, teacher logits).
+    """
     net.train()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
     with _progress(console, show) as bar:
@@ -338,7 +365,10 @@ def _train_epoch(
             targets = targets.to(device, non_blocking=True)
             with _autocast(device, amp_dtype):
                 logits = net(images)
+                teacher_logits = teacher(images) if teacher is not None else None
             loss = criterion(logits.float(), targets)
+            if teacher_logits is not None:
+                loss = distillation_loss(loss, logits, teacher_logits, distill_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -437,11 +467,10 @@ def _note_ignored(console: Console, config: TrainConfig, saved: dict[str, Any]) 
     """Say which options of a --resume call lose to the settings the run was started with."""
     defaults = TrainConfig(model="", data="", out="")
     for key in TrainConfig.RUN_FIELDS:
-        given = _plain(getattr(config, key))
-        if given not in (None, "", _plain(getattr(defaults, key))) and given != saved[key]:
-            console.print(
-                f"[yellow]--resume keeps {key}={saved[key]!r} of the run (ignoring {given!r})[/yellow]"
-            )
+        given, default = _plain(getattr(config, key)), _plain(getattr(defaults, key))
+        kept = saved.get(key, default)
+        if given not in (None, "", default) and given != kept:
+            console.print(f"[yellow]--resume keeps {key}={kept!r} of the run (ignoring {given!r})[/yellow]")
 
 
 def _check_out(out: Path, force: bool) -> None:
