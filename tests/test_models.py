@@ -68,6 +68,10 @@ def test_registry_names_and_metadata():
         "vit-b",
         "vim-s-text",
         "vmamba-b-text",
+        "pafusion",
+        "nasf",
+        "asf",
+        "mahdft",
     }
     info = model_info("vim-s")
     assert info.family == "vim" and info.input_size == (224, 224)

@@ -28,3 +28,7 @@ __all__ = [
 
 # Text fusion builds on the plain backbones, so it registers (and is listed) after them.
 from partool.models import text_fusion  # noqa: F401
+
+# Hybrids combine the ViT and Vim parts, so they register (and are listed) last.
+# isort: split
+from partool.models import hybrids  # noqa: F401

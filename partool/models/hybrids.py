@@ -1,0 +1,326 @@
+"""Hybrid Mamba-Transformer backbones of MambaPAR (arXiv 2407.10374, the figure of hybrid designs).
+
+Each is a backbone for the shared PAR head: forward(images) -> tokens (B, T, out_dim). The Transformer is
+timm's VisionTransformer (ViT-B/16 at full size; parameter names are timm's, so `--pretrained` loads a
+timm/ImageNet ViT checkpoint into it), the Mamba blocks are partool's Vim blocks (bimamba v2, fp32 residual).
+The authors' code (Event-AHU/OpenPAR, MambaPAR_Empirical_Study/models/hybrid_{1,2,3,5}.py) was read for
+details; choices and deviations are listed per class.
+
+Widths: the Vim blocks stay at Vim-S width (384) as in the authors' code, with Linear maps 768 <-> 384
+where the streams meet, so a Vim-S checkpoint's blocks keep their shapes.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from partool.errors import UserError
+from partool.models.mamba import BiMamba, RMSNorm, linspace
+from partool.models.registry import register_model
+from partool.models.vim import Block, PatchEmbed, VimBackbone
+
+
+def _vit(
+    img_size: tuple[int, int], dim: int, depth: int, heads: int, drop_path_rate: float
+) -> VisionTransformer:
+    """A timm ViT/16 without classifier (ViT-B/16 at dim 768, depth 12, 12 heads)."""
+    h, w = img_size
+    if h % 16 or w % 16 or h <= 0 or w <= 0:
+        raise UserError(
+            f"image size {h}x{w} is not a positive multiple of the patch size 16; change --img-size"
+        )
+    if dim % heads:
+        raise UserError(f"vit_dim {dim} is not divisible by vit_heads {heads}")
+    return VisionTransformer(
+        img_size=(h, w), patch_size=16, embed_dim=dim, depth=depth, num_heads=heads, num_classes=0,
+        drop_path_rate=drop_path_rate,
+    )  # fmt: skip
+
+
+def _vim_layers(dim: int, depth: int, drop_path_rate: float) -> nn.ModuleList:
+    """`depth` Vim blocks (bimamba v2 + RMSNorm) with Vim's stochastic-depth schedule."""
+    rates = [0.0, *linspace(0.0, drop_path_rate, depth)]
+    return nn.ModuleList(Block(dim, BiMamba(dim), rates[i], 1e-5) for i in range(depth))
+
+
+def _check_images(images: Tensor, img_size: tuple[int, int]) -> None:
+    if tuple(images.shape[-2:]) != tuple(img_size):
+        h, w = img_size
+        raise UserError(
+            f"input images are {images.shape[-2]}x{images.shape[-1]} but the model was built for {h}x{w}"
+        )
+
+
+def _embed(vit: VisionTransformer, images: Tensor) -> Tensor:
+    """timm's token embedding: patches, cls token and position embedding (as forward_features starts)."""
+    return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
+
+
+class _ViTHybrid(nn.Module):
+    """Common parts of the hybrids built around a full timm ViT: metadata and the checkpoint root."""
+
+    family = "vit"
+
+    def _setup(self, vit: VisionTransformer, img_size: tuple[int, int]) -> None:
+        self.vit = vit
+        self.img_size = tuple(img_size)
+        self.grid_size = tuple(vit.patch_embed.grid_size)
+        self.num_tokens = vit.patch_embed.num_patches + vit.num_prefix_tokens
+
+    def checkpoint_root(self) -> nn.Module:
+        """Official (timm) ViT checkpoints load into the Transformer."""
+        return self.vit
+
+
+class PaFusion(_ViTHybrid):
+    """Parallel ViT and Vim streams; after each ViT block the Vim output (384) is projected and added.
+
+    Per ViT block i: the ViT stream runs block i, the Vim stream runs vim_depth/vit_depth Vim blocks; then
+    x = x + up_i(vim) and the Vim stream continues from down_i(x) (its fp32 residual carried on), as in
+    the authors' hybrid_1. Choices: both streams keep a cls token first (the authors drop it; keeping it
+    lets a timm ViT checkpoint load unchanged); the authors' final `x + up_final(down(x))` is left out, as
+    x already holds the last Vim output. Output: ViT's final LayerNorm of x, (B, 1 + N, vit_dim).
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 24,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if depth % vit_depth:
+            raise UserError(f"pafusion needs depth ({depth}) to be a multiple of vit_depth ({vit_depth})")
+        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
+        self.out_dim = vit_dim
+        self.per_block = depth // vit_depth
+        self.patch_embed = PatchEmbed(self.img_size, 16, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
+        trunc_normal_(self.cls_token, std=0.02)
+        trunc_normal_(self.pos_embed, std=0.02)
+        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.up_projs = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(vit_depth))
+        self.down_projs = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(vit_depth - 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        _check_images(images, self.img_size)
+        x = _embed(self.vit, images)
+        v = self.patch_embed(images)
+        hidden = torch.cat([self.cls_token.expand(v.shape[0], -1, -1).to(v.dtype), v], 1) + self.pos_embed
+        residual = None
+        for i, block in enumerate(self.vit.blocks):
+            x = block(x)
+            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
+                hidden, residual = layer(hidden, residual)
+            x = x + self.up_projs[i](hidden.to(x.dtype))
+            if i < len(self.down_projs):
+                hidden = self.down_projs[i](x)
+        return self.vit.norm(x)
+
+
+class NASF(nn.Module):
+    """N-ASF: a whole Vim, Linear(384 -> 768), then Transformer blocks and a LayerNorm.
+
+    As the authors' hybrid_2: the Vim's tokens (middle cls token, after norm_f) feed ViT blocks directly,
+    with no second patch or position embedding. The Transformer blocks are timm's ViT-B blocks
+    (`vit_depth` of them, 12 by default: "all Mamba blocks then all Transformer blocks"; the authors'
+    code holds 6). `--pretrained` takes a Vim checkpoint (the Vim is the checkpoint root).
+    """
+
+    family = "vim"
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 24,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if vit_dim % vit_heads:
+            raise UserError(f"vit_dim {vit_dim} is not divisible by vit_heads {vit_heads}")
+        self.vim = VimBackbone(img_size, embed_dim=embed_dim, depth=depth, drop_path_rate=drop_path_rate)
+        self.img_size, self.num_tokens, self.out_dim = self.vim.img_size, self.vim.num_tokens, vit_dim
+        self.grid_size = self.vim.grid_size
+        self.dim_proj = nn.Linear(embed_dim, vit_dim)
+        # Only the blocks and final norm of a ViT: build them the way timm's ViT does, without embeddings.
+        vit = VisionTransformer(
+            img_size=self.img_size, patch_size=16, embed_dim=vit_dim, depth=vit_depth, num_heads=vit_heads,
+            num_classes=0, drop_path_rate=drop_path_rate,
+        )  # fmt: skip
+        self.blocks, self.norm = vit.blocks, vit.norm
+
+    def checkpoint_root(self) -> nn.Module:
+        """Official Vim checkpoints load into the Mamba part."""
+        return self.vim
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.dim_proj(self.vim(images).to(self.dim_proj.weight.dtype))
+        return self.norm(self.blocks(x))
+
+
+class ASF(_ViTHybrid):
+    """ASF: `groups` alternations of a run of ViT blocks and a run of Vim blocks, then the ViT LayerNorm.
+
+    Group g: x = ViT blocks(x); the Vim stream continues from down_g(x) (fp32 residual carried across
+    groups, as the authors' hybrid_3) and its output replaces x through up_g. The authors' code runs 4
+    groups of one ViT block and 8 Vim layers, with overlapping Vim indices and a last ViT block; here the
+    vit_depth ViT blocks and depth Vim blocks are split evenly (default 4 groups: 3 ViT + 6 Vim blocks).
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 24,
+        groups: int = 4,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if groups < 1 or vit_depth % groups or depth % groups:
+            raise UserError(
+                f"asf needs vit_depth ({vit_depth}) and depth ({depth}) divisible by groups ({groups})"
+            )
+        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
+        self.out_dim, self.groups = vit_dim, groups
+        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.down_projs = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(groups))
+        self.up_projs = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(groups))
+
+    def forward(self, images: Tensor) -> Tensor:
+        _check_images(images, self.img_size)
+        x = _embed(self.vit, images)
+        nt, nm = len(self.vit.blocks) // self.groups, len(self.layers) // self.groups
+        residual = None
+        for g in range(self.groups):
+            for block in self.vit.blocks[g * nt : (g + 1) * nt]:
+                x = block(x)
+            hidden = self.down_projs[g](x)
+            for layer in self.layers[g * nm : (g + 1) * nm]:
+                hidden, residual = layer(hidden, residual)
+            x = self.up_projs[g](hidden.to(x.dtype))
+        return self.vit.norm(x)
+
+
+class MaHDFT(_ViTHybrid):
+    """MaHDFT: a frozen ViT; every block's tokens pooled by a 1x1 Conv1d (T -> T // 4), joined, projected
+    768 -> 384 and fused by Vim blocks; a 1x1 Conv1d maps the joined tokens back to T; output (B, T, 384).
+
+    "Frozen": every ViT parameter has requires_grad=False and the ViT stays in eval mode (no stochastic
+    depth), so the optimizer (which takes only trainable parameters) leaves it as loaded.
+    Deviation: the paper averages the logits of the ViT's own PAR head with the Vim branch's; the shared
+    PARModel has one head, so this backbone returns the Vim branch's tokens only. The authors pool 11 of
+    the 12 blocks (the last is never run); here all vit_depth blocks are pooled, as the paper's text says.
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 24,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, 0.0), img_size)
+        self.vit.requires_grad_(False)
+        self.vit.eval()
+        self.out_dim = embed_dim
+        pooled = self.num_tokens // 4
+        if pooled < 1:
+            raise UserError(f"mahdft needs at least 4 tokens to pool, the image gives {self.num_tokens}")
+        self.pools = nn.ModuleList(nn.Conv1d(self.num_tokens, pooled, 1) for _ in range(vit_depth))
+        self.dim_proj = nn.Linear(vit_dim, embed_dim)
+        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.norm_f = RMSNorm(embed_dim)
+        self.final_pool = nn.Conv1d(pooled * vit_depth, self.num_tokens, 1)
+
+    def train(self, mode: bool = True) -> MaHDFT:
+        super().train(mode)
+        self.vit.eval()  # frozen: always the inference behaviour
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        _check_images(images, self.img_size)
+        x = _embed(self.vit, images)
+        joined = []
+        for block, pool in zip(self.vit.blocks, self.pools, strict=True):
+            x = block(x)
+            joined.append(pool(x))
+        hidden, residual = self.dim_proj(torch.cat(joined, 1)), None
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual)
+        return self.final_pool(self.norm_f(residual + hidden.float()).to(hidden.dtype))
+
+
+@register_model(
+    "pafusion", "vit", "PaFusion hybrid: ViT-B/16 and Vim-S blocks in parallel, outputs added per block"
+)
+def pafusion(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 24,
+    drop_path_rate: float = 0.1,
+) -> PaFusion:
+    return PaFusion(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
+
+
+@register_model("nasf", "vim", "N-ASF hybrid: all Vim-S blocks, then all ViT-B/16 Transformer blocks")
+def nasf(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 24,
+    drop_path_rate: float = 0.1,
+) -> NASF:
+    return NASF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
+
+
+@register_model("asf", "vit", "ASF hybrid: runs of ViT-B/16 blocks alternating with runs of Vim-S blocks")
+def asf(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 24,
+    groups: int = 4,
+    drop_path_rate: float = 0.1,
+) -> ASF:
+    return ASF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, groups, drop_path_rate)
+
+
+@register_model(
+    "mahdft", "vit", "MaHDFT hybrid: frozen ViT-B/16, every block's tokens pooled, joined and fused by Vim-S"
+)
+def mahdft(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 24,
+    drop_path_rate: float = 0.1,
+) -> MaHDFT:
+    return MaHDFT(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
