@@ -18,10 +18,10 @@ from typing import Any
 import cv2
 
 from partool.artifacts import atomic_write_bytes, atomic_write_json
-from partool.cli.eval_cmd import evaluate_run
 from partool.data import open_dataset
 from partool.export import export_run
 from partool.metrics import pedestrian_metrics
+from partool.runtime.evaluate import evaluate_run
 from partool.train.loop import TrainConfig, train
 
 METRIC_KEYS = ("ma", "acc", "prec", "recall", "f1", "f1_instance")
