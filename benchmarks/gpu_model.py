@@ -1,16 +1,17 @@
 """GPU: Vim-S PAR vs timm ViT-S/16, fp16, CUDA graphs, same input and batches, in one run.
 
-For each scan backend that runs here (our `cuda` kernels, `mamba_ssm` when installed, the `chunked`
-reference as the floor), time the Vim-S PAR forward at batch 1, 8 and 64 against ViT-S/16 with the same
+For each scan backend that runs here (our `cuda` kernels, with the default and the state-split row
+kernel, `mamba_ssm` when installed, the `chunked` reference as the floor), time the Vim-S PAR forward at batch 1, 8 and 64 against ViT-S/16 with the same
 PAR head, each captured in a CUDA graph and replayed (CUDA events, median of repeats). Prints a table and
 writes JSON:
 
-    python benchmarks/gpu_model.py --out $OUT/gpu_model.json [--img-size 224x224] [--batch 1 8 64]
+    python benchmarks/gpu_model.py --out $OUT/gpu_model.json [--img-size 224x224] [--batch 1 8 64] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -55,6 +56,38 @@ def model_ms(name: str, batch: int, img_size: tuple[int, int]) -> float:
         return cuda_graph_ms(lambda: model(images))
 
 
+def kernel_profile(
+    name: str, batch: int, img_size: tuple[int, int], top: int = 25
+) -> list[dict[str, object]]:
+    """GPU time per forward of the `top` costliest kernels of an eager fp16 forward (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = create_model(name, num_attrs=26, img_size=img_size).cuda().half().eval()
+    images = torch.randn(batch, 3, *img_size, device="cuda", dtype=torch.half)
+    runs = 5
+    with torch.inference_mode():
+        for _ in range(3):
+            model(images)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                model(images)
+            torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    events.sort(key=lambda e: e.device_time_total, reverse=True)
+    total = sum(e.device_time_total for e in events) / runs
+    return [
+        {"kernel": "(all)", "us_per_forward": total, "calls_per_forward": sum(e.count for e in events) / runs}
+    ] + [
+        {
+            "kernel": e.key[:120],
+            "us_per_forward": e.device_time_total / runs,
+            "calls_per_forward": e.count / runs,
+        }
+        for e in events[:top]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,6 +96,9 @@ def main() -> None:
     parser.add_argument("--img-size", default="224x224", help="HxW, e.g. 224x224 or 256x128")
     parser.add_argument("--backends", nargs="+", default=None, help="scan backends (default: all on CUDA)")
     parser.add_argument("--out", help="write results as JSON here")
+    parser.add_argument(
+        "--profile", action="store_true", help="also list the costliest GPU kernels of eager forwards"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/gpu_model.py needs a CUDA GPU")
@@ -70,24 +106,44 @@ def main() -> None:
     backends = args.backends or [
         name for name, ok in available_backends().items() if ok and name in ("cuda", "mamba_ssm", "chunked")
     ]
-    rows = []
+    facts = {**machine_facts(), "gpu": torch.cuda.get_device_name(), "img_size": list(img_size)}
+    rows: list[dict[str, object]] = []
+    result: dict[str, object] = {"machine": facts, "rows": rows}
     for batch in args.batch:
         vit = model_ms("vit-s", batch, img_size)
         rows.append({"model": "vit-s", "scan": "-", "batch": batch, "ms": vit, "vs_vit_s": 1.0})
         for backend in backends:
-            set_backend(backend)
-            try:
-                ms = model_ms("vim-s", batch, img_size)
-            finally:
-                set_backend(None)
-            rows.append({"model": "vim-s", "scan": backend, "batch": batch, "ms": ms, "vs_vit_s": ms / vit})
+            # the cuda backend twice: the library's default kernel, then the state-split row kernel
+            for label, kernel in (
+                ((backend, None), ("cuda rows", "rows")) if backend == "cuda" else ((backend, None),)
+            ):
+                if kernel:
+                    os.environ["PARTOOL_SCAN_CUDA_KERNEL"] = kernel
+                set_backend(backend)
+                try:
+                    ms = model_ms("vim-s", batch, img_size)
+                finally:
+                    set_backend(None)
+                    os.environ.pop("PARTOOL_SCAN_CUDA_KERNEL", None)
+                rows.append({"model": "vim-s", "scan": label, "batch": batch, "ms": ms, "vs_vit_s": ms / vit})
+                print(rows[-1], flush=True)
+        write_json(args.out, result)  # partial results survive a timeout
     print_table(
         f"PAR forward, fp16, CUDA graphs, {args.img_size}, {torch.cuda.get_device_name()}",
         ["model", "scan", "batch", "ms", "× ViT-S time"],
         [[r["model"], r["scan"], r["batch"], r["ms"], r["vs_vit_s"]] for r in rows],
     )
-    facts = {**machine_facts(), "gpu": torch.cuda.get_device_name(), "img_size": list(img_size)}
-    write_json(args.out, {"machine": facts, "rows": rows})
+    if args.profile:
+        profiles = result["profile"] = {}
+        profiled = "cuda" if "cuda" in backends else backends[0]  # our kernels when they run here
+        for batch in (1, args.batch[-1]):
+            profiles[f"vit-s b={batch}"] = kernel_profile("vit-s", batch, img_size)
+            set_backend(profiled)
+            try:
+                profiles[f"vim-s {profiled} b={batch}"] = kernel_profile("vim-s", batch, img_size)
+            finally:
+                set_backend(None)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """CPU selective-scan kernel (libpartool_kernels) vs the sequential and chunked PyTorch references at
-Vim-S shapes (d = 768, n = 16, l = 197, softplus + delta_bias + D, fp32), batch 1 and 8.
+Vim-S shapes (d = 768, n = 16, l = 197, fp32) with Vim's extras (z gating, D, delta_bias + softplus),
+batch 1 and 8.
 
     python benchmarks/scan_kernels_cpu.py --out runs/bench/scan_kernels_cpu.json [--threads N]
 
@@ -30,7 +31,8 @@ def vim_s_inputs(batch: int, d: int = 768, n: int = 16, length: int = 197) -> tu
     B = torch.randn(batch, 1, n, length, generator=g)
     C = torch.randn(batch, 1, n, length, generator=g)
     D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g) * 0.1
-    return u, delta, A, B, C, D, None, bias, True, False
+    z = torch.randn(batch, d, length, generator=g)
+    return u, delta, A, B, C, D, z, bias, True, False
 
 
 def main() -> None:
@@ -84,7 +86,7 @@ def main() -> None:
                 ]
             )
     print_table(
-        "CPU selective scan, d=768 n=16 l=197 fp32 (ms, median)",
+        "CPU selective scan, d=768 n=16 l=197 fp32, z + D + softplus(delta + bias) (ms, median)",
         ["batch", "kernel", "sequential", "chunked", "x vs seq", "x vs chunked", "rel err"],
         rows,
     )

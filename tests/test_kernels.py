@@ -112,6 +112,25 @@ def test_cpu_scan_matches_numpy(kernels, n, groups, extras, reverse, length, dty
     assert rel_err(last, ref_last) <= 1e-5
 
 
+@pytest.mark.parametrize(("length", "reverse"), [(32, False), (45, True)])
+def test_cpu_scan_wide_argument_ranges(kernels, length, reverse):
+    """delta + bias over [-25, 25] (both softplus branches, up to its x > 20 cut), z over [-30, 30] and
+    decays exp(dt*A) from ~1 down to underflow: the kernel's own exp/log1p must hold 1e-5 everywhere.
+    Length 32 is whole 16-step blocks only, 45 ends in a partial block."""
+    gen = torch.Generator().manual_seed(11)
+    b, d, n = 2, 8, 16
+    u = torch.randn(b, d, length, generator=gen)
+    delta = torch.rand(b, d, length, generator=gen) * 50 - 25
+    A = -torch.rand(d, n, generator=gen) * 4 - 1e-3
+    B, C = torch.randn(b, 1, n, length, generator=gen), torch.randn(b, 1, n, length, generator=gen)
+    D, bias = torch.randn(d, generator=gen), torch.randn(d, generator=gen)
+    z = torch.rand(b, d, length, generator=gen) * 60 - 30
+    out, last = kernels.scan_cpu(u, delta, A, B, C, D, z, bias, delta_softplus=True, reverse=reverse)
+    ref, ref_last = numpy_scan(u, delta, A, B, C, D, z, bias, True, reverse)
+    assert rel_err(out, ref) <= 1e-5
+    assert rel_err(last, ref_last) <= 1e-5
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_cpu_scan_matches_chunked_reference(kernels, reverse):
     u, delta, A, B, C, *_ = make_inputs(3, 12, 16, 70, 3, torch.float32, False, seed=3)
@@ -378,8 +397,10 @@ def test_cuda_bidirectional_and_conv(kernels):
         assert rel_err(got.cpu(), want.double().numpy()) <= 1e-5
 
 
-def test_portable_row_kernels_match(kernels, tmp_path):
-    """PARTOOL_CPU_ISA=base forces the SSE2/NEON row kernels; they must agree with the numpy reference too."""
+@pytest.mark.parametrize("isa", ["base", "avx2"])
+def test_narrower_row_kernels_match(kernels, tmp_path, isa):
+    """PARTOOL_CPU_ISA caps the row kernels (base: SSE2/NEON; avx2: no AVX-512), so every unit that this
+    CPU can run meets the numpy reference, not only the widest one picked by default."""
     script = tmp_path / "run.py"
     script.write_text(
         "import sys, torch\n"
@@ -393,7 +414,7 @@ def test_portable_row_kernels_match(kernels, tmp_path):
         "torch.save(outs, sys.argv[1])\n"
     )
     result = tmp_path / "out.pt"
-    env = {**os.environ, "PARTOOL_CPU_ISA": "base"}
+    env = {**os.environ, "PARTOOL_CPU_ISA": isa}
     subprocess.run(
         [sys.executable, str(script), str(result), str(Path(__file__).parent)], check=True, env=env
     )

@@ -1,11 +1,13 @@
-// CPU entry points: validate, transpose B/C to (batch, groups, length, state) float32 once per call,
+// CPU entry points: validate, transpose B/C to (batch, groups, step, state) float32 once per call,
 // then split the batch x channel rows over std::threads, each running the row kernel of the widest
-// instruction set this CPU has.
+// instruction set this CPU has (AVX-512, AVX2 + FMA, or the portable SSE2 / NEON one).
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -15,71 +17,95 @@
 namespace partool {
 namespace {
 
-// The AVX2 row kernels run when the CPU has AVX2 + FMA, unless PARTOOL_CPU_ISA=base asks for the
-// portable ones (tests use it to cover both on one machine).
-bool cpu_has_avx2() {
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const char* isa = std::getenv("PARTOOL_CPU_ISA");
-  return yes && !(isa != nullptr && std::strcmp(isa, "base") == 0);
-#else
-  return false;
-#endif
+struct ScanRows {
+  ScanRowsFn fn;
+  int ns;  // states padded to 4, 8 or 16, at least the kernel's vector width
+};
+
+#if PARTOOL_X86_ROW_KERNELS
+// Instruction sets with row kernels, in increasing order.
+enum class Isa { base = 0, avx2 = 1, avx512 = 2 };
+
+// The widest set this CPU (and OS) supports, capped by PARTOOL_CPU_ISA=base|avx2 (tests use it to
+// cover every row kernel on one machine).
+Isa cpu_isa() {
+  static const Isa best = [] {
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return Isa::base;
+    const bool v4 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    return v4 ? Isa::avx512 : Isa::avx2;
+  }();
+  const char* cap = std::getenv("PARTOOL_CPU_ISA");
+  if (cap != nullptr && std::strcmp(cap, "base") == 0) return Isa::base;
+  if (cap != nullptr && std::strcmp(cap, "avx2") == 0) return std::min(best, Isa::avx2);
+  return best;
 }
 
-ScanRowsFn pick_scan_rows() {
-#if defined(__x86_64__) || defined(_M_X64)
-  if (cpu_has_avx2()) return scan_rows_avx2;
-#endif
-  return scan_rows_base;
+// The AVX-512 kernel takes 16 (padded) states in one zmm; fewer go to the AVX2 one (8 per ymm).
+ScanRows pick_scan_rows(int dstate) {
+  const int ns = dstate <= 4 ? 4 : (dstate <= 8 ? 8 : 16);
+  const Isa isa = cpu_isa();
+  if (isa == Isa::avx512 && ns == 16) return {scan_rows_avx512, 16};
+  if (isa == Isa::base) return {scan_rows_base, ns};
+  return {scan_rows_avx2, std::max(ns, 8)};
 }
 
 ConvRowsFn pick_conv_rows() {
-#if defined(__x86_64__) || defined(_M_X64)
-  if (cpu_has_avx2()) return conv_rows_avx2;
-#endif
-  return conv_rows_base;
+  switch (cpu_isa()) {
+    case Isa::avx512:
+      return conv_rows_avx512;
+    case Isa::avx2:
+      return conv_rows_avx2;
+    default:
+      return conv_rows_base;
+  }
 }
+#else
+ScanRows pick_scan_rows(int dstate) { return {scan_rows_base, dstate <= 4 ? 4 : (dstate <= 8 ? 8 : 16)}; }
+ConvRowsFn pick_conv_rows() { return conv_rows_base; }
+#endif
 
-// Runs fn(begin, end, worker) over [0, total) split into `threads` contiguous ranges.
+// Runs fn(begin, end, worker) over [0, total) in chunks of `chunk` handed out on demand to up to `threads`
+// workers (the caller is worker 0), so a worker that the OS preempts (the cores may be shared) does not
+// hold the others up. If a thread cannot be started, the workers already running finish the range.
 template <typename Fn>
-void parallel_for(int threads, int64_t total, Fn fn) {
-  if (threads <= 1) {
-    fn(int64_t{0}, total, 0);
+void parallel_for(int threads, int64_t total, int64_t chunk, Fn fn) {
+  const int64_t chunks = (total + chunk - 1) / chunk;
+  const int workers = static_cast<int>(std::min<int64_t>(threads, chunks));
+  if (workers <= 1) {
+    if (total > 0) fn(int64_t{0}, total, 0);
     return;
   }
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(threads - 1));
-  const int64_t step = (total + threads - 1) / threads;
-  try {
-    for (int w = 1; w < threads; ++w) {
-      const int64_t b = std::min(total, w * step), e = std::min(total, b + step);
-      pool.emplace_back([=] { fn(b, e, w); });
+  std::atomic<int64_t> next{0};
+  auto work = [&](int w) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      fn(c * chunk, std::min(total, (c + 1) * chunk), w);
     }
-  } catch (...) {  // could not start a thread: finish what started, then report
-    for (auto& t : pool) t.join();
-    throw;
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers - 1));
+  try {
+    for (int w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  } catch (const std::system_error&) {  // no more threads: the running ones take the rest
   }
-  fn(int64_t{0}, std::min(total, step), 0);
+  work(0);
   for (auto& t : pool) t.join();
 }
 
-// B/C rows are padded to 4, 8 or 16 states; the row kernels round 4 up to their vector width.
-int padded_states(int dstate) {
-  const int ns = dstate <= 4 ? 4 : (dstate <= 8 ? 8 : 16);
-  return (ns == 4 && cpu_has_avx2()) ? 8 : ns;
-}
-
-// B or C (batch, groups, dstate, length) in the io dtype -> (batch, groups, length, ns) float32.
-void transpose_state(const partool_scan_params_t& p, const void* src, int ns, float* dst, int threads) {
-  const int64_t L = p.length;
+// B or C (batch, groups, dstate, length) in the io dtype -> (batch, groups, Lp, ns) float32 in scan-step
+// order (reversed when `reverse`), zero beyond dstate and beyond length (Lp = scratch_stride(length)).
+void transpose_state(const partool_scan_params_t& p, const void* src, int ns, bool reverse, float* dst,
+                     int threads) {
+  const int64_t L = p.length, Lp = scratch_stride(p.length);
   const int dtype = static_cast<int>(p.io_dtype);
-  parallel_for(threads, static_cast<int64_t>(p.batch) * p.groups, [&](int64_t b0, int64_t b1, int) {
+  parallel_for(threads, static_cast<int64_t>(p.batch) * p.groups, 1, [&](int64_t b0, int64_t b1, int) {
     for (int64_t bg = b0; bg < b1; ++bg) {
-      float* out = dst + bg * L * ns;
+      float* out = dst + bg * Lp * ns;
+      std::fill(out, out + Lp * ns, 0.0f);
       const int64_t in = bg * p.dstate * L;
-      for (int64_t t = 0; t < L; ++t) {
-        for (int n = 0; n < ns; ++n) out[t * ns + n] = n < p.dstate ? load_io(src, dtype, in + n * L + t) : 0.0f;
+      for (int n = 0; n < p.dstate; ++n) {
+        for (int64_t s = 0; s < L; ++s) out[s * ns + n] = load_io(src, dtype, in + n * L + (reverse ? L - 1 - s : s));
       }
     }
   });
@@ -88,10 +114,11 @@ void transpose_state(const partool_scan_params_t& p, const void* src, int ns, fl
 int run_scan(const partool_scan_params_t* dirs[2], const int reverse[2], int ndir, void* out, float scale,
              int num_threads) {
   const partool_scan_params_t& p = *dirs[0];
-  const int ns = padded_states(p.dstate);
+  const ScanRows rows_fn = pick_scan_rows(p.dstate);
+  const int ns = rows_fn.ns;
   const int64_t rows = static_cast<int64_t>(p.batch) * p.dim;
   const int threads = resolve_threads(num_threads, rows);
-  const size_t per_dir = static_cast<size_t>(p.batch) * p.groups * p.length * ns;
+  const size_t per_dir = static_cast<size_t>(p.batch) * p.groups * scratch_stride(p.length) * ns;
   try {
     std::vector<float> state(per_dir * 2 * ndir);
     CpuScanJob job{};
@@ -102,13 +129,17 @@ int run_scan(const partool_scan_params_t* dirs[2], const int reverse[2], int ndi
     for (int d = 0; d < ndir; ++d) {
       float* BT = state.data() + per_dir * 2 * d;
       float* CT = BT + per_dir;
-      transpose_state(*dirs[d], dirs[d]->B, ns, BT, threads);
-      transpose_state(*dirs[d], dirs[d]->C, ns, CT, threads);
+      transpose_state(*dirs[d], dirs[d]->B, ns, reverse[d] != 0, BT, threads);
+      transpose_state(*dirs[d], dirs[d]->C, ns, reverse[d] != 0, CT, threads);
       job.dir[d] = CpuDir{dirs[d], BT, CT, reverse[d]};
     }
-    const ScanRowsFn rows_fn = pick_scan_rows();
-    std::vector<std::vector<float>> scratch(static_cast<size_t>(threads), std::vector<float>(static_cast<size_t>(4 * scratch_stride(p.length))));
-    parallel_for(threads, rows, [&](int64_t r0, int64_t r1, int w) { rows_fn(job, r0, r1, scratch[w].data()); });
+    const size_t per_thread = static_cast<size_t>(kScratchRows * scratch_stride(p.length));
+    std::vector<float> scratch(per_thread * static_cast<size_t>(threads));
+    // About 8 chunks per worker: enough to even out preemption, few enough to keep rows contiguous.
+    const int64_t chunk = std::max<int64_t>(1, rows / (8 * static_cast<int64_t>(threads)));
+    parallel_for(threads, rows, chunk, [&](int64_t r0, int64_t r1, int w) {
+      rows_fn.fn(job, r0, r1, scratch.data() + per_thread * static_cast<size_t>(w));
+    });
   } catch (const std::bad_alloc&) {
     return fail(PARTOOL_ERR_OUT_OF_MEMORY, "selective scan (cpu): could not allocate %zu bytes of scratch",
                 per_dir * 2 * ndir * sizeof(float));
@@ -144,7 +175,8 @@ int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_thre
   const int threads = partool::resolve_threads(num_threads, rows);
   const partool::ConvRowsFn fn = partool::pick_conv_rows();
   try {
-    partool::parallel_for(threads, rows, [&](int64_t r0, int64_t r1, int) { fn(*p, r0, r1); });
+    const int64_t chunk = std::max<int64_t>(1, rows / (8 * static_cast<int64_t>(threads)));
+    partool::parallel_for(threads, rows, chunk, [&](int64_t r0, int64_t r1, int) { fn(*p, r0, r1); });
   } catch (const std::exception& e) {
     return partool::fail(PARTOOL_ERR_OUT_OF_MEMORY, "causal conv1d (cpu): %s", e.what());
   }

@@ -1,6 +1,6 @@
 // The CPU kernels' internal interface: a job description shared by the entry points
 // (cpu_entry.cpp) and the row kernels, which are compiled once per instruction set
-// (cpu_rows_base.cpp, and cpu_rows_avx2.cpp on x86-64) and picked at run time.
+// (cpu_rows_base.cpp, and cpu_rows_avx2.cpp / cpu_rows_avx512.cpp on x86-64) and picked at run time.
 #pragma once
 
 #include <cstdint>
@@ -10,8 +10,9 @@
 
 namespace partool {
 
-// One scan direction with its B and C already transposed to (batch, groups, length, ns) float32,
-// zero-padded for states >= dstate, so the inner loop runs over a contiguous state vector.
+// One scan direction with its B and C already transposed to (batch, groups, scratch_stride(length), ns)
+// float32 in scan-step order (step s is time length-1-s when reverse), zero for states >= dstate (and
+// for the unused steps >= length), so the inner loop reads one contiguous state vector per step.
 struct CpuDir {
   const partool_scan_params_t* p;
   const float* BT;
@@ -27,18 +28,29 @@ struct CpuScanJob {
   int ns;           // padded state count: 4, 8 or 16 (a multiple of the row kernel's vector width)
 };
 
-// Scratch floats per row buffer: length rounded up so vector loops may run past the end.
+// Floats per row buffer: length rounded up to 16, so vector loops (up to 16 lanes) may run past the end.
 inline int64_t scratch_stride(int length) { return (static_cast<int64_t>(length) + 15) / 16 * 16; }
 
-// Rows r in [r0, r1) of the (batch * dim) grid; `scratch` holds 4 * scratch_stride(length) floats.
+// Row buffers per worker thread, each scratch_stride(length) floats.
+constexpr int kScratchRows = 5;
+
+// Rows r in [r0, r1) of the (batch * dim) grid; `scratch` holds kScratchRows * scratch_stride(length) floats.
 using ScanRowsFn = void (*)(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);
 using ConvRowsFn = void (*)(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
 
 void scan_rows_base(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);
 void conv_rows_base(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
-#if defined(__x86_64__) || defined(_M_X64)
+// The AVX2 and AVX-512 units exist on x86-64 with GCC or Clang (plugins/CMakeLists.txt builds them then).
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define PARTOOL_X86_ROW_KERNELS 1
+#else
+#define PARTOOL_X86_ROW_KERNELS 0
+#endif
+#if PARTOOL_X86_ROW_KERNELS
 void scan_rows_avx2(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);
 void conv_rows_avx2(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
+void scan_rows_avx512(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);  // ns == 16 only
+void conv_rows_avx512(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
 #endif
 
 // ---- scalar conversions between the io dtypes and float32 (portable, no compiler extensions) ----

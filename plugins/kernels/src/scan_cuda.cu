@@ -27,9 +27,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.hpp"
 #include "cuda_common.hpp"
+#include "scan_cuda_common.cuh"
 
 namespace partool {
 namespace {
@@ -37,63 +40,11 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kT = 4;   // steps per thread chunk (one float4 of a tile row)
 constexpr int kN = 16;  // states per thread (PARTOOL_MAX_DSTATE)
-constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kN == PARTOOL_MAX_DSTATE, "the kernel holds PARTOOL_MAX_DSTATE states per thread");
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-// 2^x on the special-function unit (one MUFU.EX2; ~2 ulp, denormal results flush to 0).
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
 
 __device__ __forceinline__ float quad_get(const float4& q, int k) {  // k is a compile-time constant
   return k == 0 ? q.x : (k == 1 ? q.y : (k == 2 ? q.z : q.w));
 }
-
-struct DirArgs {
-  const void* u;
-  const void* delta;
-  const float* A;
-  const void* B;
-  const void* C;
-  const float* D;
-  const void* z;
-  const float* delta_bias;
-  float* last_state;
-  int softplus;
-  int reverse;
-};
-
-struct ScanArgs {
-  DirArgs dir[2];
-  void* out;
-  int batch, dim, dstate, length, groups;
-  int ndir;  // 1: dir[0] alone (its own reverse flag); 2: dir[1] reversed, then dir[0] forward, summed
-  float out_scale;
-  int tiles_per_group;
-};
 
 template <int CB>
 struct Cfg {
@@ -399,6 +350,13 @@ int launch_typed(const ScanArgs& args, const DeviceInfo& dev, cudaStream_t strea
                s4 = smem_bytes<4>(args.ndir, args.length);
   const size_t limit = static_cast<size_t>(dev.smem_optin);
   const int64_t enough = 2 * static_cast<int64_t>(dev.sms);  // two resident blocks per multiprocessor
+  // Benchmark knob: PARTOOL_SCAN_CUDA_TILE=4|8|32 forces the channel tile where shared memory allows
+  // (benchmarks/gpu_check.py times each to check the heuristic below).
+  const char* forced = std::getenv("PARTOOL_SCAN_CUDA_TILE");
+  const int tile = forced != nullptr ? std::atoi(forced) : 0;
+  if (tile == 32 && s32 <= limit) return launch_cfg<T, 32>(args, s32, stream, where);
+  if (tile == 8 && s8 <= limit) return launch_cfg<T, 8>(args, s8, stream, where);
+  if (tile == 4 && s4 <= limit) return launch_cfg<T, 4>(args, s4, stream, where);
   if (cpg >= 32 && blocks(32) >= enough && s32 <= limit) return launch_cfg<T, 32>(args, s32, stream, where);
   if (cpg >= 8 && blocks(8) >= enough && s8 <= limit) return launch_cfg<T, 8>(args, s8, stream, where);
   if (s4 <= limit) return launch_cfg<T, 4>(args, s4, stream, where);
@@ -412,6 +370,10 @@ int launch_typed(const ScanArgs& args, const DeviceInfo& dev, cudaStream_t strea
 
 int launch(const ScanArgs& args, partool_dtype_t dtype, const DeviceInfo& dev, void* stream, const char* where) {
   auto st = static_cast<cudaStream_t>(stream);
+  // PARTOOL_SCAN_CUDA_KERNEL=rows selects the state-split row kernel (scan_rows_cuda.cu) until GPU
+  // measurements decide the default per shape (benchmarks/gpu_check.py times both).
+  const char* kernel = std::getenv("PARTOOL_SCAN_CUDA_KERNEL");
+  if (kernel != nullptr && std::strcmp(kernel, "rows") == 0) return launch_scan_rows(args, dtype, dev, st, where);
   switch (dtype) {
     case PARTOOL_DTYPE_F16:
       return launch_typed<__half>(args, dev, st, where);

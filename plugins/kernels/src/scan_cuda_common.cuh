@@ -1,0 +1,71 @@
+// Device helpers and launch arguments shared by the CUDA selective-scan kernels (scan_cuda.cu: the
+// sequence-chunked kernel; scan_rows_cuda.cu: the state-split row kernel).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "common.hpp"
+#include "cuda_common.hpp"
+
+namespace partool {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+static __device__ __forceinline__ float to_float(float x) { return x; }
+static __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+static __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// 2^x on the special-function unit (one MUFU.EX2; ~2 ulp, denormal results flush to 0).
+static __device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+static __device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
+static __device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
+
+struct DirArgs {
+  const void* u;
+  const void* delta;
+  const float* A;
+  const void* B;
+  const void* C;
+  const float* D;
+  const void* z;
+  const float* delta_bias;
+  float* last_state;
+  int softplus;
+  int reverse;
+};
+
+struct ScanArgs {
+  DirArgs dir[2];
+  void* out;
+  int batch, dim, dstate, length, groups;
+  int ndir;  // 1: dir[0] alone (its own reverse flag); 2: dir[1] reversed, then dir[0] forward, summed
+  float out_scale;
+  int tiles_per_group;
+};
+
+// Launches the state-split row kernel (scan_rows_cuda.cu) for `args`; a PARTOOL_* status.
+int launch_scan_rows(const ScanArgs& args, partool_dtype_t dtype, const DeviceInfo& dev, cudaStream_t stream,
+                     const char* where);
+
+}  // namespace partool
