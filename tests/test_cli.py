@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import partool
 
 
@@ -39,6 +41,13 @@ def test_models_json_lists_the_zoo_with_parameter_counts():
     assert abs(rows["vim-s"]["params"]["backbone"] + 385_000 - 25.8e6) / 25.8e6 < 0.01
     assert 75e6 <= rows["vmamba-b"]["params"]["backbone"] <= 76e6
     assert rows["vim-s"]["input_size"] == [224, 224]
+    assert all(r["exports"] == ["plugin", "portable"] for r in rows.values())
+    # published FLOPs (multiply-adds) at 224x224: timm/DeiT ViT-S/16 4.6 G, ViT-B/16 17.6 G (+ our PAR head)
+    assert rows["vit-s"]["gflops"]["total"] == pytest.approx(4.6, abs=0.1)
+    assert rows["vit-b"]["gflops"]["total"] == pytest.approx(17.6, abs=0.1)
+    # Vim-S: 24 layers x 2 directions, each scan 9·l·d·n + l·d for D and for z (l = 197, d = 768, n = 16)
+    scans = 24 * 2 * (9 * 197 * 768 * 16 + 2 * 197 * 768)
+    assert rows["vim-s"]["gflops"]["scan"] == pytest.approx(scans / 1e9, rel=1e-9)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

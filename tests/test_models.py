@@ -72,6 +72,10 @@ def test_registry_names_and_metadata():
         "nasf",
         "asf",
         "mahdft",
+        "maformer",
+        "adamtf",
+        "kdtm",
+        "makdf",
     }
     info = model_info("vim-s")
     assert info.family == "vim" and info.input_size == (224, 224)

@@ -31,4 +31,4 @@ from partool.models import text_fusion  # noqa: F401
 
 # Hybrids combine the ViT and Vim parts, so they register (and are listed) last.
 # isort: split
-from partool.models import hybrids  # noqa: F401
+from partool.models import hybrids, hybrids_guided  # noqa: F401

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from partool.errors import UserError
 from partool.models.mamba import BiMamba, RMSNorm, linspace
+from partool.models.par import BackboneOutput, StreamSpec
 from partool.models.registry import register_model
 from partool.models.vim import Block, PatchEmbed, VimBackbone
 
@@ -222,9 +223,12 @@ class MaHDFT(_ViTHybrid):
 
     "Frozen": every ViT parameter has requires_grad=False and the ViT stays in eval mode (no stochastic
     depth), so the optimizer (which takes only trainable parameters) leaves it as loaded.
-    Deviation: the paper averages the logits of the ViT's own PAR head with the Vim branch's; the shared
-    PARModel has one head, so this backbone returns the Vim branch's tokens only. The authors pool 11 of
-    the 12 blocks (the last is never run); here all vit_depth blocks are pooled, as the paper's text says.
+    The ViT's own PAR head: the ViT's final tokens (timm's forward_features, as the `vit-b` model's) are the
+    `fused_stream`, so PARModel gives them a second PARHead and the output logits are the mean of that
+    head's and the Vim branch's, as the paper. The authors freeze that head too, as they load it from a
+    trained ViT-B PAR run; here it is trained with the rest (the ViT comes from an ImageNet checkpoint).
+    The authors pool 11 of the 12 blocks (the last is never run, their ViT head reads block 11 without the
+    final norm); here all vit_depth blocks are pooled, as the paper's text says.
     """
 
     def __init__(
@@ -242,6 +246,7 @@ class MaHDFT(_ViTHybrid):
         self.vit.requires_grad_(False)
         self.vit.eval()
         self.out_dim = embed_dim
+        self.fused_stream = StreamSpec(self.num_tokens, vit_dim)
         pooled = self.num_tokens // 4
         if pooled < 1:
             raise UserError(f"mahdft needs at least 4 tokens to pool, the image gives {self.num_tokens}")
@@ -256,7 +261,7 @@ class MaHDFT(_ViTHybrid):
         self.vit.eval()  # frozen: always the inference behaviour
         return self
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor) -> BackboneOutput:
         _check_images(images, self.img_size)
         x = _embed(self.vit, images)
         joined = []
@@ -266,7 +271,8 @@ class MaHDFT(_ViTHybrid):
         hidden, residual = self.dim_proj(torch.cat(joined, 1)), None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
-        return self.final_pool(self.norm_f(residual + hidden.float()).to(hidden.dtype))
+        tokens = self.final_pool(self.norm_f(residual + hidden.float()).to(hidden.dtype))
+        return BackboneOutput(tokens, fused_tokens=self.vit.norm(x))
 
 
 @register_model(

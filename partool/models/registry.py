@@ -27,6 +27,8 @@ class ModelInfo:
     input_size: tuple[int, int] = (224, 224)  # (H, W) it is trained at unless --img-size says otherwise
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # MambaPAR normalises with 0.5 / 0.5
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # ONNX lowerings the model exports with (tests/test_model_zoo.py exports every model with each)
+    exports: tuple[str, ...] = ("plugin", "portable")
     builder: BackboneBuilder = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
@@ -34,7 +36,7 @@ class ModelInfo:
         d = asdict(self)
         d.pop("builder")
         d["input_size"] = list(self.input_size)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["mean"], d["std"], d["exports"] = list(self.mean), list(self.std), list(self.exports)
         return d
 
 
@@ -100,10 +102,13 @@ def create_model(name: str, num_attrs: int, img_size: tuple[int, int] | None = N
 def count_parameters(
     name: str, num_attrs: int = 26, img_size: tuple[int, int] | None = None, **kw: Any
 ) -> dict[str, int]:
-    """Parameter counts {backbone, neck, head, total}, built on the meta device (no memory, no init cost)."""
+    """Parameter counts {backbone, neck, head, extra_heads, total}, built on the meta device (no memory, no
+    init cost). `extra_heads`: a hybrid's fused or teacher PAR head (MaHDFT, KDTM, MaKDF), else 0."""
     with torch.device("meta"):
         model = create_model(name, num_attrs, img_size, **kw)
     parts = {"backbone": model.backbone, "neck": model.neck, "head": model.head}
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
-    counts["total"] = sum(counts.values())
+    total = sum(p.numel() for p in model.parameters())
+    counts["extra_heads"] = total - sum(counts.values())
+    counts["total"] = total
     return counts

@@ -18,7 +18,13 @@ class ViTBackbone(nn.Module):
     family = "vit"
 
     def __init__(
-        self, timm_name: str, img_size: tuple[int, int] = (224, 224), drop_path_rate: float = 0.1
+        self,
+        timm_name: str,
+        img_size: tuple[int, int] = (224, 224),
+        drop_path_rate: float = 0.1,
+        depth: int = 12,
+        embed_dim: int = 384,
+        num_heads: int = 6,
     ) -> None:
         super().__init__()
         h, w = img_size
@@ -26,8 +32,19 @@ class ViTBackbone(nn.Module):
             raise UserError(
                 f"image size {h}x{w} is not a positive multiple of the patch size 16; change --img-size"
             )
+        if depth < 1 or num_heads < 1 or embed_dim % num_heads:
+            raise UserError(
+                f"vit needs depth >= 1 and num_heads dividing embed_dim; got depth {depth}, "
+                f"embed_dim {embed_dim}, num_heads {num_heads}"
+            )
+        sizes = {"depth": depth, "embed_dim": embed_dim, "num_heads": num_heads}
         self.vit = timm.create_model(
-            timm_name, pretrained=False, num_classes=0, img_size=(h, w), drop_path_rate=drop_path_rate
+            timm_name,
+            pretrained=False,
+            num_classes=0,
+            img_size=(h, w),
+            drop_path_rate=drop_path_rate,
+            **sizes,
         )
         self.img_size = (h, w)
         self.grid_size = tuple(self.vit.patch_embed.grid_size)
@@ -48,10 +65,24 @@ class ViTBackbone(nn.Module):
 
 
 @register_model("vit-s", "vit", "ViT-S/16 (timm vit_small_patch16_224, embed 384) Transformer baseline")
-def vit_small(img_size: tuple[int, int] = (224, 224), drop_path_rate: float = 0.1) -> ViTBackbone:
-    return ViTBackbone("vit_small_patch16_224", img_size, drop_path_rate)
+def vit_small(
+    img_size: tuple[int, int] = (224, 224),
+    drop_path_rate: float = 0.1,
+    depth: int = 12,
+    embed_dim: int = 384,
+    num_heads: int = 6,
+) -> ViTBackbone:
+    """ViT-S/16; smaller depth / embed_dim / num_heads give reduced models (quick runs, tests)."""
+    return ViTBackbone("vit_small_patch16_224", img_size, drop_path_rate, depth, embed_dim, num_heads)
 
 
 @register_model("vit-b", "vit", "ViT-B/16 (timm vit_base_patch16_224, embed 768) Transformer baseline")
-def vit_base(img_size: tuple[int, int] = (224, 224), drop_path_rate: float = 0.1) -> ViTBackbone:
-    return ViTBackbone("vit_base_patch16_224", img_size, drop_path_rate)
+def vit_base(
+    img_size: tuple[int, int] = (224, 224),
+    drop_path_rate: float = 0.1,
+    depth: int = 12,
+    embed_dim: int = 768,
+    num_heads: int = 12,
+) -> ViTBackbone:
+    """ViT-B/16; smaller depth / embed_dim / num_heads give reduced models (quick runs, tests)."""
+    return ViTBackbone("vit_base_patch16_224", img_size, drop_path_rate, depth, embed_dim, num_heads)

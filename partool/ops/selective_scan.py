@@ -9,7 +9,8 @@ Choice: the call's `backend=` argument, else `set_backend()`, else `PARTOOL_SCAN
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -215,6 +216,14 @@ def selective_scan(
     `reverse=True` scans from the last step to the first; `backend` overrides the global choice.
     """
     _validate(u, delta, A, B, C, D, z, delta_bias)
+    if _flop_counters:
+        b, d, length = u.shape
+        cost = scan_flops(b, d, A.shape[1], length, D is not None, z is not None)
+        for counter in _flop_counters:
+            counter.append(cost)
+    if u.device.type == "meta":  # shapes only (FLOP counting, meta-device builds): nothing to compute
+        last = torch.empty(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32, device=u.device)
+        return (torch.empty_like(u), last) if return_last_state else torch.empty_like(u)
     B4 = B.unsqueeze(1) if B.dim() == 3 else B
     C4 = C.unsqueeze(1) if C.dim() == 3 else C
     tensors = (u, delta, A, B, C, D, z, delta_bias)
@@ -227,6 +236,25 @@ def selective_scan(
             impl.fn, delta_softplus, reverse, u, delta, A, B4, C4, D, z, delta_bias
         )
     return (out, last) if return_last_state else out
+
+
+_flop_counters: list[list[int]] = []
+
+
+def scan_flops(batch: int, dim: int, d_state: int, length: int, has_D: bool, has_z: bool) -> int:
+    """FLOPs of one scan as mamba_ssm and VMamba count them: 9·b·l·d·n, plus b·d·l each for D and z."""
+    return 9 * batch * length * dim * d_state + batch * dim * length * (int(has_D) + int(has_z))
+
+
+@contextmanager
+def count_scan_flops() -> Iterator[list[int]]:
+    """Collects `scan_flops` of every `selective_scan` call made inside the block (one entry per call)."""
+    counter: list[int] = []
+    _flop_counters.append(counter)
+    try:
+        yield counter
+    finally:
+        _flop_counters[:] = [c for c in _flop_counters if c is not counter]
 
 
 def _always() -> bool:

@@ -49,6 +49,7 @@ from partool.errors import UserError
 from partool.evaluate import resolve_device
 from partool.metrics import pedestrian_metrics
 from partool.models import create_model, load_pretrained, model_info
+from partool.models.par import PAROutput
 from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partool.train.distill import Teacher, distillation_loss, load_teacher, teacher_summary
 from partool.train.losses import WeightedBCELoss
@@ -354,7 +355,8 @@ def _train_epoch(
 ) -> float:
     """One pass over the training data; returns the mean batch loss (averaged over ranks under DDP).
 
-    With a teacher the loss adds distill_weight · MSE(student logits, teacher logits).
+    With a teacher the loss adds distill_weight · MSE(student logits, teacher logits). A hybrid's own
+    training terms (its teacher head, layer-wise distillation) come from `PAROutput.aux_loss`.
     """
     net.train()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
@@ -364,9 +366,10 @@ def _train_epoch(
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             with _autocast(device, amp_dtype):
-                logits = net(images)
+                out: PAROutput = net(images, with_aux=True)
+                logits = out.logits
                 teacher_logits = teacher(images) if teacher is not None else None
-            loss = criterion(logits.float(), targets)
+            loss = criterion(logits.float(), targets) + out.aux_loss(criterion, targets)
             if teacher_logits is not None:
                 loss = distillation_loss(loss, logits, teacher_logits, distill_weight)
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,177 @@
+"""Every registered model in one run: parameters, FLOPs, ONNX Runtime CPU latency and SynthPAR mA.
+
+- parameters and GFLOPs: the full-size model at 224x224 (`partool.models.count_parameters`,
+  `partool.models.complexity.count_flops`; a multiply-add is one FLOP, scans as mamba_ssm counts them);
+- latency: the full-size model exported at 224x224 (untrained weights: speed does not depend on them) and
+  timed on ONNX Runtime's CPU provider at batch 1, with the plugin lowering and partool's C++ scan op
+  when it is built, else the portable lowering (the column says which);
+- synth mA: a REDUCED model of the same design (width ~96, 4 mixing layers, see REDUCED) trained from
+  scratch on SynthPAR at 128x64 on the CPU, evaluated on the test split: whether the design learns, not
+  how it ranks at full size on a real dataset.
+
+Prints a table, writes JSON, and with --markdown writes the table as Markdown (benchmarks/variants.md):
+
+    python benchmarks/variants.py --out runs/bench/variants.json --markdown benchmarks/variants.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_facts, print_table, write_json
+from onnx_cpu import perturb_constants
+
+from partool.artifacts import build_meta, load_run
+from partool.data import open_dataset
+from partool.data.transforms import build_transforms
+from partool.evaluate import evaluate, torch_predict_fn
+from partool.export import export_onnx
+from partool.export.ort_custom_op import create_session
+from partool.models import count_parameters, create_model, list_models
+from partool.models.complexity import count_flops
+from partool.plugins import find_ort_custom_op_library
+
+_VIM = {"embed_dim": 96, "depth": 4}
+_VMAMBA = {"depths": [1, 1, 1, 1], "dims": 48}
+_TEXT = {"text_dim": 32, "text_depth": 2, "fusion_dim": 96}
+_HYBRID = {"vit_dim": 96, "vit_depth": 2, "vit_heads": 3, "embed_dim": 48, "depth": 4}
+REDUCED: dict[str, dict[str, Any]] = {  # builder kwargs of the models trained on SynthPAR
+    "vim-t": _VIM,
+    "vim-s": _VIM,
+    "vit-s": {"embed_dim": 96, "depth": 4, "num_heads": 3},
+    "vit-b": {"embed_dim": 96, "depth": 4, "num_heads": 3},
+    "vmamba-t": _VMAMBA,
+    "vmamba-s": _VMAMBA,
+    "vmamba-b": _VMAMBA,
+    "vim-s-text": {**_VIM, **_TEXT},
+    "vmamba-b-text": {**_VMAMBA, **_TEXT},
+    "pafusion": _HYBRID,
+    "nasf": _HYBRID,
+    "asf": {**_HYBRID, "groups": 2},
+    "mahdft": _HYBRID,
+    "maformer": _HYBRID,
+    "adamtf": _HYBRID,
+    "kdtm": _HYBRID,
+    "makdf": _HYBRID,
+}
+
+
+def latency_ms(name: str, threads: int, runs: int, tmp: Path) -> tuple[float, str]:
+    """Median ms of one 224x224 image on ONNX Runtime CPU, and the scan lowering used."""
+    scan = "plugin" if find_ort_custom_op_library() is not None else "portable"
+    torch.manual_seed(0)
+    model = perturb_constants(create_model(name, 26, img_size=(224, 224)).eval())
+    meta = build_meta(model, [f"attr{i}" for i in range(26)], "synth")
+    path = export_onnx(model, tmp / f"{name}.onnx", scan=scan, meta=meta)
+    del model
+    session = create_session(path, threads=threads)
+    images = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    for _ in range(2):
+        session.run(None, {"images": images})
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {"images": images})
+        samples.append((time.perf_counter() - start) * 1e3)
+    path.unlink()
+    return float(np.median(samples)), scan
+
+
+def synth_ma(name: str, size: int, epochs: int, seed: int, tmp: Path) -> float:
+    """Test mA (%) of the reduced model after `epochs` on synth:`size` (AdamW, 128x64, CPU)."""
+    from partool.train.loop import TrainConfig, train
+
+    data = f"synth:{size}"
+    run_dir = tmp / f"{name}-run"
+    config = TrainConfig(
+        model=name, data=data, out=run_dir, epochs=epochs, batch_size=32, img_size=(128, 64), lr=1e-3,
+        optimizer="adamw", weight_decay=0.05, warmup_epochs=1, model_kwargs=dict(REDUCED[name]),
+        seed=seed, device="cpu", workers=0, force=True, progress=False,
+    )  # fmt: skip
+    train(config)
+    model, meta = load_run(run_dir)
+    test = open_dataset(data, "test", build_transforms(meta["input_size"], meta["mean"], meta["std"]))
+    return 100 * evaluate(torch_predict_fn(model), test, batch_size=64).ma
+
+
+def markdown(rows: list[dict[str, Any]], facts: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        "# Model variants: size, cost, CPU latency and SynthPAR mA",
+        "",
+        f"Measured by `python benchmarks/variants.py` on {facts['processor']} with {args.threads} ONNX Runtime "
+        f"threads (torch {facts['torch']}). Parameters and GFLOPs: full-size models at 224×224 (a multiply-add "
+        "is one FLOP; scans as mamba_ssm counts them). Latency: the full-size model on ONNX Runtime CPU, "
+        "batch 1, 224×224, median of "
+        f"{args.runs} runs. Synth mA: a reduced model of the same design (`REDUCED` in the script) trained "
+        f"from scratch for {args.epochs} epochs on synth:{args.size} at 128×64, test split; majority "
+        "baseline 50.",
+        "",
+        "| model | params (M) | GFLOPs | ORT CPU ms (lowering) | synth mA |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        latency = f"{r['latency_ms']:.1f} ({r['lowering']})" if "latency_ms" in r else "–"
+        ma = f"{r['synth_ma']:.2f}" if "synth_ma" in r else "–"
+        lines.append(f"| {r['model']} | {r['params_m']:.2f} | {r['gflops']:.2f} | {latency} | {ma} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=None, help="default: every registered model")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per model")
+    parser.add_argument("--size", type=int, default=1000, help="synth training images")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", help="write results as JSON here")
+    parser.add_argument("--markdown", help="write the table as Markdown here")
+    args = parser.parse_args()
+    names = args.models or list_models()
+    missing = sorted(set(names) - set(REDUCED))
+    if missing and not args.skip_train:
+        sys.exit(f"variants.py: no reduced configuration for {', '.join(missing)}; add it to REDUCED")
+    facts = machine_facts()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            row: dict[str, Any] = {
+                "model": name,
+                "params_m": count_parameters(name)["total"] / 1e6,
+                "gflops": count_flops(name)["total"],
+            }
+            if not args.skip_latency:
+                row["latency_ms"], row["lowering"] = latency_ms(name, args.threads, args.runs, Path(tmp))
+            if not args.skip_train:
+                row["synth_ma"] = synth_ma(name, args.size, args.epochs, args.seed, Path(tmp))
+            rows.append(row)
+            print(row, flush=True)
+            write_json(args.out, {"machine": facts, "config": vars(args), "rows": rows})
+    print_table(
+        "model variants",
+        ["model", "params M", "GFLOPs", "ORT CPU ms", "synth mA"],
+        [
+            [r["model"], r["params_m"], r["gflops"], r.get("latency_ms", "-"), r.get("synth_ma", "-")]
+            for r in rows
+        ],
+    )
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(rows, facts, args))
+        print(f"wrote {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()

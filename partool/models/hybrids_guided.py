@@ -1,0 +1,319 @@
+"""Hybrids of MambaPAR (arXiv 2407.10374) where one branch guides or teaches the other: MaFormer, AdaMTF,
+KDTM and MaKDF. Same parts and conventions as `partool.models.hybrids` (timm ViT-B/16 at full size with
+timm's parameter names, so `--pretrained` loads a timm/ImageNet ViT into it; partool's Vim blocks at Vim-S
+width 384). The authors' code (Event-AHU/OpenPAR, MambaPAR_Empirical_Study/models/hybrid_4.py MaFormer,
+hybrid_6.py AdaMTF, hybrid_7.py KDTM, hybrid_8.py MaKDF) was read for details; choices and deviations are
+listed per class.
+
+KDTM and MaKDF train with extra loss terms and a teacher that the deployed model does not need: they use
+PARModel's teacher stream and auxiliary loss (see `partool.models.par`), and in eval mode (eval, predict,
+export) they never run the ViT, so an exported graph holds the Vim student only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from partool.errors import UserError
+from partool.models.hybrids import _check_images, _embed, _vim_layers, _vit, _ViTHybrid
+from partool.models.mamba import RMSNorm
+from partool.models.par import BackboneOutput, StreamSpec
+from partool.models.registry import register_model
+from partool.models.vim import PatchEmbed, VimBackbone
+
+
+def _per_block(name: str, depth: int, vit_depth: int) -> int:
+    """Vim blocks per ViT block; UserError unless depth is a positive multiple of vit_depth."""
+    if depth < vit_depth or depth % vit_depth:
+        raise UserError(f"{name} needs depth ({depth}) to be a positive multiple of vit_depth ({vit_depth})")
+    return depth // vit_depth
+
+
+class _FrozenViTHybrid(_ViTHybrid):
+    """A hybrid whose ViT is frozen: no gradients, always in eval mode (no stochastic depth), built without
+    drop path, so the optimizer (which takes only trainable parameters) leaves it as loaded."""
+
+    def _setup_frozen(self, img_size: tuple[int, int], dim: int, depth: int, heads: int) -> None:
+        self._setup(_vit(img_size, dim, depth, heads, 0.0), img_size)
+        self.vit.requires_grad_(False)
+        self.vit.eval()
+
+    def train(self, mode: bool = True) -> _FrozenViTHybrid:
+        super().train(mode)
+        self.vit.eval()
+        return self
+
+
+class _VimStem(nn.Module):
+    """The Vim stream's own tokens: patches at the Vim width, a cls token first (aligned with the ViT's
+    tokens, so the streams can be mixed or compared token by token) and a position embedding."""
+
+    def __init__(self, img_size: tuple[int, int], dim: int) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(img_size, 16, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, dim))
+        trunc_normal_(self.cls_token, std=0.02)
+        trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, images: Tensor) -> Tensor:
+        v = self.patch_embed(images)
+        return torch.cat([self.cls_token.expand(v.shape[0], -1, -1).to(v.dtype), v], 1) + self.pos_embed
+
+
+class MaFormer(_FrozenViTHybrid):
+    """MaFormer: a frozen ViT with a trainable Mamba side chain added into every block.
+
+    Per ViT block i: the side chain takes down_i(x) (768 -> 384) of the block's input, runs depth/vit_depth
+    Vim blocks (fp32 residual carried along the chain) and its output is projected up and added to the
+    block's output: x = block_i(x) + up_i(chain). Output: the ViT's (frozen) final LayerNorm of x,
+    (B, 1 + N, vit_dim). Trainable: the Vim blocks, the projections, neck and head.
+    Choices vs the authors' hybrid_4: one Vim block per ViT block by default (depth 12; the authors build
+    a 24-layer Vim-S but run only its even layers), all vit_depth blocks run (they skip the last) and the
+    final LayerNorm is applied (they feed the head the raw block output); timm's embeddings are used
+    (they add a new zero position embedding, frozen too by their "vit" name filter).
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 12,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.per_block = _per_block("maformer", depth, vit_depth)
+        self._setup_frozen(img_size, vit_dim, vit_depth, vit_heads)
+        self.out_dim = vit_dim
+        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.down_projs = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(vit_depth))
+        self.up_projs = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(vit_depth))
+
+    def forward(self, images: Tensor) -> Tensor:
+        _check_images(images, self.img_size)
+        x = _embed(self.vit, images)
+        residual = None
+        for i, block in enumerate(self.vit.blocks):
+            hidden = self.down_projs[i](x)
+            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
+                hidden, residual = layer(hidden, residual)
+            x = block(x) + self.up_projs[i](hidden.to(x.dtype))
+        return self.vit.norm(x)
+
+
+class AdaMTF(_ViTHybrid):
+    """AdaMTF: ViT and Vim streams side by side; after each ViT block (and its depth/vit_depth Vim blocks)
+    an adapter reads both streams' tokens and its output is added back to both.
+
+    Adapter i: [x, v] (768 + 384) -> Linear -> GELU -> Linear -> split, x += first 768, v += last 384.
+    Output: the ViT's final LayerNorm of x + up(v), (B, 1 + N, vit_dim). Everything trains (the paper's
+    figure shows no frozen part here, and the authors' code freezes nothing for it).
+    Choices vs the authors' hybrid_6: the paper says the features are summed; the code concatenates them
+    (768 + 384, which no sum could join) and so does this. Their adapter is three Linears without an
+    activation (1152 -> 32 -> 32 -> 1152, a rank-32 linear map); here the usual bottleneck adapter with a
+    GELU (`adapter_dim` 32). Both streams keep a cls token first (they drop it) so a timm ViT checkpoint
+    loads unchanged; the final LayerNorm is applied (they feed the head the raw sum).
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 24,
+        adapter_dim: int = 32,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.per_block = _per_block("adamtf", depth, vit_depth)
+        if adapter_dim < 1:
+            raise UserError(f"adamtf needs adapter_dim >= 1, got {adapter_dim}")
+        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
+        self.out_dim = vit_dim
+        self.stem = _VimStem(self.img_size, embed_dim)
+        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        joint = vit_dim + embed_dim
+        self.adapters = nn.ModuleList(
+            nn.Sequential(nn.Linear(joint, adapter_dim), nn.GELU(), nn.Linear(adapter_dim, joint))
+            for _ in range(vit_depth)
+        )
+        self.up_final = nn.Linear(embed_dim, vit_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        _check_images(images, self.img_size)
+        x = _embed(self.vit, images)
+        hidden, residual = self.stem(images), None
+        d = x.shape[-1]
+        for i, block in enumerate(self.vit.blocks):
+            x = block(x)
+            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
+                hidden, residual = layer(hidden, residual)
+            mix = self.adapters[i](torch.cat([x, hidden.to(x.dtype)], -1))
+            x, hidden = x + mix[..., :d], hidden + mix[..., d:].to(hidden.dtype)
+        return self.vit.norm(x + self.up_final(hidden.to(x.dtype)))
+
+
+class KDTM(_FrozenViTHybrid):
+    """KDTM: a frozen ViT teacher with its own PAR head, distilled into a Vim student.
+
+    The student is a whole Vim (middle cls token, as `vim-s`); its tokens are the main stream, so the
+    deployed model is exactly a Vim PAR model. The ViT's final tokens (timm's forward_features) are the
+    `teacher_stream`: PARModel gives them their own trainable PARHead, and the training loss is
+    BCE(student) + BCE(teacher) + MSE(student logits, teacher logits) (PAROutput.aux_loss; the teacher's
+    logits are detached in the MSE so only the student is pulled). In eval mode the ViT is not run.
+    Choices vs the authors' hybrid_7: they load a trained ViT-B PAR run and freeze its head too; here the
+    ViT is an ImageNet checkpoint (`--pretrained`, the checkpoint root) and its head is trained alongside.
+    (`partool train --teacher RUN` distils from a fully trained run instead.)
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 24,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self._setup_frozen(img_size, vit_dim, vit_depth, vit_heads)
+        self.vim = VimBackbone(self.img_size, embed_dim=embed_dim, depth=depth, drop_path_rate=drop_path_rate)
+        self.out_dim = embed_dim
+        self.teacher_stream = StreamSpec(self.num_tokens, vit_dim)
+
+    def forward(self, images: Tensor) -> Tensor | BackboneOutput:
+        _check_images(images, self.img_size)
+        tokens = self.vim(images)
+        if not self.training:
+            return tokens
+        with torch.no_grad():
+            teacher = self.vit.forward_features(images)
+        return BackboneOutput(tokens, teacher_tokens=teacher)
+
+
+class MaKDF(_FrozenViTHybrid):
+    """MaKDF: a Vim main branch taught layer by layer by a frozen ViT through auxiliary Mamba blocks.
+
+    Per ViT block i the main branch runs depth/vit_depth Vim blocks, then an auxiliary Vim block reads it;
+    up_i (384 -> 768) maps the auxiliary output a_i to the ViT's width, the distillation term is
+    MSE(up_i(a_i), ViT block i output) over the patch tokens (cls left out, as the authors), and the
+    main branch is guided by down_i(up_i(a_i)) added to its hidden state. Output: norm_f of the main
+    branch, (B, 1 + N, 384). The training loss adds the mean of the per-block MSEs (the backbone's
+    aux_loss). The ViT is only a teacher: it runs in training mode only, so eval and export hold no ViT.
+    Choices vs the authors' hybrid_8: their code computes the auxiliary block's output and then overwrites
+    it with up_i(main hidden), leaving the auxiliary blocks unused; here the auxiliary block is used, as
+    the paper describes. They also train a frozen ViT PAR head whose loss gives no gradient; left out.
+    All vit_depth blocks are distilled (they skip the last); the Vim stream has its own cls token first so
+    its tokens align with the ViT's.
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        vit_dim: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
+        embed_dim: int = 384,
+        depth: int = 24,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.per_block = _per_block("makdf", depth, vit_depth)
+        self._setup_frozen(img_size, vit_dim, vit_depth, vit_heads)
+        self.out_dim = embed_dim
+        self.stem = _VimStem(self.img_size, embed_dim)
+        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.aux_layers = _vim_layers(embed_dim, vit_depth, 0.0)
+        self.up_adapters = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(vit_depth))
+        self.down_adapters = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(vit_depth))
+        self.norm_f = RMSNorm(embed_dim)
+
+    def forward(self, images: Tensor) -> Tensor | BackboneOutput:
+        _check_images(images, self.img_size)
+        hidden, residual = self.stem(images), None
+        x = _embed(self.vit, images) if self.training else None
+        losses = []
+        for i in range(len(self.aux_layers)):
+            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
+                hidden, residual = layer(hidden, residual)
+            aux, _ = self.aux_layers[i](hidden, residual)
+            guide = self.up_adapters[i](aux)
+            hidden = hidden + self.down_adapters[i](guide)
+            if x is not None:
+                with torch.no_grad():
+                    x = self.vit.blocks[i](x)
+                losses.append(F.mse_loss(guide[:, 1:].float(), x[:, 1:].float()))
+        tokens = self.norm_f(residual + hidden.float()).to(hidden.dtype)
+        if not losses:
+            return tokens
+        return BackboneOutput(tokens, aux_loss=torch.stack(losses).mean())
+
+
+@register_model(
+    "maformer", "vit", "MaFormer hybrid: frozen ViT-B/16 with a Vim-S side chain added into each block"
+)
+def maformer(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 12,
+    drop_path_rate: float = 0.1,
+) -> MaFormer:
+    return MaFormer(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
+
+
+@register_model(
+    "adamtf", "vit", "AdaMTF hybrid: ViT-B/16 and Vim-S streams joined by adapters fed back to both"
+)
+def adamtf(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 24,
+    adapter_dim: int = 32,
+    drop_path_rate: float = 0.1,
+) -> AdaMTF:
+    return AdaMTF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, adapter_dim, drop_path_rate)
+
+
+@register_model(
+    "kdtm", "vit", "KDTM hybrid: frozen ViT-B/16 teacher with its own head distilled into a Vim-S student"
+)
+def kdtm(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 24,
+    drop_path_rate: float = 0.1,
+) -> KDTM:
+    return KDTM(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
+
+
+@register_model(
+    "makdf", "vit", "MaKDF hybrid: frozen ViT-B/16 distilled layer-wise into Vim-S through auxiliary blocks"
+)
+def makdf(
+    img_size: tuple[int, int] = (224, 224),
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    embed_dim: int = 384,
+    depth: int = 24,
+    drop_path_rate: float = 0.1,
+) -> MaKDF:
+    return MaKDF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
