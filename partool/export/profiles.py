@@ -47,8 +47,11 @@ class Profile:
 
 
 def profiles_dir() -> Path:
-    """`export/` of the checkout this package runs from, where the shipped profiles live."""
-    return Path(__file__).resolve().parent.parent.parent / "export"
+    """Where the shipped profiles live: `export/` of the checkout this package runs from (an editable
+    install), else `<prefix>/share/partool/export` where a wheel puts them."""
+    checkout = Path(__file__).resolve().parent.parent.parent / "export"
+    installed = Path(sys.prefix) / "share" / "partool" / "export"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
 
 
 def shipped_profiles() -> list[str]:
