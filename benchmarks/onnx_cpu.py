@@ -1,8 +1,12 @@
 """ONNX Runtime CPU latency at batch 1, 224x224: Vim-S (portable scan; plugin node + custom op) vs ViT-S/16.
 
 Each model is exported by `partool.export.export_onnx` (untrained weights: latency does not depend on
-them) and timed on the CPUExecutionProvider with --threads intra-op threads. Prints a table and writes
-JSON. Measures only; never passes or fails on time.
+them, except that onnxslim drops a ×1 or +0 with an init-time constant value, such as an RMSNorm weight of
+ones, that a trained model keeps; so such tensors get a little noise first) and timed on the
+CPUExecutionProvider with --threads intra-op threads. Prints a table and writes JSON. Measures only; never
+passes or fails on time. `--profile` adds, per model, the node count by op type of the exported graph and
+of ONNX Runtime's optimized graph, and ORT's profiler kernel time grouped by op type (per node, the
+fastest of the timed runs, which a shared machine disturbs least).
 
     python benchmarks/onnx_cpu.py --threads 2 --runs 20 --out benchmarks/results/onnx_cpu.json
 """
@@ -10,6 +14,7 @@ JSON. Measures only; never passes or fails on time.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import platform
 import tempfile
@@ -17,18 +22,74 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 
 from partool.export import export_onnx
 from partool.export.ort_custom_op import create_session, kernel_backend
 from partool.models import create_model
+from partool.plugins import find_ort_custom_op_library
 
 CASES = [("vit-s", "portable"), ("vim-s", "portable"), ("vim-s", "plugin")]
 
 
+def _images() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+
+
+def perturb_constants(model: torch.nn.Module) -> torch.nn.Module:
+    """Add N(0, 0.01) noise to every parameter whose entries are all equal (norm weights of ones, zero
+    biases), so the exported graph keeps the ops a trained model's export has."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() > 1 and bool((p == p.flatten()[0]).all()):
+                p.add_(torch.randn_like(p) * 0.01)
+    return model
+
+
+def op_counts(proto: onnx.ModelProto) -> dict[str, int]:
+    return dict(collections.Counter(n.op_type for n in proto.graph.node).most_common())
+
+
+def profile_session(path: Path, threads: int, runs: int, tmp: Path) -> dict[str, object]:
+    """Node counts (exported and ORT-optimized graphs) and profiled kernel ms per op type."""
+    proto = onnx.load(str(path), load_external_data=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.optimized_model_filepath = str(tmp / f"{path.parent.name}-optimized.onnx")
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp / f"{path.parent.name}-profile")
+    options.log_severity_level = 3  # the note that an optimized model is hardware-specific
+    if any(n.domain == "partool" for n in proto.graph.node):
+        library = find_ort_custom_op_library()
+        if library is None:
+            return {"exported_ops": op_counts(proto)}
+        options.register_custom_ops_library(str(library))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 1):
+        session.run(None, {"images": _images()})
+    fastest: dict[str, float] = {}
+    op_of: dict[str, str] = {}
+    for event in json.loads(Path(session.end_profiling()).read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            name = event["name"]
+            fastest[name] = min(fastest.get(name, float("inf")), event["dur"] / 1e3)
+            op_of[name] = event["args"]["op_name"]
+    per_op: dict[str, float] = collections.defaultdict(float)
+    for name, ms in fastest.items():
+        per_op[op_of[name]] += ms
+    optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
+    return {
+        "exported_ops": op_counts(proto),
+        "optimized_ops": op_counts(optimized),
+        "kernel_ms_by_op": {k: round(v, 2) for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def time_session(path: Path, threads: int, runs: int, warmup: int = 3) -> dict[str, float]:
     session = create_session(path, threads=threads)
-    images = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    images = _images()
     for _ in range(warmup):
         session.run(None, {"images": images})
     times = []
@@ -48,12 +109,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/onnx_cpu.json"))
+    parser.add_argument("--profile", action="store_true", help="op counts and ORT kernel time per op type")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, scan in CASES:
-            model = create_model(name, 26, img_size=(224, 224)).eval()
+            model = perturb_constants(create_model(name, 26, img_size=(224, 224)).eval())
             start = time.perf_counter()
             path = export_onnx(model, Path(tmp) / f"{name}-{scan}" / "model.onnx", scan=scan, meta={})
             export_s = time.perf_counter() - start
@@ -66,6 +128,15 @@ def main() -> None:
                 f"export {export_s:6.1f} s",
                 flush=True,
             )
+            if args.profile:
+                row |= profile_session(path, args.threads, args.runs, Path(tmp))
+                for key in ("exported_ops", "optimized_ops", "kernel_ms_by_op"):
+                    if key in row:
+                        print(f"  {key}: {row[key]}", flush=True)
+    vit = next(r["median_ms"] for r in rows if r["model"] == "vit-s")
+    for row in rows:
+        row["vs_vit_s"] = round(row["median_ms"] / vit, 2)
+        print(f"{row['model']:6s} {row['scan']:9s} {row['median_ms']:8.1f} ms  {row['vs_vit_s']:5.2f}x ViT-S")
     result = {
         "threads": args.threads,
         "runs": args.runs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -91,6 +92,41 @@ def test_onnxruntime_matches_pytorch_at_any_batch(exported, name, scan):
         images = rng.standard_normal((batch, 3, *IMG), dtype=np.float32)
         got = session.run(None, {"images": images})[0]
         np.testing.assert_allclose(got, _torch_logits(model, images), atol=1e-4, rtol=1e-4)
+
+
+def test_vim_graph_is_lean_and_keeps_weights_quantizable(tmp_path):
+    """The mixer's export layout: no sequence ops, constant weights as MatMul's second input (INT8 weight
+    quantization and ORT's prepacking need that), 2-D depthwise convs, x / sqrt RMSNorms, and per layer no
+    more transposes than x, z, Δ, B, C (per direction) and the three ORT folds into FusedMatMul."""
+    torch.manual_seed(0)
+    depth = 2
+    model = create_model("vim-t", 5, img_size=IMG, depth=depth).eval()
+    with torch.no_grad():  # a trained norm weight (onnxslim drops a ×1 of the init's ones)
+        for name, p in model.named_parameters():
+            if name.endswith(("norm.weight", "norm_f.weight")):
+                p.uniform_(0.5, 1.5)
+    proto = onnx.load(str(export_onnx(model, tmp_path / "model.onnx", scan="plugin")))
+    nodes = proto.graph.node
+    ops = Counter(n.op_type for n in nodes)
+    assert ops["SplitToSequence"] == ops["SequenceAt"] == ops["Reciprocal"] == 0
+    weights = {i.name: list(i.dims) for i in proto.graph.initializer}
+    matmuls = [n for n in nodes if n.op_type == "MatMul"]
+    assert sum(n.input[1] in weights for n in matmuls) == 1 + 7 * depth  # in_proj ×2, x/dt_proj ×2, out
+    assert not any(n.input[0] in weights for n in matmuls)
+    d_inner = model.backbone.layers[0].mixer.d_inner
+    depthwise = [weights[n.input[1]] for n in nodes if n.op_type == "Conv" and n.input[1] in weights]
+    assert depthwise.count([d_inner, 1, 1, 4]) == 2 * depth
+    assert ops["Transpose"] <= 1 + (4 + 2 * 4 - 1) * depth  # + the patch embedding's
+    assert ops["Div"] >= depth + 1 and ops["Sqrt"] == depth + 1  # one x / sqrt(mean(x²) + eps) per norm
+
+
+def test_mixer_export_layout_computes_the_same_function():
+    torch.manual_seed(4)
+    model = create_model("vim-t", 5, img_size=IMG, depth=1).eval()
+    mixer = model.backbone.layers[0].mixer
+    hidden = torch.randn(2, 9, mixer.d_model)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer._export_forward(hidden), mixer(hidden), atol=1e-5, rtol=1e-4)
 
 
 class _OneScan(torch.nn.Module):

@@ -70,7 +70,9 @@ class SS2D(nn.Module):
         b, d, h, w = x.shape
         xs = cross_scan(x)  # (B, 4, d, L)
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        # Slices (views, as torch.split's): torch.split/chunk export as ONNX sequence ops, slices as Slice.
+        r, n = self.dt_rank, self.d_state
+        dts, Bs, Cs = x_dbl[:, :, :r], x_dbl[:, :, r : r + n], x_dbl[:, :, r + n :]
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(xs.dtype))
         ys = selective_scan(
             xs.reshape(b, DIRECTIONS * d, h * w),
@@ -86,7 +88,8 @@ class SS2D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, _ = x.shape
-        x, z = self.in_proj(x).chunk(2, dim=-1)
+        xz = self.in_proj(x)
+        x, z = xz[..., : self.d_inner], xz[..., self.d_inner :]
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
         y = self.scan(x).transpose(1, 2).reshape(b, h, w, self.d_inner)
         return self.out_proj(self.out_norm(y) * F.silu(z))
