@@ -282,9 +282,20 @@ def test_vim_fused_kernel_path_matches_reference():
     outputs = {}
     try:
         with torch.no_grad():
-            for backend in ("reference", "cpu"):
-                set_backend(backend)
-                outputs[backend] = model(images)
+            for step in ("before", "after"):  # after: weights changed in place, cached constants must follow
+                if step == "after":
+                    for name, param in model.named_parameters():
+                        if name.endswith(("A_log", "A_b_log", "D", "conv1d.weight", "dt_proj_b.bias")):
+                            param.mul_(1.1)
+                for backend in ("reference", "cpu"):
+                    set_backend(backend)
+                    outputs[step, backend] = model(images)
+                    outputs[step, backend, "b=1"] = model(images[:1])
     finally:
         set_backend(None)
-    torch.testing.assert_close(outputs["cpu"], outputs["reference"], rtol=1e-4, atol=1e-5)
+    for key in (("before",), ("after",), ("before", "b=1"), ("after", "b=1")):
+        step, *rest = key
+        torch.testing.assert_close(
+            outputs[(step, "cpu", *rest)], outputs[(step, "reference", *rest)], rtol=1e-4, atol=1e-5
+        )
+    assert not torch.allclose(outputs["after", "cpu"], outputs["before", "cpu"])
