@@ -1,16 +1,18 @@
 """GPU: Vim-S PAR vs timm ViT-S/16, fp16, CUDA graphs, same input and batches, in one run.
 
 For each scan backend that runs here (our `cuda` kernels, with the default and the state-split row
-kernel, `mamba_ssm` when installed, the `chunked` reference as the floor), time the Vim-S PAR forward at batch 1, 8 and 64 against ViT-S/16 with the same
+kernel, and `mamba_ssm` when installed; `--backends chunked` adds the reference as the floor), time the
+Vim-S PAR forward at batch 1, 8 and 64 against ViT-S/16 with the same
 PAR head, each captured in a CUDA graph and replayed (CUDA events, median of repeats). Prints a table and
 writes JSON:
 
-    python benchmarks/gpu_model.py --out $OUT/gpu_model.json [--img-size 224x224] [--batch 1 8 64] [--profile]
+    python benchmarks/gpu_model.py --out $OUT/gpu_model.json [--img-size 224x224] [--batch 1 8 64] [--profile] [--compile-batches 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -49,11 +51,23 @@ def cuda_graph_ms(fn: Callable[[], torch.Tensor], repeat: int = 50, rounds: int 
     return statistics.median(per_round)
 
 
-def model_ms(name: str, batch: int, img_size: tuple[int, int]) -> float:
+def model_ms(name: str, batch: int, img_size: tuple[int, int], compiled: bool = False) -> float:
+    """Forward ms; `compiled` runs the model through torch.compile first (Inductor fuses the elementwise
+    glue; our ctypes kernels stay graph breaks), then captures the result in the CUDA graph as well."""
     model = create_model(name, num_attrs=26, img_size=img_size).cuda().half().eval()
+    forward = torch.compile(model) if compiled else model
     images = torch.randn(batch, 3, *img_size, device="cuda", dtype=torch.half)
     with torch.inference_mode():
-        return cuda_graph_ms(lambda: model(images))
+        return cuda_graph_ms(lambda: forward(images))
+
+
+def _timed_row(model: str, scan: str, batch: int, fn: Callable[[], float], vit: float) -> dict[str, object]:
+    """One table row; a configuration that fails to run is recorded with its error, not fatal."""
+    try:
+        ms = fn()
+    except Exception as exc:  # a benchmark row, e.g. torch.compile unavailable: keep the other rows
+        return {"model": model, "scan": scan, "batch": batch, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"model": model, "scan": scan, "batch": batch, "ms": ms, "vs_vit_s": ms / vit}
 
 
 def kernel_profile(
@@ -94,7 +108,16 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--img-size", default="224x224", help="HxW, e.g. 224x224 or 256x128")
-    parser.add_argument("--backends", nargs="+", default=None, help="scan backends (default: all on CUDA)")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="scan backends (default: cuda and mamba_ssm where they run)",
+    )
+    parser.add_argument(
+        "--compile-batches", type=int, nargs="*", default=[],
+        help="batches at which to also time torch.compile'd models (each compile takes ~0.5-1 min)",
+    )  # fmt: skip
     parser.add_argument("--out", help="write results as JSON here")
     parser.add_argument(
         "--profile", action="store_true", help="also list the costliest GPU kernels of eager forwards"
@@ -104,7 +127,7 @@ def main() -> None:
         sys.exit("benchmarks/gpu_model.py needs a CUDA GPU")
     img_size = tuple(int(v) for v in args.img_size.lower().split("x"))
     backends = args.backends or [
-        name for name, ok in available_backends().items() if ok and name in ("cuda", "mamba_ssm", "chunked")
+        name for name, ok in available_backends().items() if ok and name in ("cuda", "mamba_ssm")
     ]
     facts = {**machine_facts(), "gpu": torch.cuda.get_device_name(), "img_size": list(img_size)}
     rows: list[dict[str, object]] = []
@@ -112,26 +135,42 @@ def main() -> None:
     for batch in args.batch:
         vit = model_ms("vit-s", batch, img_size)
         rows.append({"model": "vit-s", "scan": "-", "batch": batch, "ms": vit, "vs_vit_s": 1.0})
+        compile_here = batch in args.compile_batches
+        if compile_here:
+            compiled_vit = functools.partial(model_ms, "vit-s", batch, img_size, True)
+            rows.append(_timed_row("vit-s", "- + compile", batch, compiled_vit, vit))
         for backend in backends:
-            # the cuda backend twice: the library's default kernel, then the state-split row kernel
-            for label, kernel in (
-                ((backend, None), ("cuda rows", "rows")) if backend == "cuda" else ((backend, None),)
-            ):
+            # our cuda backend three ways: the default scan kernel, the state-split row kernel, and the row
+            # kernel with the glue around it compiled (Inductor); other backends once
+            variants = [(backend, None, False)]
+            if backend == "cuda":
+                variants += [("cuda rows", "rows", False)]
+                variants += [("cuda rows + compile", "rows", True)] if compile_here else []
+            for label, kernel, compiled in variants:
                 if kernel:
                     os.environ["PARTOOL_SCAN_CUDA_KERNEL"] = kernel
                 set_backend(backend)
                 try:
-                    ms = model_ms("vim-s", batch, img_size)
+                    row = _timed_row(
+                        "vim-s",
+                        label,
+                        batch,
+                        functools.partial(model_ms, "vim-s", batch, img_size, compiled),
+                        vit,
+                    )
                 finally:
                     set_backend(None)
                     os.environ.pop("PARTOOL_SCAN_CUDA_KERNEL", None)
-                rows.append({"model": "vim-s", "scan": label, "batch": batch, "ms": ms, "vs_vit_s": ms / vit})
-                print(rows[-1], flush=True)
+                rows.append(row)
+                print(row, flush=True)
         write_json(args.out, result)  # partial results survive a timeout
     print_table(
         f"PAR forward, fp16, CUDA graphs, {args.img_size}, {torch.cuda.get_device_name()}",
         ["model", "scan", "batch", "ms", "× ViT-S time"],
-        [[r["model"], r["scan"], r["batch"], r["ms"], r["vs_vit_s"]] for r in rows],
+        [
+            [r["model"], r["scan"], r["batch"], r.get("ms", r.get("error")), r.get("vs_vit_s", "-")]
+            for r in rows
+        ],
     )
     if args.profile:
         profiles = result["profile"] = {}

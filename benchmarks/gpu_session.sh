@@ -35,7 +35,7 @@ timeout 120 ncu --kernel-name regex:scan --launch-count 6 --section SpeedOfLight
   --section WarpStateStats python3 "$out/ncu_scan.py" 2>&1 | tee "$out/ncu.log" | grep -E "scan_|Throughput|Occupancy|Duration|Registers" | head -80
 elapsed ncu $?
 
-timeout 200 python3 benchmarks/gpu_model.py --out "$out/gpu_model.json" --profile 2>&1 | tee "$out/gpu_model.log"
+timeout 240 python3 benchmarks/gpu_model.py --out "$out/gpu_model.json" --profile --compile-batches 1 64 2>&1 | tee "$out/gpu_model.log"
 elapsed gpu_model $?
 
 timeout 90 python3 -m partool train --model vim-t --model-arg depth=4 --data synth:512 --epochs 2 --batch-size 64 \
