@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
+from safetensors.torch import save_file
 
-from partool.artifacts import build_meta, load_run
+from partool.artifacts import build_meta, load_run, save_run
 from partool.data.synth import ATTRIBUTES
+from partool.errors import UserError
 from partool.export import export_onnx
 from partool.export.onnx_export import count_scan_nodes
 from partool.models import count_parameters, create_model, load_pretrained
-from partool.models.text_fusion import Mamba, attribute_phrase, encode_phrases
+from partool.models.text_fusion import (
+    Mamba,
+    attribute_phrase,
+    build_text_encoder,
+    encode_phrases,
+)
 from partool.train.loop import TrainConfig, train
 
 IMG = (64, 32)  # 4 x 2 patches + the middle cls token = 9 vision tokens
@@ -167,3 +176,204 @@ def test_portable_export_matches_torch_in_onnx_runtime(exported: dict[str, objec
     with torch.no_grad():
         want = exported["model"](torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+# --- a pretrained text encoder: a mamba_ssm MambaLMHeadModel checkpoint and a Hugging Face tokenizer ---
+
+LM = {"vocab": 53, "d_model": 16, "n_layer": 2, "d_inner": 32, "d_state": 4, "d_conv": 4, "dt_rank": 3}
+PRETRAINED = {k: v for k, v in TINY.items() if k not in ("text_dim", "text_depth")}  # sizes: the checkpoint's
+
+
+def _mamba_lm_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny checkpoint with MambaLMHeadModel's exact key names (the layout of state-spaces/mamba-130m)."""
+    g = torch.Generator().manual_seed(seed)
+    d, di, n, r, k = LM["d_model"], LM["d_inner"], LM["d_state"], LM["dt_rank"], LM["d_conv"]
+
+    def rnd(*shape: int, scale: float = 0.3) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    state = {"backbone.embedding.weight": rnd(LM["vocab"], d, scale=1.0)}
+    for i in range(LM["n_layer"]):
+        p = f"backbone.layers.{i}."
+        state |= {
+            p + "norm.weight": 1 + rnd(d, scale=0.1),
+            p + "mixer.A_log": torch.log(torch.rand(di, n, generator=g) * 4 + 0.5),
+            p + "mixer.D": rnd(di, scale=1.0),
+            p + "mixer.in_proj.weight": rnd(2 * di, d),
+            p + "mixer.conv1d.weight": rnd(di, 1, k),
+            p + "mixer.conv1d.bias": rnd(di),
+            p + "mixer.x_proj.weight": rnd(r + 2 * n, di),
+            p + "mixer.dt_proj.weight": rnd(di, r),
+            p + "mixer.dt_proj.bias": rnd(di) - 2,
+            p + "mixer.out_proj.weight": rnd(d, di),
+        }
+    state["backbone.norm_f.weight"] = 1 + rnd(d, scale=0.1)
+    state["lm_head.weight"] = state["backbone.embedding.weight"]  # tied, as mamba_ssm saves it
+    return state
+
+
+def _reference_lm(state: dict[str, torch.Tensor], ids: list[int]) -> torch.Tensor:
+    """mamba_ssm's MixerModel written from the formulas, one token at a time: (L, d_model) hidden states."""
+
+    def w(name: str) -> torch.Tensor:
+        return state["backbone." + name]
+
+    def rms(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * weight
+
+    di, n, r = LM["d_inner"], LM["d_state"], LM["dt_rank"]
+    hidden, residual = w("embedding.weight")[ids], None
+    for i in range(LM["n_layer"]):
+        m = f"layers.{i}.mixer."
+        residual = hidden if residual is None else hidden + residual  # Block: add, then norm, then mix
+        xz = rms(residual, w(f"layers.{i}.norm.weight")) @ w(m + "in_proj.weight").T
+        x, z = xz[:, :di], xz[:, di:]
+        taps, k = w(m + "conv1d.weight")[:, 0], LM["d_conv"]
+        conv = [
+            w(m + "conv1d.bias") + sum(taps[:, j] * x[t - k + 1 + j] for j in range(k) if t - k + 1 + j >= 0)
+            for t in range(len(ids))
+        ]  # causal depthwise conv: output t sees inputs t-k+1 .. t
+        xc = F.silu(torch.stack(conv))
+        x_dbl = xc @ w(m + "x_proj.weight").T
+        dt, B, C = x_dbl[:, :r], x_dbl[:, r : r + n], x_dbl[:, r + n :]
+        delta = F.softplus(dt @ w(m + "dt_proj.weight").T + w(m + "dt_proj.bias"))
+        A = -torch.exp(w(m + "A_log"))
+        h, ys = torch.zeros(di, n), []
+        for t in range(len(ids)):
+            h = torch.exp(delta[t, :, None] * A) * h + delta[t, :, None] * B[t] * xc[t, :, None]
+            ys.append(h @ C[t] + w(m + "D") * xc[t])
+        hidden = (torch.stack(ys) * F.silu(z)) @ w(m + "out_proj.weight").T
+    return rms(hidden + residual, w("norm_f.weight"))
+
+
+def _word_tokenizer(folder, words: list[str], first_id: int = 5, step: int = 2):
+    """A WordLevel tokenizer.json (the `tokenizers` library's format) with ids unlike the word vocabulary's."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"[UNK]": 0} | {word: first_id + step * i for i, word in enumerate(sorted(words, reverse=True))}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("mamba-lm")
+    state = _mamba_lm_state()
+    (root / "mamba-130m").mkdir()
+    torch.save(state, root / "mamba-130m" / "pytorch_model.bin")
+    _, _, words = encode_phrases([attribute_phrase(a) for a in ATTRIBUTES])
+    tokenizer = _word_tokenizer(root / "gpt-neox-20b", words)
+    return {"root": root, "state": state, "tokenizer": tokenizer}
+
+
+def _pretrained_model(pretrained: dict[str, object], **kw: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    root = pretrained["root"]
+    args = {"text_checkpoint": str(root / "mamba-130m"), "tokenizer": str(root / "gpt-neox-20b"), **kw}
+    return create_model(
+        "vim-s-text", len(ATTRIBUTES), img_size=IMG, attributes=list(ATTRIBUTES), **PRETRAINED, **args
+    )
+
+
+def test_mamba_checkpoint_and_tokenizer_load_into_the_text_encoder(pretrained: dict[str, object]) -> None:
+    state, tokenizer = pretrained["state"], pretrained["tokenizer"]
+    fusion = _pretrained_model(pretrained).backbone
+    text = fusion.text.state_dict()
+    assert len(text) == len(state) - 1  # every tensor but the (tied) LM head
+    for key, value in state.items():
+        if key != "lm_head.weight":
+            assert torch.equal(text[key.removeprefix("backbone.")], value), key
+    assert fusion.text_proj.in_features == LM["d_model"] and fusion.vocab is None
+    for row, phrase in enumerate(fusion.phrases):  # the tokenizer's ids, right-padded and masked
+        ids = tokenizer.encode(phrase).ids
+        assert fusion.token_ids[row, : len(ids)].tolist() == ids and fusion.token_mask[row].sum() == len(ids)
+        assert not fusion.token_mask[row, len(ids) :].any()
+    with torch.no_grad():
+        pooled = fusion.text(fusion.token_ids, fusion.token_mask)
+    for row, phrase in enumerate(fusion.phrases):  # each phrase alone, unpadded, through the formulas
+        want = _reference_lm(state, tokenizer.encode(phrase).ids).mean(0)
+        torch.testing.assert_close(pooled[row], want, atol=1e-5, rtol=1e-4)
+
+    lone = pretrained["root"] / "lone.safetensors"  # a weights file (not a folder), safetensors, no LM head
+    save_file({k: v.clone() for k, v in state.items() if k != "lm_head.weight"}, str(lone))
+    again = _pretrained_model(pretrained, text_checkpoint=str(lone)).backbone.text.state_dict()
+    assert all(torch.equal(again[k], v) for k, v in text.items())
+
+
+def test_tokenizer_alone_feeds_a_text_mamba_trained_from_scratch(pretrained: dict[str, object]) -> None:
+    model = _pretrained_model(pretrained, text_checkpoint=None, text_dim=8, text_depth=1).train()
+    embedding = model.backbone.text.embedding
+    assert embedding.weight.shape == (5 + 2 * 23 + 1, 8)  # the largest id (24 words from 5 in steps of 2) + 1
+    assert embedding.padding_idx is None  # id 0 is a real token ("[UNK]") of a tokenizer
+    model(torch.randn(2, 3, *IMG)).square().mean().backward()
+    used = model.backbone.token_ids[model.backbone.token_mask].unique()
+    rows_with_grad = embedding.weight.grad.abs().sum(1).nonzero().flatten()
+    assert torch.equal(rows_with_grad, used)  # the phrases' tokens learn, the padding does not
+
+
+def test_bad_text_checkpoints_and_tokenizers_are_user_errors(pretrained, tmp_path, monkeypatch) -> None:
+    root, state = pretrained["root"], pretrained["state"]
+    tok = str(root / "gpt-neox-20b")
+    phrases = [attribute_phrase(a) for a in ATTRIBUTES]
+
+    def fails(match: str, checkpoint: object = None, tokenizer: object = tok, **kw: object) -> None:
+        with pytest.raises(UserError, match=match):
+            build_text_encoder(phrases, text_checkpoint=checkpoint, tokenizer=tokenizer, **kw)
+
+    def saved(name: str, changed: dict[str, torch.Tensor]) -> str:
+        torch.save(changed, tmp_path / name)
+        return str(tmp_path / name)
+
+    with pytest.raises(UserError, match="pass --model-arg tokenizer="):  # through the registry, as the CLI
+        _pretrained_model(pretrained, tokenizer=None)
+    fails("does not exist", tmp_path / "nowhere.bin")
+    fails("folder without model.safetensors or pytorch_model.bin", tmp_path)
+    (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
+    fails("cannot read text_checkpoint .*junk.bin", tmp_path / "junk.bin")
+    without_a = {k: v for k, v in state.items() if k != "backbone.layers.0.mixer.A_log"}
+    fails("has no backbone.layers.0.mixer.A_log", saved("no_a.bin", without_a))
+    without_d = {k: v for k, v in state.items() if k != "backbone.layers.1.mixer.D"}
+    fails("missing backbone.layers.1.mixer.D", saved("no_d.bin", without_d))
+    bad = dict(state, **{"backbone.layers.1.mixer.x_proj.weight": torch.zeros(7, 32)})
+    fails(
+        r"backbone.layers.1.mixer.x_proj.weight has shape \(7, 32\), expected \(11, 32\)", saved("s.bin", bad)
+    )
+    mamba2 = dict(state, **{"backbone.layers.0.mixer.A_log": torch.zeros(4)})  # Mamba-2 keeps A per head
+    fails("a Mamba-2 checkpoint", saved("m2.bin", mamba2))
+    fails(
+        "not a mamba_ssm MambaLMHeadModel name",
+        saved("vit.bin", {"blocks.0.attn.qkv.weight": torch.zeros(3)}),
+    )
+    fails("text_dim=32 but text_checkpoint .* has 16", root / "mamba-130m", text_dim=32)
+    _word_tokenizer(tmp_path / "far", encode_phrases(phrases)[2], first_id=40, step=3)  # ids 40..109
+    fails(
+        "gives token id 109 for 'a female pedestrian', past the 53 embedding rows",
+        root / "mamba-130m",
+        tmp_path / "far",
+    )
+    fails("no tokenizer.json there", root / "mamba-130m", tmp_path)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{")
+    fails("cannot read tokenizer", None, tmp_path / "broken")
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # the optional dependency not installed
+    fails("pip install tokenizers", None, tok)
+
+
+def test_a_run_with_the_pretrained_text_encoder_reloads_and_exports_folded(pretrained, tmp_path) -> None:
+    trained = _pretrained_model(pretrained)
+    with torch.no_grad():
+        trained.backbone.text.norm_f.weight.mul_(1.5)  # stands for fine-tuning: the run's weights must win
+    save_run(tmp_path / "run", trained, build_meta(trained, list(ATTRIBUTES), "synth"))
+    model, meta = load_run(tmp_path / "run")  # rebuilt from model_kwargs (checkpoint + tokenizer paths)
+    assert meta["model_kwargs"]["tokenizer"] == str(pretrained["root"] / "gpt-neox-20b")
+    with torch.no_grad():
+        assert torch.equal(model.backbone.folded, trained.eval().backbone.folded)
+    path = export_onnx(model, tmp_path / "model.onnx", scan="plugin", meta=meta)
+    proto = onnx.load(str(path))
+    assert count_scan_nodes(proto) == 2 * PRETRAINED["depth"] + 2  # the LM's 2 scans folded away
+    assert not any(t.dims and t.dims[0] == LM["vocab"] for t in proto.graph.initializer)  # no embedding
+    folded = model.backbone.folded.numpy()
+    constants = [numpy_helper.to_array(t) for t in proto.graph.initializer if np.prod(t.dims) == folded.size]
+    assert any(np.array_equal(c.reshape(folded.shape), folded) for c in constants)

@@ -9,12 +9,21 @@ per-attribute features. The VSF layers are unidirectional, so with the attribute
 them has read the whole image.
 
 Choices where the paper's code differs or leaves room, and why:
-- Tokeniser: a word-level vocabulary built from the run's own phrases (works offline, no download), in
-  place of the BERT tokenizer of the authors' code. Phrases come from a table for the shipped datasets'
-  attribute names, else from the name split into words (`attribute_phrase`); `phrases=` overrides them.
-- Text encoder: a small Mamba (`text_dim`, `text_depth`) trained with the rest, in place of a pretrained
-  mamba-130m (its parameter names follow mamba_ssm's: embedding, layers.i.norm/mixer.*, norm_f). Pooling
-  averages the phrase's words only, not the padding the authors' code averages in.
+- Tokeniser: by default a word-level vocabulary built from the run's own phrases (works offline, no
+  download), in place of the BERT tokenizer of the authors' code. `tokenizer=FOLDER` reads a local Hugging
+  Face tokenizer.json instead (the `tokenizers` package; EleutherAI/gpt-neox-20b's for mamba-130m) and
+  its ids, right-padded and masked, replace the word ids. Phrases come from a table for the shipped
+  datasets' attribute names, else from the name split into words (`attribute_phrase`); `phrases=`
+  overrides them.
+- Text encoder: by default a small Mamba (`text_dim`, `text_depth`) trained with the rest.
+  `text_checkpoint=PATH` loads mamba_ssm's `state-spaces/mamba-130m` (pytorch_model.bin / .safetensors,
+  or its folder; `text_checkpoint.py`) as the paper does: sizes come from the tensors (mamba-130m: 768
+  wide, 24 layers, 50280 rows, d_state 16, dt_rank 48), the names are mamba_ssm's without `backbone.`
+  (embedding, layers.i.norm/mixer.*, norm_f), the LM head is dropped, and the encoder is fine-tuned with
+  the rest. The block is mamba_ssm's Mamba v1 (in_proj, causal conv + SiLU, x_proj, softplus dt_proj,
+  selective scan with D and a SiLU(z) gate, out_proj; pre-norm RMSNorm with residual; final norm_f). A
+  checkpoint needs its own tokenizer: the word vocabulary's ids mean nothing to a pretrained embedding.
+  Pooling averages the phrase's tokens only, not the padding the authors' code averages in.
 - The registry puts the shared PAR head on top, so the A attribute tokens pass its 1×1 token-mixing conv
   (A -> A) before the per-attribute linears; the paper's text model feeds them to the linears directly.
 
@@ -28,20 +37,31 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from partool.errors import UserError
 from partool.models.mamba import RMSNorm, dt_bias_init, s4d_real_log
 from partool.models.registry import register_model
+from partool.models.text_checkpoint import (
+    MambaShape,
+    load_text_weights,
+    load_tokenizer,
+    read_mamba_checkpoint,
+    tokenize_phrases,
+    tokenizer_rows,
+)
 from partool.models.vim import VimBackbone
 from partool.models.vmamba import VMambaBackbone
 from partool.ops.causal_conv1d import causal_conv1d
 from partool.ops.selective_scan import selective_scan
 
 FUSION_DIM = 768  # the width the paper fuses at (mamba-130m's d_model); `fusion_dim` changes it
+TEXT_DIM, TEXT_DEPTH = 256, 2  # the text Mamba trained from scratch (`text_dim`, `text_depth` change it)
 
 # PA100K's 26 attributes: the default when a text model is built without a dataset (e.g. `partool models`).
 PA100K_ATTRIBUTES = (
@@ -147,11 +167,13 @@ def encode_phrases(phrases: Sequence[str]) -> tuple[Tensor, Tensor, list[str]]:
 class Mamba(nn.Module):
     """The unidirectional Mamba mixer (mamba_ssm's `Mamba`, same parameter names): (B, L, d) -> (B, L, d)."""
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
+    def __init__(
+        self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2, dt_rank: int | None = None
+    ) -> None:
         super().__init__()
         self.d_state = d_state
-        self.d_inner = expand * d_model
-        self.dt_rank = math.ceil(d_model / 16)
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv1d = nn.Conv1d(
             self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=True
@@ -183,22 +205,31 @@ class Mamba(nn.Module):
 class MambaBlock(nn.Module):
     """x + mixer(norm(x)): mamba_ssm's pre-norm Block with its residual added, as the VSF layers use it."""
 
-    def __init__(self, dim: int, d_state: int = 16) -> None:
+    def __init__(self, dim: int, d_state: int = 16, **mixer: Any) -> None:
         super().__init__()
         self.norm = RMSNorm(dim)
-        self.mixer = Mamba(dim, d_state)
+        self.mixer = Mamba(dim, d_state, **mixer)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.mixer(self.norm(x)).to(x.dtype)
 
 
 class TextMamba(nn.Module):
-    """Word embedding, Mamba blocks, final RMSNorm; forward(ids, mask) -> one mean-pooled vector per phrase."""
+    """Token embedding, Mamba blocks, final RMSNorm; forward(ids, mask) -> one mean-pooled vector per phrase.
 
-    def __init__(self, vocab_size: int, dim: int, depth: int, d_state: int = 16) -> None:
+    mamba_ssm's MixerModel (MambaLMHeadModel's `backbone`) with the same parameter names: its blocks carry
+    (hidden, residual) and add them before each norm, which is `h + mixer(norm(h))` per layer written
+    another way. `padding_idx` 0 for the word vocabulary (id 0 = padding, never learned); None for a
+    tokenizer's ids, where 0 is a real token and the mask alone keeps padding out of the mean.
+    """
+
+    def __init__(
+        self, num_embeddings: int, dim: int, depth: int, padding_idx: int | None = 0, d_state: int = 16,
+        **mixer: Any,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size + 1, dim, padding_idx=0)
-        self.layers = nn.ModuleList(MambaBlock(dim, d_state) for _ in range(depth))
+        self.embedding = nn.Embedding(num_embeddings, dim, padding_idx=padding_idx)
+        self.layers = nn.ModuleList(MambaBlock(dim, d_state, **mixer) for _ in range(depth))
         self.norm_f = RMSNorm(dim)
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
@@ -222,26 +253,29 @@ class TextFusionBackbone(nn.Module):
         vision: nn.Module,
         attributes: Sequence[str] | None = None,
         phrases: Sequence[str] | None = None,
-        text_dim: int = 256,
-        text_depth: int = 2,
+        text_dim: int | None = None,
+        text_depth: int | None = None,
         fusion_depth: int = 2,
         dim: int = FUSION_DIM,
+        text_checkpoint: str | Path | None = None,
+        tokenizer: str | Path | None = None,
     ) -> None:
         super().__init__()
         attributes = list(attributes or PA100K_ATTRIBUTES)
         phrases = list(phrases) if phrases is not None else [attribute_phrase(a) for a in attributes]
         if len(phrases) != len(attributes):
             raise ValueError(f"{len(phrases)} phrases for {len(attributes)} attributes")
-        ids, mask, vocab = encode_phrases(phrases)
-        self.phrases, self.vocab = phrases, vocab
+        self.phrases = phrases
         self.vision = vision
         self.family = vision.family
         self.img_size = vision.img_size
         self.num_tokens, self.out_dim = len(attributes), dim
         self.vision_proj = nn.Linear(vision.out_dim, dim) if vision.out_dim != dim else nn.Identity()
         self.vision_embed = nn.Parameter(torch.zeros(1, 1, dim))
-        self.text = TextMamba(len(vocab), text_dim, text_depth)
-        self.text_proj = nn.Linear(text_dim, dim)
+        self.text, ids, mask, self.vocab = build_text_encoder(
+            phrases, text_dim, text_depth, text_checkpoint, tokenizer
+        )
+        self.text_proj = nn.Linear(self.text.embedding.embedding_dim, dim)
         self.text_embed = nn.Parameter(torch.zeros(1, 1, dim))
         self.fusion = nn.ModuleList(MambaBlock(dim) for _ in range(fusion_depth))
         self.norm = RMSNorm(dim)
@@ -287,6 +321,65 @@ class TextFusionBackbone(nn.Module):
         return self.norm(x)[:, -self.num_tokens :]
 
 
+def build_text_encoder(
+    phrases: Sequence[str],
+    text_dim: int | None = None,
+    text_depth: int | None = None,
+    text_checkpoint: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+) -> tuple[TextMamba, Tensor, Tensor, list[str] | None]:
+    """(text encoder, token ids (A, L), mask (A, L), word vocabulary or None) for the phrases.
+
+    Without a tokenizer the phrases' own word vocabulary; with one its ids (and embedding rows for its whole
+    vocabulary). Without a checkpoint a fresh `text_dim` x `text_depth` Mamba; with one the checkpoint's
+    sizes and weights, which need the tokenizer its embedding was trained with.
+    """
+    if text_checkpoint is not None and tokenizer is None:
+        raise UserError(
+            f"text_checkpoint {text_checkpoint} needs the tokenizer its embedding was trained with (the "
+            "word vocabulary does not match it); pass --model-arg tokenizer=FOLDER, e.g. a local copy "
+            "of EleutherAI/gpt-neox-20b for state-spaces/mamba-130m"
+        )
+    checkpoint = read_mamba_checkpoint(text_checkpoint) if text_checkpoint is not None else None
+    vocab = None
+    if tokenizer is None:
+        ids, mask, vocab = encode_phrases(phrases)
+        args: dict[str, Any] = dict(num_embeddings=len(vocab) + 1, padding_idx=0)
+    else:
+        hf_tokenizer = load_tokenizer(tokenizer)
+        rows = checkpoint[1].vocab_size if checkpoint else None
+        ids, mask = tokenize_phrases(
+            hf_tokenizer, phrases, tokenizer, rows, f"text_checkpoint {text_checkpoint}"
+        )
+        args = dict(num_embeddings=tokenizer_rows(hf_tokenizer), padding_idx=None)
+    if checkpoint is None:
+        return TextMamba(dim=text_dim or TEXT_DIM, depth=text_depth or TEXT_DEPTH, **args), ids, mask, vocab
+    weights, shape, file = checkpoint
+    text = TextMamba(**_checkpoint_text_args(shape, file, text_dim, text_depth))
+    load_text_weights(text, weights, file)
+    return text, ids, mask, vocab
+
+
+def _checkpoint_text_args(
+    shape: MambaShape, file: Path, text_dim: int | None, text_depth: int | None
+) -> dict[str, Any]:
+    """TextMamba's arguments for a checkpoint's sizes; `text_dim`/`text_depth`, when given, must agree."""
+    for name, given, found in (
+        ("text_dim", text_dim, shape.d_model),
+        ("text_depth", text_depth, shape.n_layer),
+    ):
+        if given is not None and given != found:
+            raise UserError(
+                f"{name}={given} but text_checkpoint {file} has {found}; leave {name} out (the checkpoint "
+                f"sets it) or pass {name}={found}"
+            )
+    return dict(
+        num_embeddings=shape.vocab_size, dim=shape.d_model, depth=shape.n_layer, padding_idx=None,
+        d_state=shape.d_state, d_conv=shape.d_conv, expand=shape.d_inner / shape.d_model,
+        dt_rank=shape.dt_rank,
+    )  # fmt: skip
+
+
 def _refold(module: nn.Module, incompatible: Any) -> None:
     """New weights change the attribute tokens: refresh the folded copy of a model in eval mode."""
     if not module.training:
@@ -303,12 +396,17 @@ def vim_small_text(
     embed_dim: int = 384,
     depth: int = 24,
     drop_path_rate: float = 0.1,
-    text_dim: int = 256,
-    text_depth: int = 2,
+    text_dim: int | None = None,
+    text_depth: int | None = None,
     fusion_dim: int = FUSION_DIM,
+    text_checkpoint: str | None = None,
+    tokenizer: str | None = None,
 ) -> TextFusionBackbone:
     vision = VimBackbone(img_size, embed_dim=embed_dim, depth=depth, drop_path_rate=drop_path_rate)
-    return TextFusionBackbone(vision, attributes, phrases, text_dim, text_depth, dim=fusion_dim)
+    return TextFusionBackbone(
+        vision, attributes, phrases, text_dim, text_depth, dim=fusion_dim, text_checkpoint=text_checkpoint,
+        tokenizer=tokenizer,
+    )  # fmt: skip
 
 
 @register_model(
@@ -323,9 +421,14 @@ def vmamba_base_text(
     depths: Sequence[int] = (2, 2, 27, 2),
     dims: Sequence[int] | int = 128,
     drop_path_rate: float = 0.1,
-    text_dim: int = 256,
-    text_depth: int = 2,
+    text_dim: int | None = None,
+    text_depth: int | None = None,
     fusion_dim: int = FUSION_DIM,
+    text_checkpoint: str | None = None,
+    tokenizer: str | None = None,
 ) -> TextFusionBackbone:
     vision = VMambaBackbone(img_size, depths=depths, dims=dims, drop_path_rate=drop_path_rate)
-    return TextFusionBackbone(vision, attributes, phrases, text_dim, text_depth, dim=fusion_dim)
+    return TextFusionBackbone(
+        vision, attributes, phrases, text_dim, text_depth, dim=fusion_dim, text_checkpoint=text_checkpoint,
+        tokenizer=tokenizer,
+    )  # fmt: skip
