@@ -133,6 +133,7 @@ def parity(kernels) -> list[dict[str, object]]:
             (3, 96, 16, 300, 4, torch.float32, True, True),
             (2, 200, 5, 37, 2, torch.float32, False, False),
             (4, 768, 16, 197, 1, torch.float16, True, False),
+            (64, 768, 16, 197, 1, torch.float16, True, True),  # the timed shape
         ):
             args = inputs(b, d, n, length, groups, dtype, extras, seed=7)
             with _env(env):
