@@ -226,7 +226,7 @@ def test_vim_pos_embed_sizes_and_resampling():
 # --- VMamba ----------------------------------------------------------------------------------------------
 
 
-def test_vmamba_single_grouped_scan_equals_four_separate_scans():
+def test_vmamba_grouped_scans_equal_four_separate_scans():
     ss2d = SS2D(d_model=4, d_state=3).double()
     b, d, h, w = 2, ss2d.d_inner, 3, 5
     x = torch.randn(b, d, h, w, dtype=torch.float64)

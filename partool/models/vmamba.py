@@ -1,8 +1,9 @@
 """VMamba v0 (the version MambaPAR used): SS2D blocks with a 4-direction cross-scan, no MLP.
 
 Module and parameter names equal the official v0 `VSSM` (MzeroMiko/VMamba, `vssm*_ckpt_*.pth`) minus its
-classifier `head`. The four scan directions (row-major, column-major, and both reversed) are stacked on
-the channel axis and run as ONE selective-scan call with B/C grouped per direction (b, 4, n, l).
+classifier `head`. Of the four scan directions (row-major, column-major, and both reversed), the two
+forward ones are stacked on the channel axis and run as one selective-scan call with B/C grouped per
+direction (b, 2, n, l); the reversed two run as one `reverse=True` call over the same unflipped sequences.
 The backbone returns the last stage's tokens after the final LayerNorm: (B, H/32 · W/32, dims[-1]).
 """
 
@@ -25,17 +26,16 @@ DIRECTIONS = 4  # row-major, column-major, reversed row-major, reversed column-m
 
 
 def cross_scan(x: Tensor) -> Tensor:
-    """(B, d, H, W) -> (B, 4, d, H·W): the four scan orders of VMamba v0."""
-    hw = torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)], dim=1)
-    return torch.cat([hw, hw.flip(-1)], dim=1)
+    """(B, d, H, W) -> (B, 2, d, H·W): row-major and column-major orders. VMamba v0's two other directions
+    are these sequences reversed; they are scanned with `reverse=True` instead of being flipped and copied."""
+    return torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)], dim=1)
 
 
 def cross_merge(ys: Tensor, height: int, width: int) -> Tensor:
-    """(B, 4, d, H·W) per-direction outputs -> their sum in row-major order, (B, d, H·W)."""
+    """(B, 2, d, H·W) row-/column-major outputs (both scan directions summed) -> row-major sum (B, d, H·W)."""
     b, _, d, length = ys.shape
-    row = ys[:, 0] + ys[:, 2].flip(-1)
-    col = ys[:, 1] + ys[:, 3].flip(-1)  # column-major order: (B, d, W, H)
-    return row + col.view(b, d, width, height).transpose(2, 3).reshape(b, d, length)
+    col = ys[:, 1].reshape(b, d, width, height).transpose(2, 3).reshape(b, d, length)
+    return ys[:, 0] + col
 
 
 class SS2D(nn.Module):
@@ -66,25 +66,30 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
     def scan(self, x: Tensor) -> Tensor:
-        """(B, d_inner, H, W) -> (B, d_inner, H·W): the summed 4-direction selective scan, one scan call."""
+        """(B, d_inner, H, W) -> (B, d_inner, H·W): the summed 4-direction selective scan as two grouped scans.
+
+        Directions 0/1 (row-, column-major) run forward and 2/3 (the same orders reversed) run as reverse
+        scans of the same two sequences: no flipped copies in or out. Each call groups its two directions
+        (channel block k uses direction k's B/C)."""
         b, d, h, w = x.shape
-        xs = cross_scan(x)  # (B, 4, d, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
-        # Slices (views, as torch.split's): torch.split/chunk export as ONNX sequence ops, slices as Slice.
-        r, n = self.dt_rank, self.d_state
-        dts, Bs, Cs = x_dbl[:, :, :r], x_dbl[:, :, r : r + n], x_dbl[:, :, r + n :]
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(xs.dtype))
-        ys = selective_scan(
-            xs.reshape(b, DIRECTIONS * d, h * w),
-            dts.reshape(b, DIRECTIONS * d, h * w),
-            -torch.exp(self.A_logs.float()),
-            Bs.contiguous(),  # (B, 4, n, L): channel block k uses direction k's B/C
-            Cs.contiguous(),
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().reshape(-1),
-            delta_softplus=True,
-        )
-        return cross_merge(ys.view(b, DIRECTIONS, d, h * w), h, w)
+        length, r, n = h * w, self.dt_rank, self.d_state
+        xs = cross_scan(x)  # (B, 2, d, L)
+        A = -torch.exp(self.A_logs.float()).view(DIRECTIONS, d, n)
+        D, bias = self.Ds.float().view(DIRECTIONS, d), self.dt_projs_bias.float()
+        ys = None
+        for first, reverse in ((0, False), (2, True)):
+            k = slice(first, first + 2)
+            x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight[k].to(xs.dtype))
+            # Slices (views, as torch.split's): torch.split/chunk export as ONNX sequence ops, slices as Slice.
+            dts, Bs, Cs = x_dbl[:, :, :r], x_dbl[:, :, r : r + n], x_dbl[:, :, r + n :]
+            dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight[k].to(xs.dtype))
+            out = selective_scan(
+                xs.reshape(b, 2 * d, length), dts.reshape(b, 2 * d, length), A[k].reshape(2 * d, n),
+                Bs.contiguous(), Cs.contiguous(), D[k].reshape(-1), delta_bias=bias[k].reshape(-1),
+                delta_softplus=True, reverse=reverse,
+            )  # fmt: skip
+            ys = out if ys is None else ys + out
+        return cross_merge(ys.view(b, 2, d, length), h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, _ = x.shape
