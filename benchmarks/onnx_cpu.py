@@ -3,12 +3,12 @@
 Each model is exported by `partool.export.export_onnx` (untrained weights: latency does not depend on
 them, except that onnxslim drops a ×1 or +0 with an init-time constant value, such as an RMSNorm weight of
 ones, that a trained model keeps; so such tensors get a little noise first) and timed on the
-CPUExecutionProvider with --threads intra-op threads. Prints a table and writes JSON. Measures only; never
-passes or fails on time. `--profile` adds, per model, the node count by op type of the exported graph and
+CPUExecutionProvider with --threads intra-op threads, the models' runs interleaved in --rounds rounds.
+Prints a table and writes JSON. Measures only; never passes or fails on time. `--profile` adds, per model, the node count by op type of the exported graph and
 of ONNX Runtime's optimized graph, and ORT's profiler kernel time grouped by op type (per node, the
 fastest of the timed runs, which a shared machine disturbs least).
 
-    python benchmarks/onnx_cpu.py --threads 2 --runs 20 --out benchmarks/results/onnx_cpu.json
+    python benchmarks/onnx_cpu.py --threads 2 --runs 24 --rounds 4 --out benchmarks/results/onnx_cpu.json
 """
 
 from __future__ import annotations
@@ -87,45 +87,56 @@ def profile_session(path: Path, threads: int, runs: int, tmp: Path) -> dict[str,
     }
 
 
-def time_session(path: Path, threads: int, runs: int, warmup: int = 3) -> dict[str, float]:
-    session = create_session(path, threads=threads)
+def time_sessions(paths: list[Path], threads: int, runs: int, rounds: int, warmup: int = 3) -> list[dict]:
+    """Latency of each model, its `runs` spread over `rounds` interleaved rounds (model 1, 2, 3, 1, 2, 3,
+    ...), so that a slow phase of a shared machine falls on every model alike. Each round opens a fresh
+    session and closes it after, so no other session's spinning intra-op threads compete with it."""
     images = _images()
-    for _ in range(warmup):
-        session.run(None, {"images": images})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {"images": images})
-        times.append((time.perf_counter() - start) * 1e3)
-    return {
-        "median_ms": float(np.median(times)),
-        "min_ms": float(np.min(times)),
-        "p90_ms": float(np.percentile(times, 90)),
-    }
+    times: list[list[float]] = [[] for _ in paths]
+    per_round = -(-runs // rounds)
+    for _ in range(rounds):
+        for i, path in enumerate(paths):
+            session = create_session(path, threads=threads)
+            for _ in range(warmup):
+                session.run(None, {"images": images})
+            for _ in range(per_round):
+                start = time.perf_counter()
+                session.run(None, {"images": images})
+                times[i].append((time.perf_counter() - start) * 1e3)
+            del session
+    return [
+        {"median_ms": float(np.median(t)), "min_ms": float(np.min(t)), "p90_ms": float(np.percentile(t, 90))}
+        for t in times
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per model")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the runs are spread over")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/onnx_cpu.json"))
     parser.add_argument("--profile", action="store_true", help="op counts and ORT kernel time per op type")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, paths = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, scan in CASES:
             model = perturb_constants(create_model(name, 26, img_size=(224, 224)).eval())
             start = time.perf_counter()
             path = export_onnx(model, Path(tmp) / f"{name}-{scan}" / "model.onnx", scan=scan, meta={})
             export_s = time.perf_counter() - start
-            row = {"model": name, "scan": scan if name != "vit-s" else "-", "export_s": round(export_s, 1)}
-            row |= time_session(path, args.threads, args.runs)
-            row["file_mb"] = round(path.stat().st_size / 1e6, 1)
-            rows.append(row)
+            rows.append({"model": name, "scan": scan if name != "vit-s" else "-", "export_s": round(export_s, 1),
+                         "file_mb": round(path.stat().st_size / 1e6, 1)})  # fmt: skip
+            paths.append(path)
+            print(f"exported {name} {rows[-1]['scan']} in {export_s:.1f} s", flush=True)
+        for row, path, timing in zip(
+            rows, paths, time_sessions(paths, args.threads, args.runs, args.rounds), strict=True
+        ):
+            row |= timing
             print(
-                f"{name:6s} {row['scan']:9s} median {row['median_ms']:8.1f} ms  min {row['min_ms']:8.1f} ms  "
-                f"export {export_s:6.1f} s",
+                f"{row['model']:6s} {row['scan']:9s} median {row['median_ms']:8.1f} ms  "
+                f"min {row['min_ms']:8.1f} ms",
                 flush=True,
             )
             if args.profile:
@@ -140,6 +151,7 @@ def main() -> None:
     result = {
         "threads": args.threads,
         "runs": args.runs,
+        "rounds": args.rounds,
         "scan_custom_op": kernel_backend(),
         "onnxruntime": __import__("onnxruntime").__version__,
         "cpu": platform.processor() or platform.machine(),

@@ -16,6 +16,7 @@ from partool.artifacts import build_meta, save_run
 from partool.errors import UserError
 from partool.export import export_onnx
 from partool.export.ort_custom_op import create_session, scan_python
+from partool.export.quantize import weight_nodes
 from partool.models import create_model
 from partool.ops.onnx import scan_lowering
 from partool.ops.scan_reference import scan_sequential
@@ -97,9 +98,10 @@ def test_onnxruntime_matches_pytorch_at_any_batch(exported, name, scan):
 
 
 def test_vim_graph_is_lean_and_keeps_weights_quantizable(tmp_path):
-    """The mixer's export layout: no sequence ops, constant weights as MatMul's second input (INT8 weight
-    quantization and ORT's prepacking need that), 2-D depthwise convs, x / sqrt RMSNorms, and per layer no
-    more transposes than x, z, Δ, B, C (per direction) and the three ORT folds into FusedMatMul."""
+    """The mixer's export layout: no sequence ops; in_proj, out_proj and the head take their weight second
+    (ORT prepacks it), x_proj and dt_proj first (their outputs are channel-major: no transposes of Δ, B, C),
+    and quantize.py sees every one of them as a weight op; 2-D depthwise convs, x / sqrt RMSNorms, and per
+    layer only three transposes: x (for the convs), z, and y (which ORT folds into out_proj's FusedMatMul)."""
     torch.manual_seed(0)
     depth = 2
     model = create_model("vim-t", 5, img_size=IMG, depth=depth).eval()
@@ -113,12 +115,13 @@ def test_vim_graph_is_lean_and_keeps_weights_quantizable(tmp_path):
     assert ops["SplitToSequence"] == ops["SequenceAt"] == ops["Reciprocal"] == 0
     weights = {i.name: list(i.dims) for i in proto.graph.initializer}
     matmuls = [n for n in nodes if n.op_type == "MatMul"]
-    assert sum(n.input[1] in weights for n in matmuls) == 1 + 7 * depth  # in_proj ×2, x/dt_proj ×2, out
-    assert not any(n.input[0] in weights for n in matmuls)
+    assert sum(n.input[1] in weights for n in matmuls) == 1 + 3 * depth  # in_proj ×2, out_proj; the head
+    assert sum(n.input[0] in weights for n in matmuls) == 4 * depth  # x_proj, dt_proj per direction
+    assert sum(n.op_type == "MatMul" for n in weight_nodes(proto)) == len(matmuls)
     d_inner = model.backbone.layers[0].mixer.d_inner
     depthwise = [weights[n.input[1]] for n in nodes if n.op_type == "Conv" and n.input[1] in weights]
     assert depthwise.count([d_inner, 1, 1, 4]) == 2 * depth
-    assert ops["Transpose"] <= 1 + (4 + 2 * 4 - 1) * depth  # + the patch embedding's
+    assert ops["Transpose"] <= 1 + 3 * depth  # + the patch embedding's
     assert ops["Div"] >= depth + 1 and ops["Sqrt"] == depth + 1  # one x / sqrt(mean(x²) + eps) per norm
 
 

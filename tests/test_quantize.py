@@ -84,7 +84,7 @@ def test_qdq_only_feeds_weight_ops_and_the_scan_stays_float(graphs, scan):
     ]
     assert len(int8_weights) == len(weight_nodes(fp32))
     # constants no weight op reads (A, D, delta_bias, norms, positions...) are untouched float32
-    weight_inputs = {i for n in weight_nodes(fp32) for i in n.input[1:]}
+    weight_inputs = {i for n in weight_nodes(fp32) for i in n.input}
     kept = {t.name: t for t in int8.graph.initializer}
     for tensor in fp32.graph.initializer:
         if tensor.name in weight_inputs or tensor.data_type != onnx.TensorProto.FLOAT:
@@ -106,6 +106,51 @@ def test_qdq_only_feeds_weight_ops_and_the_scan_stays_float(graphs, scan):
             # A (input 2) and the trailing D / delta_bias are float32 initializers
             for name in (node.input[2], node.input[5], node.input[-1]):
                 assert kept[name].data_type == onnx.TensorProto.FLOAT
+
+
+def test_first_input_weights_are_quantized_per_output_row(graphs):
+    """x_proj/dt_proj export as MatMul(W, x): their int8 weights carry one scale per ROW of W (its output
+    channels), each scale max|row| / 127, and dequantize to W within half a step."""
+    fp32, int8, _, _ = graphs["plugin"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    firsts = [n for n in weight_nodes(fp32) if n.op_type == "MatMul" and n.input[0] in inits]
+    assert len(firsts) == 4  # one layer, two directions: x_proj and dt_proj each
+    q_inits = {t.name: onnx.numpy_helper.to_array(t) for t in int8.graph.initializer}
+    dq_of = {n.output[0]: n for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    for node in firsts:
+        weight = inits[node.input[0]]
+        dq = dq_of[next(n.input[0] for n in int8.graph.node if n.name == node.name)]
+        axis = next(a.i for a in dq.attribute if a.name == "axis")
+        q, scale = q_inits[dq.input[0]], q_inits[dq.input[1]]
+        assert axis == 0 and q.dtype == np.int8 and scale.shape == (weight.shape[0],)
+        np.testing.assert_allclose(scale, np.abs(weight).max(axis=1) / 127, rtol=1e-6)
+        assert np.abs(q * scale[:, None] - weight).max() <= 0.5 * scale.max() * (1 + 1e-6)
+
+
+def test_vmamba_stacked_projection_weights_are_quantized_per_row(tmp_path):
+    """VMamba's per-direction projections export as one MatMul(W (2, rows, cols), x) each: INT8 quantizes
+    W with one scale per row shared by the two directions (max |W[:, row, :]| / 127), and the INT8 graph
+    stays close to FP32 on ORT."""
+    torch.manual_seed(1)
+    model = create_model("vmamba-t", len(ATTRIBUTES), img_size=IMG, depths=[1, 1, 1, 1], dims=16).eval()
+    meta = build_meta(model, list(ATTRIBUTES), DATA)
+    fp32 = onnx.load(str(export_onnx(model, tmp_path / "model.onnx", scan="plugin", meta=meta)))
+    assert not any(n.op_type == "Einsum" for n in fp32.graph.node)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    stacked = [n for n in weight_nodes(fp32) if n.op_type == "MatMul" and inits.get(n.input[0]) is not None]
+    assert len(stacked) == 4 * 4 and all(inits[n.input[0]].ndim == 3 for n in stacked)  # 4 blocks
+    int8 = quantize_int8(fp32, calibration_batches(DATA, meta, count=8, batch=4))[0]
+    q_inits = {t.name: onnx.numpy_helper.to_array(t) for t in int8.graph.initializer}
+    dq_of = {n.output[0]: n for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    for node in stacked:
+        weight = inits[node.input[0]]
+        dq = dq_of[next(n.input[0] for n in int8.graph.node if n.name == node.name)]
+        scale = q_inits[dq.input[1]]
+        assert next(a.i for a in dq.attribute if a.name == "axis") in (-2, 1)
+        np.testing.assert_allclose(scale, np.abs(weight).max(axis=(0, 2)) / 127, rtol=1e-6)
+    images = _images()
+    ref, out = _run(fp32, images), _run(int8, images)
+    assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.99 and not np.array_equal(out, ref)
 
 
 @pytest.mark.parametrize("scan", ["plugin", "portable"])

@@ -3,8 +3,11 @@
 INT8 is explicit quantization, the TensorRT 10 way: QuantizeLinear/DequantizeLinear pairs in the graph,
 written by onnxruntime.quantization's QDQQuantizer, so the same file runs on ONNX Runtime here (and the
 accuracy drop is measured here) and builds an INT8 engine on the target without a calibrator. Only the
-weight ops are quantized — MatMul/Gemm/Conv whose second input is a constant — with per-channel symmetric
-int8 weights and symmetric int8 activations (TensorRT takes zero points of 0 only). Everything else stays
+weight ops are quantized — MatMul/Gemm/Conv whose second input is a constant, and MatMul whose FIRST input
+is a constant weight (Vim's and VMamba's x_proj/dt_proj, written W @ x so their outputs need no transpose)
+— with per-output-channel symmetric int8 weights (for a first-input weight its rows, axis -2, so the
+scales factor out of the product; a stacked (k, rows, cols) weight shares a row's scale across k) and
+symmetric int8 activations (TensorRT takes zero points of 0 only). Everything else stays
 float, and in particular the selective scan: published Mamba PTQ work finds its state, A, D and delta_bias
 outlier-prone. The rule is structural, so it holds for both lowerings: the plugin node has no weight
 input, and the portable subgraph's only MatMul multiplies two activations (C·h).
@@ -57,12 +60,32 @@ def _name_nodes(proto: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
+def _first_input_weight(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
+    """The constant weight (2-D, or stacked 3-D) of a `MatMul(W, x)` (activation second), else None."""
+    if node.op_type != "MatMul" or node.input[1] in inits:
+        return None
+    weight = inits.get(node.input[0])
+    return weight.name if weight is not None and len(weight.dims) in (2, 3) else None
+
+
 def weight_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """MatMul/Gemm/Conv nodes whose weight (second input) is a constant initializer, in graph order."""
-    consts = _initializer_names(proto)
+    """MatMul/Gemm/Conv nodes whose weight (second input, or a MatMul's 2-D first input) is a constant
+    initializer, in graph order."""
+    inits = {t.name: t for t in proto.graph.initializer}
     return [
-        n for n in proto.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in consts
+        n
+        for n in proto.graph.node
+        if n.op_type in WEIGHT_OPS
+        and len(n.input) > 1
+        and (n.input[1] in inits or _first_input_weight(n, inits) is not None)
     ]
+
+
+def first_input_weights(proto: onnx.ModelProto, nodes: Sequence[onnx.NodeProto]) -> list[str]:
+    """The weights of `nodes` that are a MatMul's first input: quantized per row (axis -2), not per
+    column as ORT does for a second-input weight."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    return [w for w in (_first_input_weight(n, inits) for n in nodes) if w is not None]
 
 
 def _activation_tensors(proto: onnx.ModelProto, nodes: Sequence[onnx.NodeProto]) -> list[str]:
@@ -186,6 +209,7 @@ def quantize_int8(
     )
     model = onnx.shape_inference.infer_shapes(model)
     names = [n.name for n in nodes]
+    row_weights = {w: [{"axis": -2}] for w in first_input_weights(model, nodes)}
     quantizer = QDQQuantizer(
         model,
         True,  # per_channel
@@ -200,6 +224,7 @@ def quantize_int8(
             "ActivationSymmetric": True,
             "WeightSymmetric": True,
             "OpTypesToExcludeOutputQuantization": list(WEIGHT_OPS),
+            "TensorQuantOverrides": row_weights,
         },
     )
     quantizer.quantize_model()
@@ -209,7 +234,7 @@ def quantize_int8(
     info = {
         "method": "explicit Q/DQ (onnxruntime.quantization QDQQuantizer), MinMax calibration",
         "onnxruntime_version": onnxruntime.__version__,
-        "weights": "int8, per-channel, symmetric",
+        "weights": "int8, per output channel, symmetric",
         "activations": "int8, per-tensor, symmetric",
         "quantized_ops": len(names),
         "float_inputs_restored": restored,

@@ -70,7 +70,9 @@ class SS2D(nn.Module):
 
         Directions 0/1 (row-, column-major) run forward and 2/3 (the same orders reversed) run as reverse
         scans of the same two sequences: no flipped copies in or out. Each call groups its two directions
-        (channel block k uses direction k's B/C)."""
+        (channel block k uses direction k's B/C). The per-direction projections are batched matmuls with the
+        weight first, (2, ·, d) @ (B, 2, d, L): channel-major outputs, one ONNX MatMul each (ONNX Runtime's
+        Einsum took 3-4x as long) that quantize.py quantizes per output row."""
         b, d, h, w = x.shape
         length, r, n = h * w, self.dt_rank, self.d_state
         xs = cross_scan(x)  # (B, 2, d, L)
@@ -79,10 +81,10 @@ class SS2D(nn.Module):
         ys = None
         for first, reverse in ((0, False), (2, True)):
             k = slice(first, first + 2)
-            x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight[k].to(xs.dtype))
+            x_dbl = torch.matmul(self.x_proj_weight[k].to(xs.dtype), xs)  # (B, 2, rank + 2n, L)
             # Slices (views, as torch.split's): torch.split/chunk export as ONNX sequence ops, slices as Slice.
             dts, Bs, Cs = x_dbl[:, :, :r], x_dbl[:, :, r : r + n], x_dbl[:, :, r + n :]
-            dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight[k].to(xs.dtype))
+            dts = torch.matmul(self.dt_projs_weight[k].to(xs.dtype), dts)  # (B, 2, d, L)
             out = selective_scan(
                 xs.reshape(b, 2 * d, length), dts.reshape(b, 2 * d, length), A[k].reshape(2 * d, n),
                 Bs.contiguous(), Cs.contiguous(), D[k].reshape(-1), delta_bias=bias[k].reshape(-1),
