@@ -145,6 +145,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument(
+        "--synth-ma-from",
+        help="take synth mA from an earlier --out JSON instead of training (when only export or runtime "
+        "code changed since)",
+    )
     parser.add_argument("--out", help="write results as JSON here")
     parser.add_argument("--markdown", help="write the table as Markdown here")
     args = parser.parse_args()
@@ -155,6 +160,11 @@ def main() -> None:
     facts = machine_facts()
     rows: list[dict[str, Any]] = []
     trained: dict[tuple[str, str], float] = {}
+    earlier = {}
+    if args.synth_ma_from:
+        earlier = {
+            r["model"]: r["synth_ma"] for r in json.loads(Path(args.synth_ma_from).read_text())["rows"]
+        }
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             row: dict[str, Any] = {
@@ -164,7 +174,9 @@ def main() -> None:
             }
             if not args.skip_latency:
                 row["latency_ms"], row["lowering"] = latency_ms(name, args.threads, args.runs, Path(tmp))
-            if not args.skip_train:
+            if name in earlier:
+                row["synth_ma"] = earlier[name]
+            elif not args.skip_train:
                 # sizes of one design (vim-t/vim-s, ...) reduce to the same model: train it once
                 key = (_design(name), json.dumps(REDUCED[name], sort_keys=True))
                 if key not in trained:
