@@ -80,13 +80,19 @@ def build_meta(
     threshold: float = 0.5,
     training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The contract keys of `partool.json` for a PARModel built by `create_model` (from its default_cfg)."""
+    """The contract keys of `partool.json` for a PARModel built by `create_model` (from its default_cfg).
+    `model_kwargs` rebuild the model from the run folder alone (a text model's checkpoint and tokenizer
+    paths are replaced by the sizes and token ids they gave)."""
     cfg = getattr(model, "default_cfg", {})
     if "name" not in cfg:
         raise ValueError("model has no default_cfg['name']; build it with partool.models.create_model")
+    kwargs = dict(cfg.get("model_kwargs", {}))
+    self_contained = getattr(getattr(model, "backbone", None), "self_contained_kwargs", None)
+    if self_contained is not None:  # text models: no paths to the files they were built from
+        kwargs = self_contained(kwargs)
     meta: dict[str, Any] = {
         "model": cfg["name"],
-        "model_kwargs": dict(cfg.get("model_kwargs", {})),
+        "model_kwargs": kwargs,
         "attributes": [str(a) for a in attributes],
         "input_size": [int(v) for v in cfg["input_size"]],
         "mean": [float(v) for v in cfg["mean"]],

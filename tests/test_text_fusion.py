@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import numpy as np
@@ -138,6 +139,7 @@ def test_training_records_the_attributes_and_load_run_rebuilds(tmp_path) -> None
     assert result.finished
     model, meta = load_run(tmp_path / "run")
     assert meta["model_kwargs"]["attributes"] == list(ATTRIBUTES) and meta["attributes"] == list(ATTRIBUTES)
+    assert meta["model_kwargs"] == {**TINY, "attributes": list(ATTRIBUTES)}  # word vocabulary: nothing stored
     assert model.backbone.phrases[0] == "a female pedestrian" and model.backbone.folded is not None
 
 
@@ -357,17 +359,51 @@ def test_bad_text_checkpoints_and_tokenizers_are_user_errors(pretrained, tmp_pat
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "tokenizer.json").write_text("{")
     fails("cannot read tokenizer", None, tmp_path / "broken")
+    shape = {
+        "vocab_size": 53,
+        "d_model": 16,
+        "n_layer": 2,
+        "d_inner": 32,
+        "d_state": 4,
+        "d_conv": 4,
+        "dt_rank": 1,
+    }
+    fails("pass one of text_checkpoint/text_shape", root / "mamba-130m", text_shape=shape)
+    fails("text_shape needs the tokenizer", None, None, text_shape=shape)
+    fails("is not a text encoder's sizes", None, text_shape={"d_model": 16})
+    tokens = {"ids": [[1, 2]] * len(phrases), "mask": [[1, 0]] * len(phrases), "rows": 53}
+    fails("pass one of tokenizer/text_tokens", None, tok, text_tokens=tokens)
+    fails("text_tokens do not hold", None, None, text_tokens=dict(tokens, ids=[[1, 2]]))  # one phrase's
+    fails("text_tokens do not hold", None, None, text_tokens=dict(tokens, rows=2))  # id 2 past 2 rows
+    fails("text_tokens do not hold", None, None, text_tokens={"ids": "x"})
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # the optional dependency not installed
     fails("pip install tokenizers", None, tok)
 
 
 def test_a_run_with_the_pretrained_text_encoder_reloads_and_exports_folded(pretrained, tmp_path) -> None:
-    trained = _pretrained_model(pretrained)
+    """The run folder stands alone: with the language model and tokenizer it was trained from deleted, it
+    rebuilds from the sizes and token ids its partool.json stores, and the run's weights win."""
+    copies = tmp_path / "downloads"
+    for name in ("mamba-130m", "gpt-neox-20b"):
+        shutil.copytree(pretrained["root"] / name, copies / name)
+    trained = _pretrained_model(
+        pretrained, text_checkpoint=str(copies / "mamba-130m"), tokenizer=str(copies / "gpt-neox-20b")
+    )
     with torch.no_grad():
         trained.backbone.text.norm_f.weight.mul_(1.5)  # stands for fine-tuning: the run's weights must win
     save_run(tmp_path / "run", trained, build_meta(trained, list(ATTRIBUTES), "synth"))
-    model, meta = load_run(tmp_path / "run")  # rebuilt from model_kwargs (checkpoint + tokenizer paths)
-    assert meta["model_kwargs"]["tokenizer"] == str(pretrained["root"] / "gpt-neox-20b")
+    shutil.rmtree(copies)
+    model, meta = load_run(tmp_path / "run")
+    kwargs = meta["model_kwargs"]
+    assert "text_checkpoint" not in kwargs and "tokenizer" not in kwargs
+    assert (
+        kwargs["text_shape"]["d_model"] == LM["d_model"] and kwargs["text_shape"]["vocab_size"] == LM["vocab"]
+    )
+    for row, phrase in enumerate(trained.backbone.phrases):
+        ids = pretrained["tokenizer"].encode(phrase).ids
+        assert kwargs["text_tokens"]["ids"][row][: len(ids)] == ids and sum(
+            kwargs["text_tokens"]["mask"][row]
+        ) == len(ids)
     with torch.no_grad():
         assert torch.equal(model.backbone.folded, trained.eval().backbone.folded)
     path = export_onnx(model, tmp_path / "model.onnx", scan="plugin", meta=meta)

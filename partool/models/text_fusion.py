@@ -27,6 +27,12 @@ Choices where the paper's code differs or leaves room, and why:
 - The registry puts the shared PAR head on top, so the A attribute tokens pass its 1×1 token-mixing conv
   (A -> A) before the per-attribute linears; the paper's text model feeds them to the linears directly.
 
+A run folder must rebuild without the files a run was trained from: `build_meta` stores, in place of
+`text_checkpoint`, the encoder's sizes (`text_shape`; its weights are in the run's own weights file) and,
+in place of `tokenizer`, the phrases' token ids and the embedding rows (`text_tokens`)
+(`TextFusionBackbone.self_contained_kwargs`), so evaluating, exporting or deploying a copied run needs
+neither the 500 MB language model nor the tokenizer.
+
 The text branch depends on weights only, not on the image, so in eval mode its output (A, 768) is computed
 once and kept in a buffer (`fold`); ONNX export (which puts the model in eval mode) then traces a graph
 with the attribute tokens as constants and no text encoder in it.
@@ -37,6 +43,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +266,8 @@ class TextFusionBackbone(nn.Module):
         dim: int = FUSION_DIM,
         text_checkpoint: str | Path | None = None,
         tokenizer: str | Path | None = None,
+        text_shape: dict[str, int] | None = None,
+        text_tokens: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         attributes = list(attributes or PA100K_ATTRIBUTES)
@@ -272,9 +281,19 @@ class TextFusionBackbone(nn.Module):
         self.num_tokens, self.out_dim = len(attributes), dim
         self.vision_proj = nn.Linear(vision.out_dim, dim) if vision.out_dim != dim else nn.Identity()
         self.vision_embed = nn.Parameter(torch.zeros(1, 1, dim))
-        self.text, ids, mask, self.vocab = build_text_encoder(
-            phrases, text_dim, text_depth, text_checkpoint, tokenizer
+        self.text, ids, mask, self.vocab, shape = build_text_encoder(
+            phrases, text_dim, text_depth, text_checkpoint, tokenizer, text_shape, text_tokens
         )
+        self._self_contained: dict[str, Any] = {}
+        if shape is not None:
+            self._self_contained["text_shape"] = asdict(shape)
+        if self.vocab is None:  # a tokenizer's ids (read now, or the run's text_tokens)
+            rows = self.text.embedding.num_embeddings
+            self._self_contained["text_tokens"] = {
+                "ids": ids.tolist(),
+                "mask": mask.int().tolist(),
+                "rows": rows,
+            }
         self.text_proj = nn.Linear(self.text.embedding.embedding_dim, dim)
         self.text_embed = nn.Parameter(torch.zeros(1, 1, dim))
         self.fusion = nn.ModuleList(MambaBlock(dim) for _ in range(fusion_depth))
@@ -291,6 +310,12 @@ class TextFusionBackbone(nn.Module):
     def checkpoint_root(self) -> nn.Module:
         """Official image checkpoints load into the vision backbone."""
         return self.vision.checkpoint_root()
+
+    def self_contained_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The factory's `kwargs` with `text_checkpoint` and `tokenizer` (paths) replaced by what they
+        contributed to the architecture (`text_shape`, `text_tokens`): what a run folder stores."""
+        kept = {k: v for k, v in kwargs.items() if k not in ("text_checkpoint", "tokenizer")}
+        return kept | self._self_contained
 
     def attribute_tokens(self) -> Tensor:
         """(A, 768): the encoded phrases, projected, plus the text-modality embedding."""
@@ -327,24 +352,41 @@ def build_text_encoder(
     text_depth: int | None = None,
     text_checkpoint: str | Path | None = None,
     tokenizer: str | Path | None = None,
-) -> tuple[TextMamba, Tensor, Tensor, list[str] | None]:
-    """(text encoder, token ids (A, L), mask (A, L), word vocabulary or None) for the phrases.
+    text_shape: dict[str, int] | None = None,
+    text_tokens: dict[str, Any] | None = None,
+) -> tuple[TextMamba, Tensor, Tensor, list[str] | None, MambaShape | None]:
+    """(text encoder, token ids (A, L), mask (A, L), word vocabulary or None, checkpoint sizes or None).
 
     Without a tokenizer the phrases' own word vocabulary; with one its ids (and embedding rows for its whole
     vocabulary). Without a checkpoint a fresh `text_dim` x `text_depth` Mamba; with one the checkpoint's
-    sizes and weights, which need the tokenizer its embedding was trained with.
+    sizes and weights, which need the tokenizer its embedding was trained with. A run folder's
+    `text_shape` / `text_tokens` stand in for the checkpoint / tokenizer: the same sizes and ids, no files
+    (the weights come from the run).
     """
-    if text_checkpoint is not None and tokenizer is None:
+    for path_arg, stored, name in (
+        (text_checkpoint, text_shape, "text_checkpoint/text_shape"),
+        (tokenizer, text_tokens, "tokenizer/text_tokens"),
+    ):
+        if path_arg is not None and stored is not None:
+            raise UserError(
+                f"pass one of {name}, not both (a run folder stores the second in place of the first)"
+            )
+    if (text_checkpoint is not None or text_shape is not None) and tokenizer is None and text_tokens is None:
+        source = f"text_checkpoint {text_checkpoint}" if text_checkpoint is not None else "text_shape"
         raise UserError(
-            f"text_checkpoint {text_checkpoint} needs the tokenizer its embedding was trained with (the "
+            f"{source} needs the tokenizer its embedding was trained with (the "
             "word vocabulary does not match it); pass --model-arg tokenizer=FOLDER, e.g. a local copy "
             "of EleutherAI/gpt-neox-20b for state-spaces/mamba-130m"
         )
     checkpoint = read_mamba_checkpoint(text_checkpoint) if text_checkpoint is not None else None
+    shape = checkpoint[1] if checkpoint else _stored_shape(text_shape)
     vocab = None
-    if tokenizer is None:
+    if text_tokens is not None:
+        ids, mask, rows = _stored_tokens(text_tokens, len(phrases))
+        args: dict[str, Any] = dict(num_embeddings=rows, padding_idx=None)
+    elif tokenizer is None:
         ids, mask, vocab = encode_phrases(phrases)
-        args: dict[str, Any] = dict(num_embeddings=len(vocab) + 1, padding_idx=0)
+        args = dict(num_embeddings=len(vocab) + 1, padding_idx=0)
     else:
         hf_tokenizer = load_tokenizer(tokenizer)
         rows = checkpoint[1].vocab_size if checkpoint else None
@@ -352,16 +394,49 @@ def build_text_encoder(
             hf_tokenizer, phrases, tokenizer, rows, f"text_checkpoint {text_checkpoint}"
         )
         args = dict(num_embeddings=tokenizer_rows(hf_tokenizer), padding_idx=None)
-    if checkpoint is None:
-        return TextMamba(dim=text_dim or TEXT_DIM, depth=text_depth or TEXT_DEPTH, **args), ids, mask, vocab
-    weights, shape, file = checkpoint
-    text = TextMamba(**_checkpoint_text_args(shape, file, text_dim, text_depth))
-    load_text_weights(text, weights, file)
-    return text, ids, mask, vocab
+    if shape is None:
+        text = TextMamba(dim=text_dim or TEXT_DIM, depth=text_depth or TEXT_DEPTH, **args)
+        return text, ids, mask, vocab, None
+    where = checkpoint[2] if checkpoint else "the run's text_shape"
+    text = TextMamba(**_checkpoint_text_args(shape, where, text_dim, text_depth))
+    if checkpoint is not None:
+        load_text_weights(text, checkpoint[0], checkpoint[2])
+    return text, ids, mask, vocab, shape
+
+
+def _stored_shape(text_shape: dict[str, int] | None) -> MambaShape | None:
+    """A run's `text_shape` as a MambaShape; UserError when it is not one."""
+    if text_shape is None:
+        return None
+    try:
+        return MambaShape(**{k: int(v) for k, v in text_shape.items()})
+    except (TypeError, ValueError):
+        raise UserError(
+            f"text_shape {text_shape!r} is not a text encoder's sizes (keys: vocab_size, d_model, n_layer, "
+            "d_inner, d_state, d_conv, dt_rank); the run's partool.json was edited or damaged"
+        ) from None
+
+
+def _stored_tokens(text_tokens: dict[str, Any], num_phrases: int) -> tuple[Tensor, Tensor, int]:
+    """(ids, mask, embedding rows) of a run's `text_tokens`; UserError when they do not fit the phrases."""
+    try:
+        ids = torch.tensor(text_tokens["ids"], dtype=torch.long)
+        mask = torch.tensor(text_tokens["mask"], dtype=torch.bool)
+        rows = int(text_tokens["rows"])
+        fits = ids.dim() == 2 and ids.shape == mask.shape and ids.shape[0] == num_phrases
+        fits = fits and bool((ids >= 0).all() and (ids < rows).all())
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        fits = False
+    if not fits:
+        raise UserError(
+            f"text_tokens do not hold token ids (ids, mask: {num_phrases} rows each; rows: the embedding "
+            "size) for the model's phrases; the run's partool.json was edited or damaged"
+        )
+    return ids, mask, rows
 
 
 def _checkpoint_text_args(
-    shape: MambaShape, file: Path, text_dim: int | None, text_depth: int | None
+    shape: MambaShape, file: Path | str, text_dim: int | None, text_depth: int | None
 ) -> dict[str, Any]:
     """TextMamba's arguments for a checkpoint's sizes; `text_dim`/`text_depth`, when given, must agree."""
     for name, given, found in (
@@ -401,11 +476,13 @@ def vim_small_text(
     fusion_dim: int = FUSION_DIM,
     text_checkpoint: str | None = None,
     tokenizer: str | None = None,
+    text_shape: dict[str, int] | None = None,
+    text_tokens: dict[str, Any] | None = None,
 ) -> TextFusionBackbone:
     vision = VimBackbone(img_size, embed_dim=embed_dim, depth=depth, drop_path_rate=drop_path_rate)
     return TextFusionBackbone(
         vision, attributes, phrases, text_dim, text_depth, dim=fusion_dim, text_checkpoint=text_checkpoint,
-        tokenizer=tokenizer,
+        tokenizer=tokenizer, text_shape=text_shape, text_tokens=text_tokens,
     )  # fmt: skip
 
 
@@ -426,9 +503,11 @@ def vmamba_base_text(
     fusion_dim: int = FUSION_DIM,
     text_checkpoint: str | None = None,
     tokenizer: str | None = None,
+    text_shape: dict[str, int] | None = None,
+    text_tokens: dict[str, Any] | None = None,
 ) -> TextFusionBackbone:
     vision = VMambaBackbone(img_size, depths=depths, dims=dims, drop_path_rate=drop_path_rate)
     return TextFusionBackbone(
         vision, attributes, phrases, text_dim, text_depth, dim=fusion_dim, text_checkpoint=text_checkpoint,
-        tokenizer=tokenizer,
+        tokenizer=tokenizer, text_shape=text_shape, text_tokens=text_tokens,
     )  # fmt: skip
