@@ -397,8 +397,8 @@ def build_text_encoder(
     if shape is None:
         text = TextMamba(dim=text_dim or TEXT_DIM, depth=text_depth or TEXT_DEPTH, **args)
         return text, ids, mask, vocab, None
-    where = checkpoint[2] if checkpoint else "the run's text_shape"
-    text = TextMamba(**_checkpoint_text_args(shape, where, text_dim, text_depth))
+    source = f"text_checkpoint {checkpoint[2]}" if checkpoint else "the run's text_shape"
+    text = TextMamba(**_checkpoint_text_args(shape, source, text_dim, text_depth))
     if checkpoint is not None:
         load_text_weights(text, checkpoint[0], checkpoint[2])
     return text, ids, mask, vocab, shape
@@ -410,7 +410,7 @@ def _stored_shape(text_shape: dict[str, int] | None) -> MambaShape | None:
         return None
     try:
         return MambaShape(**{k: int(v) for k, v in text_shape.items()})
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         raise UserError(
             f"text_shape {text_shape!r} is not a text encoder's sizes (keys: vocab_size, d_model, n_layer, "
             "d_inner, d_state, d_conv, dt_rank); the run's partool.json was edited or damaged"
@@ -436,7 +436,7 @@ def _stored_tokens(text_tokens: dict[str, Any], num_phrases: int) -> tuple[Tenso
 
 
 def _checkpoint_text_args(
-    shape: MambaShape, file: Path | str, text_dim: int | None, text_depth: int | None
+    shape: MambaShape, source: str, text_dim: int | None, text_depth: int | None
 ) -> dict[str, Any]:
     """TextMamba's arguments for a checkpoint's sizes; `text_dim`/`text_depth`, when given, must agree."""
     for name, given, found in (
@@ -445,7 +445,7 @@ def _checkpoint_text_args(
     ):
         if given is not None and given != found:
             raise UserError(
-                f"{name}={given} but text_checkpoint {file} has {found}; leave {name} out (the checkpoint "
+                f"{name}={given} but {source} has {found}; leave {name} out (the checkpoint "
                 f"sets it) or pass {name}={found}"
             )
     return dict(
