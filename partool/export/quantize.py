@@ -69,8 +69,8 @@ def _first_input_weight(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]
 
 
 def weight_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """MatMul/Gemm/Conv nodes whose weight (second input, or a MatMul's 2-D first input) is a constant
-    initializer, in graph order."""
+    """MatMul/Gemm/Conv nodes whose weight (second input, or a MatMul's 2-D or 3-D first input) is a
+    constant initializer, in graph order."""
     inits = {t.name: t for t in proto.graph.initializer}
     return [
         n
