@@ -158,6 +158,8 @@ def test_exported_graph_has_no_text_encoder(exported: dict[str, object]) -> None
     proto = onnx.load(str(exported["plugin"]))
     # Vim: 2 scans per bidirectional layer; VSF: 1 per layer. The text Mamba's 2 scans are folded away.
     assert count_scan_nodes(proto) == 2 * TINY["depth"] + 2
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"SplitToSequence", "SequenceAt"}  # the VSF mixers export like Vim's (no chunk/split)
     model = exported["model"]
     vocab_rows = model.backbone.text.embedding.weight.shape[0]
     shapes = [tuple(t.dims) for t in proto.graph.initializer]
@@ -167,6 +169,14 @@ def test_exported_graph_has_no_text_encoder(exported: dict[str, object]) -> None
     assert any(
         np.array_equal(c.reshape(folded.shape), folded) for c in constants
     )  # the tokens, as a constant
+
+
+def test_vsf_mixer_export_layout_computes_the_same_function() -> None:
+    torch.manual_seed(3)
+    mixer = Mamba(32).eval()
+    hidden = torch.randn(2, 11, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer._export_forward(hidden), mixer(hidden), atol=1e-5, rtol=1e-4)
 
 
 def test_portable_export_matches_torch_in_onnx_runtime(exported: dict[str, object]) -> None:

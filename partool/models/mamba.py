@@ -75,6 +75,27 @@ def _conv_silu_2d(x: Tensor, conv: nn.Conv1d, reverse: bool) -> Tensor:
     return F.silu(F.conv2d(x4, taps.unsqueeze(2), conv.bias, groups=x.shape[-1])).squeeze(2)
 
 
+def export_direction(
+    x: Tensor, z: Tensor, conv: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear, A: Tensor, D: Tensor,
+    reverse: bool,
+) -> Tensor:  # fmt: skip
+    """One Mamba direction as written for ONNX export, from in_proj's token-major x (B, L, d_inner) and
+    channel-major z (B, d_inner, L) to the gated scan output (B, d_inner, L).
+
+    x reaches the depthwise conv through one transpose (`_conv_silu_2d`). x_proj and dt_proj take the
+    weight FIRST on the channel-major conv output, so Δ, B and C leave their matmuls in the scan's
+    (b, ·, l) layout with no transposes (4.5 ms of a Vim-S forward on ORT CPU at 2 threads); quantize.py
+    quantizes such a weight per output row. No torch.split/chunk: they export as sequence ops."""
+    r, n = dt_proj.weight.shape[1], A.shape[1]
+    xc = _conv_silu_2d(x, conv, reverse)
+    x_dbl = torch.matmul(x_proj.weight, xc)  # (B, rank + 2n, L)
+    delta = torch.matmul(dt_proj.weight, x_dbl[:, :r])  # (B, d_inner, L); the bias goes in the scan
+    B, C = x_dbl[:, r : r + n], x_dbl[:, r + n :]  # (B, n, L)
+    return selective_scan(
+        xc, delta, A, B, C, D, z, dt_proj.bias.float(), delta_softplus=True, reverse=reverse
+    )
+
+
 class BiMamba(nn.Module):
     """Bimamba v2 mixer: (B, L, d_model) -> (B, L, d_model). Names match Vim's `Mamba` module."""
 
@@ -200,30 +221,21 @@ class BiMamba(nn.Module):
         return resolve_backend(None, x.device).name in ("cpu", "cuda")
 
     def _export_forward(self, hidden_states: Tensor) -> Tensor:
-        """`forward` as written for ONNX export: the same function with no sequence ops (torch.split/chunk
-        export as SplitToSequence + SequenceAt) and the layout ONNX Runtime runs fastest, op by op.
+        """`forward` as written for ONNX export: the same function in the layout ONNX Runtime runs fastest.
 
         in_proj is split by weight rows (constant slices) into x and z, each `MatMul(activation, weight)`
-        (ORT prepacks a constant second input: 15% faster here than the weight first); x reaches the convs
-        through one transpose (`_conv_silu_2d`), z through another. x_proj and dt_proj take the weight
-        FIRST on the channel-major conv output, so Δ, B and C leave their matmuls in the scan's (b, ·, l)
-        layout with no transposes (4.5 ms of a Vim-S forward at 2 threads); quantize.py quantizes such a
-        weight per output row. out_proj reads y through a transpose ORT folds into FusedMatMul. The 1/2 of
-        the direction average folds into out_proj's weight (exact: a power of two)."""
-        d, r, n = self.d_inner, self.dt_rank, self.d_state
+        (ORT prepacks a constant second input: 15% faster here than the weight first); z is transposed once
+        for both directions; each direction is `export_direction`. out_proj reads y through a transpose ORT
+        folds into FusedMatMul, and the 1/2 of the direction average folds into its weight (exact: a power
+        of two)."""
+        d = self.d_inner
         w_in = self.in_proj.weight
         x = torch.matmul(hidden_states, w_in[:d].t())  # (B, L, d_inner)
         z = torch.matmul(hidden_states, w_in[d:].t()).transpose(1, 2)  # (B, d_inner, L)
         y = None
         for reverse in (False, True):
             conv, x_proj, dt_proj, A, D = self._params(reverse)
-            xc = _conv_silu_2d(x, conv, reverse)
-            x_dbl = torch.matmul(x_proj.weight, xc)  # (B, rank + 2n, L)
-            delta = torch.matmul(dt_proj.weight, x_dbl[:, :r])  # (B, d_inner, L); bias: in the scan
-            B, C = x_dbl[:, r : r + n], x_dbl[:, r + n :]  # (B, n, L)
-            out = selective_scan(
-                xc, delta, A, B, C, D, z, dt_proj.bias.float(), delta_softplus=True, reverse=reverse
-            )
+            out = export_direction(x, z, conv, x_proj, dt_proj, A, D, reverse)
             y = out if y is None else y + out
         return torch.matmul(y.transpose(1, 2), self.out_proj.weight.t() * 0.5)
 
