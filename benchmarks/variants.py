@@ -4,7 +4,8 @@
   `partool.models.complexity.count_flops`; a multiply-add is one FLOP, scans as mamba_ssm counts them);
 - latency: the full-size model exported at 224x224 (untrained weights: speed does not depend on them) and
   timed on ONNX Runtime's CPU provider at batch 1, with the plugin lowering and partool's C++ scan op
-  when it is built, else the portable lowering (the column says which);
+  when it is built, else the portable lowering (the column says which); every model's runs are spread
+  over interleaved rounds (`onnx_cpu.time_sessions`), so a slow phase of a shared machine hits all alike;
 - synth mA: a REDUCED model of the same design (width ~96, 4 mixing layers, see REDUCED) trained from
   scratch on SynthPAR at 128x64 on the CPU, evaluated on the test split: whether the design learns, not
   how it ranks at full size on a real dataset.
@@ -20,23 +21,20 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, write_json
-from onnx_cpu import perturb_constants
+from onnx_cpu import perturb_constants, time_sessions
 
 from partool.artifacts import build_meta, load_run
 from partool.data import open_dataset
 from partool.data.transforms import build_transforms
 from partool.evaluate import evaluate, torch_predict_fn
 from partool.export import export_onnx
-from partool.export.ort_custom_op import create_session
 from partool.models import count_parameters, create_model, list_models
 from partool.models.complexity import count_flops
 from partool.plugins import find_ort_custom_op_library
@@ -72,25 +70,13 @@ def _design(name: str) -> str:
         return type(create_model(name, 26, img_size=(128, 64), **REDUCED[name]).backbone).__name__
 
 
-def latency_ms(name: str, threads: int, runs: int, tmp: Path) -> tuple[float, str]:
-    """Median ms of one 224x224 image on ONNX Runtime CPU, and the scan lowering used."""
+def export_full_size(name: str, tmp: Path) -> tuple[Path, str]:
+    """The full-size model at 224x224 as ONNX under `tmp`, and the scan lowering used."""
     scan = "plugin" if find_ort_custom_op_library() is not None else "portable"
     torch.manual_seed(0)
     model = perturb_constants(create_model(name, 26, img_size=(224, 224)).eval())
     meta = build_meta(model, [f"attr{i}" for i in range(26)], "synth")
-    path = export_onnx(model, tmp / f"{name}.onnx", scan=scan, meta=meta)
-    del model
-    session = create_session(path, threads=threads)
-    images = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    for _ in range(2):
-        session.run(None, {"images": images})
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {"images": images})
-        samples.append((time.perf_counter() - start) * 1e3)
-    path.unlink()
-    return float(np.median(samples)), scan
+    return export_onnx(model, tmp / name / "model.onnx", scan=scan, meta=meta), scan
 
 
 def synth_ma(name: str, size: int, epochs: int, seed: int, tmp: Path) -> float:
@@ -118,7 +104,7 @@ def markdown(rows: list[dict[str, Any]], facts: dict[str, Any], args: argparse.N
         f"threads (torch {facts['torch']}). Parameters and GFLOPs: full-size models at 224×224 (a multiply-add "
         "is one FLOP; scans as mamba_ssm counts them). Latency: the full-size model on ONNX Runtime CPU, "
         "batch 1, 224×224, median of "
-        f"{args.runs} runs. Synth mA: a reduced model of the same design (`REDUCED` in the script) trained "
+        f"{args.runs} runs spread over {args.rounds} rounds that interleave all models. Synth mA: a reduced model of the same design (`REDUCED` in the script) trained "
         f"from scratch for {args.epochs} epochs on synth:{args.size} at 128×64, test split; majority "
         "baseline 50. Sizes of one design share a reduced configuration (vim-t/vim-s, vit-s/vit-b, "
         "vmamba-t/s/b), which is trained once.",
@@ -139,7 +125,8 @@ def main() -> None:
     )
     parser.add_argument("--models", nargs="+", default=None, help="default: every registered model")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per model")
+    parser.add_argument("--runs", type=int, default=8, help="timed runs per model")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the runs are spread over")
     parser.add_argument("--size", type=int, default=1000, help="synth training images")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
@@ -160,6 +147,7 @@ def main() -> None:
     facts = machine_facts()
     rows: list[dict[str, Any]] = []
     trained: dict[tuple[str, str], float] = {}
+    exported: dict[str, Path] = {}
     earlier = {}
     if args.synth_ma_from:
         earlier = {
@@ -173,7 +161,7 @@ def main() -> None:
                 "gflops": count_flops(name)["total"],
             }
             if not args.skip_latency:
-                row["latency_ms"], row["lowering"] = latency_ms(name, args.threads, args.runs, Path(tmp))
+                exported[name], row["lowering"] = export_full_size(name, Path(tmp))
             if name in earlier:
                 row["synth_ma"] = earlier[name]
             elif not args.skip_train:
@@ -184,6 +172,11 @@ def main() -> None:
                 row["synth_ma"] = trained[key]
             rows.append(row)
             print(row, flush=True)
+            write_json(args.out, {"machine": facts, "config": vars(args), "rows": rows})
+        if exported:  # every model's runs interleaved: a slow phase of a shared machine hits all alike
+            timings = time_sessions(list(exported.values()), args.threads, args.runs, args.rounds)
+            for row, timing in zip((r for r in rows if r["model"] in exported), timings, strict=True):
+                row["latency_ms"] = timing["median_ms"]
             write_json(args.out, {"machine": facts, "config": vars(args), "rows": rows})
     print_table(
         "model variants",
