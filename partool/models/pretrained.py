@@ -59,12 +59,13 @@ def _data_globals() -> list:
     ]
 
 
-def read_checkpoint(path: str | Path) -> object:
-    """The file's contents without executing code: safetensors, or a weights-only torch pickle."""
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> object:
+    """The file's contents without executing code: safetensors, or a weights-only torch pickle. `what`
+    names the file in errors (the option it came from)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
-            f"checkpoint {path} does not exist or is not a file; pass the path of a .pth or .safetensors"
+            f"{what} {path} does not exist or is not a file; pass the path of a .pth or .safetensors"
         )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -73,7 +74,7 @@ def read_checkpoint(path: str | Path) -> object:
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"cannot read {path} as safetensors: {e}") from None
+            raise UserError(f"cannot read {what} {path} as safetensors: {e}") from None
     try:
         with torch.serialization.safe_globals(_data_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -82,15 +83,15 @@ def read_checkpoint(path: str | Path) -> object:
         if found is None:
             reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
             detail = reason.group(1).strip() if reason else "not a weights-only pickle"
-            raise UserError(f"cannot read {path} as a PyTorch checkpoint ({detail})") from None
+            raise UserError(f"cannot read {what} {path} as a PyTorch checkpoint ({detail})") from None
         raise UserError(
-            f"{path} is not a plain weights checkpoint: it references {found.group(1)}, which could run code "
-            "when unpickled; "
+            f"{what} {path} is not a plain weights checkpoint: it references {found.group(1)}, which could "
+            "run code when unpickled; "
             "partool loads only tensors. Re-save it as a state dict (torch.save(model.state_dict(), ...)) "
             "or as .safetensors"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
+        raise UserError(f"cannot read {what} {path} as a PyTorch checkpoint: {e}") from None
 
 
 def extract_state_dict(obj: object, path: str | Path = "checkpoint") -> StateDict:

@@ -15,7 +15,6 @@ the `tokenizers` library (an optional dependency, imported only when a tokenizer
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from partool.errors import UserError
+from partool.models.pretrained import read_checkpoint
 
 CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
 _PREFIX = "backbone."
@@ -67,24 +67,7 @@ def checkpoint_file(path: str | Path) -> Path:
 
 def _read_tensors(file: Path) -> dict[str, Tensor]:
     """Every tensor of a .safetensors file or a torch.save'd state dict, read without unpickling code."""
-    if file.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(file), device="cpu")
-        except (SafetensorError, OSError) as e:
-            raise UserError(
-                f"cannot read text_checkpoint {file}: {e}; the file is damaged, download it again"
-            ) from None
-    try:
-        state: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(
-            f"cannot read text_checkpoint {file} as a PyTorch state dict ({first}); pass mamba_ssm's "
-            "pytorch_model.bin or a .safetensors file"
-        ) from None
+    state = read_checkpoint(file, "text_checkpoint")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(
             f"text_checkpoint {file} is not a state dict (name -> tensor); pass mamba_ssm's pytorch_model.bin"
