@@ -264,6 +264,20 @@ def _env(env: dict[str, str]):
             os.environ.pop(key, None)
 
 
+def _time_configs(kernel: str, call, b: int, moved: int) -> list[dict[str, object]]:
+    """One row per kernel configuration: CUDA-graph time of `call` against the HBM floor of `moved` bytes."""
+    floor = moved / HBM_BYTES_PER_S * 1e6
+    rows = []
+    for config, env in CONFIGS.items():
+        with _env(env):
+            us, method = graph_us(call)
+        rows.append(
+            {"kernel": kernel, "config": config, "b": b, "us": us, "hbm_floor_us": floor,
+             "x_floor": us / floor, "method": method}
+        )  # fmt: skip
+    return rows
+
+
 def timings(kernels) -> list[dict[str, object]]:
     lib = kernels.load_library()
     rows = []
@@ -279,21 +293,7 @@ def timings(kernels) -> list[dict[str, object]]:
             kernels.check(lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), stream))
 
         moved = 4 * b * d * length * 2 + 2 * b * n * length * 2  # u, delta, z, out; B, C (fp16)
-        floor = moved / HBM_BYTES_PER_S * 1e6
-        for config, env in CONFIGS.items():
-            with _env(env):
-                us, method = graph_us(call)
-            rows.append(
-                {
-                    "kernel": "scan fp16 (z, D, bias, softplus)",
-                    "config": config,
-                    "b": b,
-                    "us": us,
-                    "hbm_floor_us": floor,
-                    "x_floor": us / floor,
-                    "method": method,
-                }
-            )
+        rows += _time_configs("scan fp16 (z, D, bias, softplus)", call, b, moved)
 
         keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
         fwd = dict(zip(keys, (u, delta, A, B, C, D, z, bias), strict=True))
@@ -313,21 +313,7 @@ def timings(kernels) -> list[dict[str, object]]:
             kernels.check(lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(bparams), stream))
 
         moved = 6 * b * d * length * 2 + 4 * b * n * length * 2  # u, delta x2, z, out; B, C x2
-        floor = moved / HBM_BYTES_PER_S * 1e6
-        for config, env in CONFIGS.items():
-            with _env(env):
-                us, method = graph_us(bcall)
-            rows.append(
-                {
-                    "kernel": "bidirectional scan fp16",
-                    "config": config,
-                    "b": b,
-                    "us": us,
-                    "hbm_floor_us": floor,
-                    "x_floor": us / floor,
-                    "method": method,
-                }
-            )
+        rows += _time_configs("bidirectional scan fp16", bcall, b, moved)
 
         x = torch.randn(b, d, length, device="cuda", dtype=torch.float16)
         w = torch.randn(d, 4, device="cuda")
