@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything issue 4 asks of a GPU, in one run of a few minutes: kernel parity and timings
-# (gpu_check.py), Nsight Compute's view of the scan kernels, Vim-S vs ViT-S with a kernel profile
-# (gpu_model.py), and an AMP training smoke run. Results land in OUT (JSON + logs).
+# (gpu_check.py), Vim-S vs ViT-S eager and torch.compile'd with a kernel profile (gpu_model.py),
+# Nsight Compute's view of the scan kernels, and an AMP training smoke run (most wanted first).
+# Results land in OUT (JSON + logs).
 #
 #   partool plugins build                      # here, or: cmake ... -DCMAKE_CUDA_ARCHITECTURES=90
 #   bash benchmarks/gpu_session.sh OUT [LIB]   # on the GPU machine; LIB defaults to partool's lookup
@@ -16,6 +17,9 @@ elapsed() { echo "== $1 rc=$2 at $(( $(date +%s) - t0 )) s"; }
 
 timeout 150 python3 benchmarks/gpu_check.py --out "$out/gpu_check.json" 2>&1 | tee "$out/gpu_check.log"
 elapsed gpu_check $?
+
+timeout 240 python3 benchmarks/gpu_model.py --out "$out/gpu_model.json" --profile --compile-batches 1 64 2>&1 | tee "$out/gpu_model.log"
+elapsed gpu_model $?
 
 # Where the scan kernels' time goes: throughput, occupancy and warp stalls of one launch of each
 # configuration at Vim-S shapes (fp16, b = 64 and 1).
@@ -34,9 +38,6 @@ PY
 timeout 120 ncu --kernel-name regex:scan --launch-count 6 --section SpeedOfLight --section Occupancy \
   --section WarpStateStats python3 "$out/ncu_scan.py" 2>&1 | tee "$out/ncu.log" | grep -E "scan_|Throughput|Occupancy|Duration|Registers" | head -80
 elapsed ncu $?
-
-timeout 240 python3 benchmarks/gpu_model.py --out "$out/gpu_model.json" --profile --compile-batches 1 64 2>&1 | tee "$out/gpu_model.log"
-elapsed gpu_model $?
 
 timeout 90 python3 -m partool train --model vim-t --model-arg depth=4 --data synth:512 --epochs 2 --batch-size 64 \
   --img-size 128x64 --device cuda --amp --out /tmp/partool-amp-run --workers 4 2>&1 | tail -20 | tee "$out/amp_train.log"

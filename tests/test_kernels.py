@@ -186,6 +186,60 @@ def test_cpu_bidirectional_equals_two_scans(kernels, dtype):
     assert rel_err(out, expected) <= TOL[dtype]
 
 
+def _op_samples(dtype):
+    """Sample arguments of each partool custom op: with and without the optional tensors."""
+    keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    for extras in (True, False):
+        fwd = make_inputs(2, 8, 4, 11, 2, dtype, extras, seed=3)
+        bwd = make_inputs(2, 8, 4, 11, 2, dtype, extras, seed=4)
+        yield torch.ops.partool.kernels_selective_scan.default, (*fwd, extras, not extras)
+        yield torch.ops.partool.kernels_bidir_scan.default, (*fwd, *bwd, extras, 0.5)
+        x, w = fwd[keys.index("u")], torch.randn(8, 4)
+        yield torch.ops.partool.kernels_causal_conv1d.default, (x, w, fwd[keys.index("D")], extras, not extras)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_custom_ops_pass_opcheck(kernels, dtype):
+    """torch's own checker: schema, fake (shape-only) implementations against the real kernels' outputs
+    (shapes, dtypes, strides), no aliasing. float64 is computed in float32 and the ops say so."""
+    for op, args in _op_samples(dtype):
+        torch.library.opcheck(op, args)
+
+
+def test_kernels_compile_into_one_graph(kernels):
+    """torch.compile(fullgraph=True) traces scan, bidirectional scan and conv1d as custom ops (a ctypes call
+    would break the graph) and gives the eager results, glue included."""
+    keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    fwd = dict(zip(keys, make_inputs(2, 8, 16, 23, 1, torch.float32, True, 1), strict=True))
+    bwd = dict(zip(keys, make_inputs(2, 8, 16, 23, 1, torch.float32, True, 2), strict=True))
+    w = torch.randn(8, 4)
+
+    def glue(fwd, bwd, w):
+        xc = kernels.causal_conv1d(fwd["u"] * 2, w, fwd["D"], silu=True, reverse=True)
+        out, last = kernels.scan_cpu(**{**fwd, "u": xc}, delta_softplus=True)
+        both = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.25)
+        return out.sin() + both, last.cos()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(glue, fullgraph=True, dynamic=False)
+    for got, want in zip(compiled(fwd, bwd, w), glue(fwd, bwd, w), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_backend_probes_are_compile_constants(kernels):
+    """The availability probes call ctypes or import packages; torch.compile must take them as constants,
+    or `auto` backend resolution inside a compiled model breaks the graph."""
+    from partool.ops import mamba_ssm_available, resolve_backend
+
+    def pick(x):
+        probes = (kernels.cpu_available(), kernels.cuda_available(), mamba_ssm_available())
+        return x + sum(probes) + (10 if resolve_backend(None, x.device).name == "cpu" else 20)
+
+    torch._dynamo.reset()
+    x = torch.zeros(1)
+    assert torch.compile(pick, fullgraph=True)(x).item() == pick(x).item() >= 11
+
+
 @pytest.mark.parametrize(
     ("width", "reverse", "silu", "dtype"),
     [

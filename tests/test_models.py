@@ -299,3 +299,30 @@ def test_vim_fused_kernel_path_matches_reference():
             outputs[(step, "cpu", *rest)], outputs[(step, "reference", *rest)], rtol=1e-4, atol=1e-5
         )
     assert not torch.allclose(outputs["after", "cpu"], outputs["before", "cpu"])
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("vim-t", {"depth": 2}), ("vmamba-t", {"depths": [1, 1, 1, 1], "dims": 16})],
+)
+def test_models_on_kernel_backend_compile_into_one_graph(name, kwargs):
+    """torch.compile(fullgraph=True) of a model on the `cpu` kernel backend: the kernels are traced as
+    custom ops (no graph break; on a GPU, Inductor then fuses the norms and casts between them), and the
+    logits equal the reference backend's eager ones."""
+    from partool.ops import available_backends, set_backend
+
+    if not available_backends().get("cpu"):
+        pytest.skip("kernel library not built (partool plugins build)")
+    torch.manual_seed(0)
+    model = create_model(name, 5, img_size=(64, 32), **kwargs).eval()
+    images = torch.randn(2, 3, 64, 32)
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            set_backend("reference")
+            want = model(images)
+            set_backend("cpu")
+            got = torch.compile(model, fullgraph=True, dynamic=False)(images)
+    finally:
+        set_backend(None)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -165,21 +165,27 @@ class BiMamba(nn.Module):
     def _kernel_constants(self) -> tuple[dict[str, Tensor], ...]:
         """Per direction, the float32 constants the kernels take (A = -exp(A_log), D, dt bias, conv taps
         and bias), computed once per weight version instead of on every forward: with CUDA graphs these
-        ~14 small kernels a layer would otherwise be replayed each time."""
+        ~14 small kernels a layer would otherwise be replayed each time. Under torch.compile they are
+        traced into the graph instead (no data pointers there; Inductor fuses them)."""
+        if torch.compiler.is_compiling():
+            return self._compute_kernel_constants()
         params = [getattr(self, name) for name in ("A_log", "D", "A_b_log", "D_b")]
         for sfx in ("", "_b"):
             params += [getattr(self, f"dt_proj{sfx}").bias, *getattr(self, f"conv1d{sfx}").parameters()]
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if getattr(self, "_constants_key", None) != key:
-            consts = []
-            for reverse in (False, True):
-                conv, _, dt_proj, A, D = self._params(reverse)
-                consts.append(
-                    {"A": A.contiguous(), "D": D.contiguous(), "delta_bias": dt_proj.bias.float().contiguous(),
-                     "conv_weight": conv.weight.squeeze(1).float().contiguous(), "conv_bias": conv.bias.float().contiguous()}
-                )  # fmt: skip
-            self._constants, self._constants_key = tuple(consts), key
+            self._constants, self._constants_key = self._compute_kernel_constants(), key
         return self._constants
+
+    def _compute_kernel_constants(self) -> tuple[dict[str, Tensor], ...]:
+        consts = []
+        for reverse in (False, True):
+            conv, _, dt_proj, A, D = self._params(reverse)
+            consts.append(
+                {"A": A.contiguous(), "D": D.contiguous(), "delta_bias": dt_proj.bias.float().contiguous(),
+                 "conv_weight": conv.weight.squeeze(1).float().contiguous(), "conv_bias": conv.bias.float().contiguous()}
+            )  # fmt: skip
+        return tuple(consts)
 
     def _fused_forward(self, hidden_states: Tensor) -> Tensor:
         """Inference on the kernel library: both directions' conv1d+SiLU and one fused bidirectional scan.
@@ -214,7 +220,7 @@ class BiMamba(nn.Module):
         """Inference on an active kernel backend (`cpu`/`cuda`): no autograd, tracing or export in play."""
         if torch.is_grad_enabled() and (x.requires_grad or self.in_proj.weight.requires_grad):
             return False
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # torch.compile traces the custom ops
             return False
         if x.device.type not in ("cpu", "cuda"):  # e.g. meta (FLOP counting): no kernel runs there
             return False

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import functools
 
+import torch
 from torch import Tensor
 
 
-@functools.cache
+@torch.compiler.assume_constant_result  # torch.compile takes the probe's answer as a constant
 def mamba_ssm_available() -> bool:
+    return _mamba_ssm_imports()
+
+
+@functools.cache  # not itself the compile constant: Dynamo traces into a cached function's body
+def _mamba_ssm_imports() -> bool:
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
     except Exception:  # any import failure (missing package, ABI mismatch) means "not available"

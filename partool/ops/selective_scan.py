@@ -229,7 +229,7 @@ def selective_scan(
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     impl = resolve_backend(backend, u.device, needs_grad)
-    if impl.differentiable:
+    if impl.differentiable or not needs_grad:
         out, last = impl.fn(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, reverse)
     else:
         out, last = _ForwardOnlyScan.apply(
