@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -195,7 +196,10 @@ def _op_samples(dtype):
         yield torch.ops.partool.kernels_selective_scan.default, (*fwd, extras, not extras)
         yield torch.ops.partool.kernels_bidir_scan.default, (*fwd, *bwd, extras, 0.5)
         x, w = fwd[keys.index("u")], torch.randn(8, 4)
-        yield torch.ops.partool.kernels_causal_conv1d.default, (x, w, fwd[keys.index("D")], extras, not extras)
+        yield (
+            torch.ops.partool.kernels_causal_conv1d.default,
+            (x, w, fwd[keys.index("D")], extras, not extras),
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
@@ -204,6 +208,36 @@ def test_custom_ops_pass_opcheck(kernels, dtype):
     (shapes, dtypes, strides), no aliasing. float64 is computed in float32 and the ops say so."""
     for op, args in _op_samples(dtype):
         torch.library.opcheck(op, args)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the Linux process map")
+def test_kernels_share_pytorchs_openmp_runtime(kernels):
+    """The CPU kernels run on the caller's OpenMP team; inside PyTorch that must be PyTorch's own OpenMP
+    runtime (the same one file mapped before and after the kernels load), or the kernels' threads compete
+    with PyTorch's spinning ones."""
+    script = (
+        "import torch\n"
+        "def runtimes():\n"
+        "    return sorted({l.split()[-1] for l in open('/proc/self/maps') if 'omp' in l.split()[-1]})\n"
+        "torch.randn(64, 64) @ torch.randn(64, 64)\n"
+        "before = runtimes()\n"
+        "import partool.ops.kernels as k\n"
+        "k.causal_conv1d(torch.randn(2, 64, 50), torch.randn(64, 4))\n"  # a parallel region on 2 threads
+        "print(json.dumps([before, runtimes()]))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + script], check=True, capture_output=True, text=True, env=env
+    )
+    before, after = json.loads(out.stdout)
+    assert len(before) == 1 and after == before, (before, after)
+    if shutil.which("readelf"):  # and the kernels do run on OpenMP (not on threads of their own)
+        from partool.plugins import find_kernels_library
+
+        dynamic = subprocess.run(
+            ["readelf", "-d", str(find_kernels_library())], capture_output=True, text=True
+        )
+        assert "libgomp.so.1" in dynamic.stdout
 
 
 def test_kernels_compile_into_one_graph(kernels):
@@ -256,11 +290,15 @@ def test_cpu_conv1d_matches_torch(kernels, width, reverse, silu, dtype):
     w = torch.randn(6, width, generator=gen)
     bias = torch.randn(6, generator=gen)
     out = kernels.causal_conv1d(x, w, bias, silu=silu, reverse=reverse)
-    xf = x.float().flip(-1) if reverse else x.float()
-    ref = F.conv1d(F.pad(xf, (width - 1, 0)), w.unsqueeze(1), bias, groups=6)
+    assert rel_err(out, conv_reference(x, w, bias, silu, reverse)) <= TOL[dtype]
+
+
+def conv_reference(x, w, bias, silu, reverse):
+    """torch's conv1d on left-padded x (flipped in and out for the anti-causal direction), float64."""
+    xf = x.double().flip(-1) if reverse else x.double()
+    ref = F.conv1d(F.pad(xf, (w.shape[1] - 1, 0)), w.double().unsqueeze(1), bias.double(), groups=x.shape[1])
     ref = F.silu(ref) if silu else ref
-    ref = ref.flip(-1) if reverse else ref
-    assert rel_err(out, ref.double().numpy()) <= TOL[dtype]
+    return (ref.flip(-1) if reverse else ref).numpy()
 
 
 # ---- argument validation and ABI ----------------------------------------------------------------
@@ -454,7 +492,7 @@ def test_cuda_bidirectional_and_conv(kernels):
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_narrower_row_kernels_match(kernels, tmp_path, isa):
     """PARTOOL_CPU_ISA caps the row kernels (base: SSE2/NEON; avx2: no AVX-512), so every unit that this
-    CPU can run meets the numpy reference, not only the widest one picked by default."""
+    CPU can run meets the references (scan and conv1d), not only the widest one picked by default."""
     script = tmp_path / "run.py"
     script.write_text(
         "import sys, torch\n"
@@ -465,15 +503,20 @@ def test_narrower_row_kernels_match(kernels, tmp_path, isa):
         "for n in (1, 5, 16):\n"
         "    args = make_inputs(2, 8, n, 41, 2, torch.float32, True)\n"
         "    outs.append(k.scan_cpu(*args, delta_softplus=True, reverse=n == 5))\n"
-        "torch.save(outs, sys.argv[1])\n"
+        "x, w, bias = torch.randn(2, 8, 37), torch.randn(8, 4), torch.randn(8)\n"
+        "for reverse in (False, True):\n"
+        "    outs.append(k.causal_conv1d(x, w[:, : 3 + reverse], bias, silu=not reverse, reverse=reverse))\n"
+        "torch.save([x, w, bias, outs], sys.argv[1])\n"
     )
     result = tmp_path / "out.pt"
     env = {**os.environ, "PARTOOL_CPU_ISA": isa}
     subprocess.run(
         [sys.executable, str(script), str(result), str(Path(__file__).parent)], check=True, env=env
     )
-    outs = torch.load(result, weights_only=True)
-    for n, (out, last) in zip((1, 5, 16), outs, strict=True):
+    x, w, bias, outs = torch.load(result, weights_only=True)
+    for reverse, out in zip((False, True), outs[3:], strict=True):
+        assert rel_err(out, conv_reference(x, w[:, : 3 + reverse], bias, not reverse, reverse)) <= 1e-5
+    for n, (out, last) in zip((1, 5, 16), outs[:3], strict=True):
         u, delta, A, B, C, D, z, bias = make_inputs(2, 8, n, 41, 2, torch.float32, True)
         ref, ref_last = numpy_scan(u, delta, A, B, C, D, z, bias, True, n == 5)
         assert rel_err(out, ref) <= 1e-5
