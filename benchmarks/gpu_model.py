@@ -28,8 +28,9 @@ from partool.models import create_model
 from partool.ops import available_backends, set_backend
 
 
-def cuda_graph_ms(fn: Callable[[], torch.Tensor], repeat: int = 50, rounds: int = 5) -> float:
-    """Capture `fn` in a CUDA graph, replay it `repeat` times per round; median ms per replay."""
+def cuda_graph_ms(fn: Callable[[], torch.Tensor], round_s: float = 0.2, rounds: int = 5) -> float:
+    """Capture `fn` in a CUDA graph, replay it in rounds of about `round_s` seconds (5 to 50 replays);
+    median ms per replay. Slow configurations get fewer replays, so a short GPU session fits them all."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -39,6 +40,13 @@ def cuda_graph_ms(fn: Callable[[], torch.Tensor], repeat: int = 50, rounds: int 
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    repeat = max(5, min(50, round(1e3 * round_s / (start.elapsed_time(end) / 3))))
     per_round = []
     for _ in range(rounds):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
