@@ -216,7 +216,8 @@ class BiMamba(nn.Module):
                  "D": consts["D"], "z": z, "delta_bias": consts["delta_bias"]}
             )  # fmt: skip
         y = kernels.scan_bidirectional(args[0], args[1], delta_softplus=True, out_scale=0.5)
-        return self.out_proj(y.transpose(1, 2))
+        # out_proj channel-major too: F.linear on the transposed y copies it first when B > 1
+        return channel_major_matmul(self.out_proj.weight, y).transpose(1, 2)  # (B, L, d_model), a view
 
     def _can_fuse(self, x: Tensor) -> bool:
         """Inference on an active kernel backend (`cpu`/`cuda`): no autograd, tracing or export in play."""
