@@ -195,8 +195,8 @@ class BiMamba(nn.Module):
 
         The projections run channel-major (W @ hᵀ, `channel_major_matmul`), so x, z and Δ leave their GEMMs
         in the kernels' contiguous (b, d, l) layout (z is shared by both directions) and B, C are slices of
-        x_proj's output: no transposed copies around the scan. The conv1d+SiLU runs on the library too (on the CPU 0.05 ms
-        against PyTorch's conv + SiLU 0.18 ms at Vim-S shapes, b = 1, 2 threads)."""
+        x_proj's output: no transposed copies around the scan. The conv1d+SiLU runs on the library too
+        (on the CPU 0.05 ms against PyTorch's conv + SiLU 0.18 ms at Vim-S shapes, b = 1, 2 threads)."""
         d, r, n = self.d_inner, self.dt_rank, self.d_state
         h = hidden_states.transpose(1, 2)  # (B, d_model, L)
         x, z = (

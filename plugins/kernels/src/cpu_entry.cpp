@@ -79,6 +79,7 @@ ConvRowsFn pick_conv_rows() { return conv_rows_base; }
 // each op (Vim-S forward on the `cpu` backend, b = 1, 2 cores, A/B in one process: 177 ms with
 // std::threads started per call, 107 ms on PyTorch's team).
 // Without OpenMP, std::threads are started per call; if one cannot be, the running ones finish the range.
+// fn must not throw (an exception cannot leave an OpenMP region): callers allocate before the call.
 template <typename Fn>
 void parallel_for(int threads, int64_t total, int64_t chunk, Fn fn) {
   const int64_t chunks = (total + chunk - 1) / chunk;
@@ -190,9 +191,13 @@ int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_thre
   const int64_t rows = static_cast<int64_t>(p->batch) * p->dim;
   const int threads = partool::resolve_threads(num_threads, rows);
   const partool::ConvRowsFn fn = partool::pick_conv_rows();
+  const int64_t per_thread = partool::conv_scratch_floats(p->length);
   try {
+    std::vector<float> scratch(static_cast<size_t>(per_thread * threads));
     const int64_t chunk = std::max<int64_t>(1, rows / (8 * static_cast<int64_t>(threads)));
-    partool::parallel_for(threads, rows, chunk, [&](int64_t r0, int64_t r1, int) { fn(*p, r0, r1); });
+    partool::parallel_for(threads, rows, chunk, [&](int64_t r0, int64_t r1, int w) {
+      fn(*p, r0, r1, scratch.data() + per_thread * w);
+    });
   } catch (const std::exception& e) {
     return partool::fail(PARTOOL_ERR_OUT_OF_MEMORY, "causal conv1d (cpu): %s", e.what());
   }

@@ -34,12 +34,16 @@ inline int64_t scratch_stride(int length) { return (static_cast<int64_t>(length)
 // Row buffers per worker thread, each scratch_stride(length) floats.
 constexpr int kScratchRows = 5;
 
-// Rows r in [r0, r1) of the (batch * dim) grid; `scratch` holds kScratchRows * scratch_stride(length) floats.
+// Floats of a conv worker's buffers: one input row with its zero padding (width - 1 <= 15 more), one output row.
+inline int64_t conv_scratch_floats(int length) { return 2 * scratch_stride(length) + 16; }
+
+// Rows r in [r0, r1) of the (batch * dim) grid; `scratch` holds kScratchRows * scratch_stride(length) floats
+// (scan) or conv_scratch_floats(length) (conv), this worker's own, allocated before the parallel region.
 using ScanRowsFn = void (*)(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);
-using ConvRowsFn = void (*)(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
+using ConvRowsFn = void (*)(const partool_conv1d_params_t& p, int64_t r0, int64_t r1, float* scratch);
 
 void scan_rows_base(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);
-void conv_rows_base(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
+void conv_rows_base(const partool_conv1d_params_t& p, int64_t r0, int64_t r1, float* scratch);
 // The AVX2 and AVX-512 units exist on x86-64 with GCC or Clang (plugins/CMakeLists.txt builds them then).
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define PARTOOL_X86_ROW_KERNELS 1
@@ -48,9 +52,9 @@ void conv_rows_base(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
 #endif
 #if PARTOOL_X86_ROW_KERNELS
 void scan_rows_avx2(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);
-void conv_rows_avx2(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
+void conv_rows_avx2(const partool_conv1d_params_t& p, int64_t r0, int64_t r1, float* scratch);
 void scan_rows_avx512(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch);  // ns == 16 only
-void conv_rows_avx512(const partool_conv1d_params_t& p, int64_t r0, int64_t r1);
+void conv_rows_avx512(const partool_conv1d_params_t& p, int64_t r0, int64_t r1, float* scratch);
 #endif
 
 // ---- scalar conversions between the io dtypes and float32 (portable, no compiler extensions) ----

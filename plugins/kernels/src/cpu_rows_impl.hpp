@@ -6,8 +6,8 @@
 // softplus(delta + bias), D*u and silu(z) run as separate vector passes over the row.
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <initializer_list>
-#include <vector>
 
 #include "cpu_kernels.hpp"
 
@@ -353,23 +353,26 @@ void PARTOOL_CAT(scan_rows, PARTOOL_ROWS_SUFFIX)(const CpuScanJob& job, int64_t 
 // Depthwise conv of rows [r0, r1): each row is loaded once into a zero-padded float buffer laid out so
 // that out[t] = bias + sum_k w[k] * buf[t + k] for both directions (causal: x shifted right by W-1;
 // anti-causal: x as is with mirrored taps), then VW outputs at a time take W unaligned vector loads.
-void PARTOOL_CAT(conv_rows, PARTOOL_ROWS_SUFFIX)(const partool_conv1d_params_t& p, int64_t r0, int64_t r1) {
+void PARTOOL_CAT(conv_rows, PARTOOL_ROWS_SUFFIX)(const partool_conv1d_params_t& p, int64_t r0, int64_t r1,
+                                                 float* scratch) {
   const int L = p.length, W = p.width, dtype = static_cast<int>(p.io_dtype);
   const int Lv = (L + VW - 1) / VW * VW;  // outputs computed, a whole number of vectors
-  std::vector<float> buf(static_cast<size_t>(Lv + W - 1), 0.0f), out(static_cast<size_t>(Lv));
+  float* buf = scratch;                    // Lv + W - 1 floats; only [shift, shift + L) is ever written
+  float* out = scratch + scratch_stride(L) + 16;
+  std::fill(buf, buf + Lv + W - 1, 0.0f);
   const int shift = p.reverse ? 0 : W - 1;  // where x[0] sits in buf
   for (int64_t r = r0; r < r1; ++r) {
     const int c = static_cast<int>(r % p.dim);
     float taps[PARTOOL_MAX_CONV_WIDTH];
     for (int k = 0; k < W; ++k) taps[k] = p.weight[static_cast<int64_t>(c) * W + (p.reverse ? W - 1 - k : k)];
-    load_steps(p.x, dtype, r * L, L, false, buf.data() + shift);
+    load_steps(p.x, dtype, r * L, L, false, buf + shift);
     const vf bias = splat(p.bias ? p.bias[c] : 0.0f);
     for (int t = 0; t < Lv; t += VW) {
       vf acc = bias;
-      for (int k = 0; k < W; ++k) acc += taps[k] * loadv(buf.data() + t + k);
-      storev(out.data() + t, p.silu ? vsilu(acc) : acc);
+      for (int k = 0; k < W; ++k) acc += taps[k] * loadv(buf + t + k);
+      storev(out + t, p.silu ? vsilu(acc) : acc);
     }
-    store_row(p.out, dtype, r * L, L, 1.0f, out.data());
+    store_row(p.out, dtype, r * L, L, 1.0f, out);
   }
 }
 
