@@ -30,6 +30,8 @@ def test_doctor_json_reports_backends_and_tools():
     assert info["torch"] and info["scan_backends"]["reference"] is True
     assert info["scan_auto_cpu"] in info["scan_backends"]
     assert {"nvcc", "cmake", "onnxruntime_providers", "kernels_library", "tensorrt"} <= set(info)
+    if info["openmp_runtimes"] is not None and info["scan_backends"].get("cpu"):
+        assert len(info["openmp_runtimes"]) == 1  # the kernels share PyTorch's OpenMP runtime
 
 
 def test_models_json_lists_the_zoo_with_parameter_counts():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -32,6 +33,16 @@ def _tool_version(tool: str, args: list[str], pick: str) -> str | None:
         (ln for ln in out.splitlines() if pick in ln), out.strip().splitlines()[0] if out.strip() else ""
     )
     return line.strip()
+
+
+def _openmp_runtimes() -> list[str] | None:
+    """OpenMP runtime files mapped into this process (Linux's /proc/self/maps; None elsewhere). The CPU
+    kernels run on their caller's OpenMP team, so inside PyTorch there should be exactly one: PyTorch's."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return None
+    files = {line.split()[-1] for line in maps.read_text().splitlines() if "/" in line}
+    return sorted(f for f in files if Path(f).name.startswith(("libgomp", "libomp", "libiomp")))
 
 
 def collect() -> dict[str, Any]:
@@ -91,6 +102,7 @@ def collect() -> dict[str, Any]:
         "kernels_library": str(kernels) if kernels else None,
         "trt_plugin_library": str(trt_plugin) if trt_plugin else None,
         "ort_custom_op_library": str(ort_ops) if ort_ops else None,
+        "openmp_runtimes": _openmp_runtimes(),  # after available_backends() loaded the kernel library
     }
 
 
@@ -102,6 +114,13 @@ def _hints(info: dict[str, Any]) -> list[str]:
         )
     if info["cuda_available"] and not info["scan_backends"].get("cuda"):
         hints.append("a GPU but no CUDA scan kernels: `partool plugins build` (needs nvcc)")
+    if info["openmp_runtimes"] and len(info["openmp_runtimes"]) > 1:
+        hints.append(
+            "two OpenMP runtimes in one process ("
+            + ", ".join(info["openmp_runtimes"])
+            + "): the CPU kernels' "
+            "threads compete with PyTorch's; rebuild the kernels with GCC (`partool plugins build`)"
+        )
     if info["tensorrt"] is None:
         hints.append("no TensorRT here: TensorRT engines are built on the target device")
     return hints
@@ -133,6 +152,8 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-re
     console.print(f"kernel library: {info['kernels_library'] or '[dim]not built[/]'}")
     console.print(f"TensorRT plugin: {info['trt_plugin_library'] or '[dim]not built[/]'}")
     console.print(f"ONNX Runtime scan op: {info['ort_custom_op_library'] or '[dim]not built[/]'}")
+    if info["openmp_runtimes"] is not None:
+        console.print(f"OpenMP runtimes: {', '.join(info['openmp_runtimes']) or '[dim]none[/]'}")
     for hint in _hints(info):
         console.print(f"[yellow]hint:[/] {hint}")
 
