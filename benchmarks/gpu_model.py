@@ -28,6 +28,17 @@ from partool.models import create_model
 from partool.ops import available_backends, set_backend
 
 
+def _replay_ms(graph: torch.cuda.CUDAGraph, repeat: int) -> float:
+    """Mean ms per replay of `repeat` back-to-back replays (CUDA events)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeat):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeat
+
+
 def cuda_graph_ms(fn: Callable[[], torch.Tensor], round_s: float = 0.2, rounds: int = 5) -> float:
     """Capture `fn` in a CUDA graph, replay it in rounds of about `round_s` seconds (5 to 50 replays);
     median ms per replay. Slow configurations get fewer replays, so a short GPU session fits them all."""
@@ -40,23 +51,8 @@ def cuda_graph_ms(fn: Callable[[], torch.Tensor], round_s: float = 0.2, rounds: 
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    repeat = max(5, min(50, round(1e3 * round_s / (start.elapsed_time(end) / 3))))
-    per_round = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(repeat):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        per_round.append(start.elapsed_time(end) / repeat)
-    return statistics.median(per_round)
+    repeat = max(5, min(50, round(1e3 * round_s / _replay_ms(graph, 3))))
+    return statistics.median(_replay_ms(graph, repeat) for _ in range(rounds))
 
 
 def model_ms(name: str, batch: int, img_size: tuple[int, int], compiled: bool = False) -> dict[str, float]:

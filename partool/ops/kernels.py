@@ -225,18 +225,18 @@ def _scan_params(u, delta, A, B, C, D, z, delta_bias, out, last, softplus: bool,
     )
 
 
-def _scan(device_type: str, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     args = _prepare(u, delta, A, B, C, D, z, delta_bias)
     uu = args[0]
     out = torch.empty_like(uu)  # u's dtype, or float32 for u of another dtype (cast back below)
     last = torch.empty(uu.shape[0], uu.shape[1], A.shape[1], dtype=torch.float32, device=uu.device)
     params = _scan_params(*args, out, last, delta_softplus, reverse)
     lib = _lib()
-    if device_type == "cpu":
-        check(lib.partool_selective_scan_fwd_cpu(ctypes.byref(params), _cpu_threads()))
-    else:
+    if uu.is_cuda:
         with torch.cuda.device(uu.device):
             check(lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), _cuda_stream(uu.device)))
+    else:
+        check(lib.partool_selective_scan_fwd_cpu(ctypes.byref(params), _cpu_threads()))
     return out.to(u.dtype), last
 
 
@@ -250,7 +250,7 @@ def _scan_op(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
     delta_bias: Tensor | None, delta_softplus: bool, reverse: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    return _scan(u.device.type, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
 
 @_scan_op.register_fake
@@ -263,7 +263,7 @@ def _run_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> t
     """One scan on the device of u: the custom op under torch.compile, ctypes directly in eager."""
     if torch.compiler.is_compiling():
         return _scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    return _scan(u.device.type, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
 
 def scan_cpu(
