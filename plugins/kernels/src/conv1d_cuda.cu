@@ -45,9 +45,8 @@ cudaError_t launch_conv(const partool_conv1d_params_t& p, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(p.batch) * p.dim * p.length;
   const int64_t want = (total + 255) / 256;
   const unsigned blocks = static_cast<unsigned>(want < 65535 * 16 ? want : 65535 * 16);
-  conv1d_kernel<T><<<blocks, 256, 0, stream>>>(static_cast<const T*>(p.x), p.weight, p.bias, static_cast<T*>(p.out), total,
-                                               p.dim, p.length, p.width, p.silu, p.reverse);
-  return cudaGetLastError();
+  return launch_kernel(conv1d_kernel<T>, blocks, 256, 0, stream, static_cast<const T*>(p.x), p.weight, p.bias,
+                       static_cast<T*>(p.out), total, p.dim, p.length, p.width, p.silu, p.reverse);
 }
 
 }  // namespace
@@ -77,10 +76,7 @@ extern "C" int partool_causal_conv1d_fwd_cuda(const partool_conv1d_params_t* p, 
     default:
       err = partool::launch_conv<float>(*p, stream);
   }
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return partool::fail(PARTOOL_ERR_CUDA, "%s: kernel launch failed: %s", where, cudaGetErrorString(err));
-  }
+  if (err != cudaSuccess) return partool::fail(PARTOOL_ERR_CUDA, "%s: kernel launch failed: %s", where, partool::error_string(err));
   partool::clear_error();
   return PARTOOL_OK;
 }

@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_kernel(const ScanArgs args) 
   using K = Cfg<CB>;
   constexpr int LSEG = K::LSEG, TSTRIDE = K::TSTRIDE, R = K::R, PP = K::PP, NCR = K::NCR;
 
-  extern __shared__ float4 smem4[];
+  PARTOOL_DYNAMIC_SHARED(float4, smem4);
   float* s_u = reinterpret_cast<float*>(smem4);  // u, then this segment's outputs
   float* s_dt = s_u + K::TILE;                   // softplus(delta + bias), 0 past the ends
   float* s_z = s_dt + K::TILE;                   // silu(z) (1 without z)
@@ -329,15 +329,8 @@ int launch_cfg(ScanArgs args, size_t smem, cudaStream_t stream, const char* wher
   args.tiles_per_group = (cpg + CB - 1) / CB;
   const int64_t blocks = static_cast<int64_t>(args.batch) * args.groups * args.tiles_per_group;
   if (blocks > 0x7fffffff) return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: batch * dim too large (%lld blocks)", where, static_cast<long long>(blocks));
-  cudaError_t err = cudaFuncSetAttribute(scan_kernel<T, CB>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (err == cudaSuccess) {
-    scan_kernel<T, CB><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args);
-    err = cudaGetLastError();
-  }
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return fail(PARTOOL_ERR_CUDA, "%s: kernel launch failed: %s", where, cudaGetErrorString(err));
-  }
+  const cudaError_t err = launch_kernel(scan_kernel<T, CB>, static_cast<unsigned>(blocks), kThreads, smem, stream, args);
+  if (err != cudaSuccess) return fail(PARTOOL_ERR_CUDA, "%s: kernel launch failed: %s", where, error_string(err));
   clear_error();
   return PARTOOL_OK;
 }

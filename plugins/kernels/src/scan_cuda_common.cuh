@@ -33,10 +33,21 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
 
 // 2^x on the special-function unit (one MUFU.EX2; ~2 ulp, denormal results flush to 0).
 static __device__ __forceinline__ float ex2(float x) {
+#ifdef PARTOOL_CUDA_EMULATION
+  return exp2f(x);
+#else
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+#endif
 }
+
+// The block's dynamic shared memory as `type name[]` (the emulator hands out its per-block buffer).
+#ifdef PARTOOL_CUDA_EMULATION
+#define PARTOOL_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::partool::emu::dynamic_shared())
+#else
+#define PARTOOL_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 static __device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
 static __device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }

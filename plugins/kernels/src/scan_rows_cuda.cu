@@ -55,7 +55,7 @@ template <typename T, int S>
 __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs args, const int lt) {
   constexpr int TPR = RowCfg<S>::TPR, RPB = RowCfg<S>::RPB;
   const int ls = row_stride(lt);
-  extern __shared__ float smem[];
+  PARTOOL_DYNAMIC_SHARED(float, smem);
   float* s_u = smem;
   float* s_dt = s_u + RPB * ls;
   float* s_zy = s_dt + RPB * ls;  // silu(z), overwritten by the row's output y
@@ -187,15 +187,9 @@ int launch_rows_cfg(ScanArgs args, const DeviceInfo& dev, cudaStream_t stream, c
   const size_t budget = dev.smem_optin < 64 * 1024 ? static_cast<size_t>(dev.smem_optin) : 64 * 1024;
   const int lt = tile_steps<S>(args.length, budget);
   const size_t smem = sizeof(float) * static_cast<size_t>(row_tile_floats<S>(lt));
-  cudaError_t err = cudaFuncSetAttribute(scan_rows_kernel<T, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (err == cudaSuccess) {
-    scan_rows_kernel<T, S><<<static_cast<unsigned>(blocks), kRowThreads, smem, stream>>>(args, lt);
-    err = cudaGetLastError();
-  }
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return fail(PARTOOL_ERR_CUDA, "%s: kernel launch failed: %s", where, cudaGetErrorString(err));
-  }
+  const cudaError_t err =
+      launch_kernel(scan_rows_kernel<T, S>, static_cast<unsigned>(blocks), kRowThreads, smem, stream, args, lt);
+  if (err != cudaSuccess) return fail(PARTOOL_ERR_CUDA, "%s: kernel launch failed: %s", where, error_string(err));
   clear_error();
   return PARTOOL_OK;
 }

@@ -1,0 +1,59 @@
+"""Independent references for the scan and conv1d kernels (float64 numpy and torch), shared by the
+kernel tests on the CPU, on a GPU and on the CUDA emulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def numpy_scan(u, delta, A, B, C, D, z, delta_bias, softplus, reverse):
+    """Float64 reference written from the formulas, one time step at a time (independent of torch)."""
+    u, delta, A, B, C = (np.asarray(x, dtype=np.float64) for x in (u, delta, A, B, C))
+    b, d, length = u.shape
+    g = B.shape[1]
+    dt = delta + (0.0 if delta_bias is None else np.asarray(delta_bias, np.float64)[:, None])
+    if softplus:
+        dt = np.where(dt > 20.0, dt, np.log1p(np.exp(np.minimum(dt, 20.0))))
+    group = np.arange(d) // (d // g)
+    Bx, Cx = B[:, group], C[:, group]  # (b, d, n, l)
+    h = np.zeros((b, d, A.shape[1]))
+    y = np.zeros((b, d, length))
+    for t in reversed(range(length)) if reverse else range(length):
+        h = np.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
+        y[:, :, t] = (h * Cx[..., t]).sum(-1)
+    if D is not None:
+        y = y + np.asarray(D, np.float64)[:, None] * u
+    if z is not None:
+        zz = np.asarray(z, np.float64)
+        y = y * zz / (1.0 + np.exp(-zz))
+    return y, h
+
+
+def make_inputs(b, d, n, length, groups, dtype, extras, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, d, length, generator=gen).to(dtype)
+    delta = (torch.rand(b, d, length, generator=gen) * 0.5 - (0.3 if extras else -0.05)).to(dtype)
+    A = -torch.rand(d, n, generator=gen) * 2 - 0.1
+    B = torch.randn(b, groups, n, length, generator=gen).to(dtype)
+    C = torch.randn(b, groups, n, length, generator=gen).to(dtype)
+    D = torch.randn(d, generator=gen) if extras else None
+    z = torch.randn(b, d, length, generator=gen).to(dtype) if extras else None
+    bias = torch.randn(d, generator=gen) * 0.5 if extras else None
+    return u, delta, A, B, C, D, z, bias
+
+
+def rel_err(out: torch.Tensor, ref: np.ndarray) -> float:
+    ref_t = torch.as_tensor(ref, dtype=torch.float64)
+    return float((out.double() - ref_t).abs().max() / ref_t.abs().max().clamp_min(1e-12))
+
+
+def conv_reference(x, w, bias, silu, reverse):
+    """torch's conv1d on left-padded x (flipped in and out for the anti-causal direction), float64."""
+    xf = x.double().flip(-1) if reverse else x.double()
+    ref = F.conv1d(F.pad(xf, (w.shape[1] - 1, 0)), w.double().unsqueeze(1), bias.double(), groups=x.shape[1])
+    ref = F.silu(ref) if silu else ref
+    return (ref.flip(-1) if reverse else ref).numpy()

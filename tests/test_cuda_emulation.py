@@ -1,0 +1,290 @@
+"""The CUDA kernels (plugins/kernels/src/*.cu) on the CPU emulator (plugins/kernels/emulation): every
+kernel configuration against the float64 references, on every machine, GPU or not.
+
+The emulator runs each CUDA thread as a fiber with real __syncthreads() and warp shuffles, in a seeded
+random order between barriers, with shared memory poisoned with NaN; inputs here sit between NaN guard
+bands and outputs are checked for writes outside their tensors. Its own tests come first: kernels with
+hand-computed answers, and kernels with the bugs it has to catch."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from scan_references import TOL, conv_reference, make_inputs, numpy_scan, rel_err
+
+from partool.plugins import source_dir
+
+GUARD = 64  # NaN elements before and after every tensor handed to a kernel
+STATUS_CUDA, STATUS_UNSUPPORTED_SHAPE = 4, 6
+KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+class Emulated:
+    """libpartool_kernels_cudaemu through the kernels module's ctypes structures, on host tensors."""
+
+    def __init__(self, path: Path) -> None:
+        from partool.ops import kernels
+
+        self.k = kernels
+        self.lib = kernels._load(str(path))
+        self.lib.partool_cudaemu_set_device.argtypes = [ctypes.c_int, ctypes.c_int]
+        self.lib.partool_cudaemu_set_seed.argtypes = [ctypes.c_ulonglong]
+        self.lib.partool_cudaemu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_uint)] * 2 + [
+            ctypes.POINTER(ctypes.c_size_t)
+        ]
+        self.lib.partool_cudaemu_last_launch.restype = ctypes.c_ulonglong
+        self.lib.partool_cudaemu_selftest.argtypes = [ctypes.c_char_p, ctypes.c_void_p] + [ctypes.c_int] * 4
+        self._guarded: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def device(self, sms: int = 132, smem_optin: int = 227 * 1024, seed: int = 0) -> None:
+        assert self.lib.partool_cudaemu_set_device(sms, smem_optin) == 0
+        self.lib.partool_cudaemu_set_seed(seed)
+
+    def last_launch(self) -> tuple[int, int, int, int]:
+        """(blocks, threads, dynamic shared bytes, number of launches so far)."""
+        blocks, threads, smem = ctypes.c_uint(), ctypes.c_uint(), ctypes.c_size_t()
+        count = self.lib.partool_cudaemu_last_launch(
+            ctypes.byref(blocks), ctypes.byref(threads), ctypes.byref(smem)
+        )
+        return blocks.value, threads.value, smem.value, count
+
+    def error(self) -> str:
+        return self.lib.partool_last_error_message().decode()
+
+    def guard(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """x copied into the middle of a NaN-filled buffer (a read past either end poisons the result)."""
+        if x is None:
+            return None
+        buf = torch.full((x.numel() + 2 * GUARD,), float("nan"), dtype=x.dtype)
+        view = buf[GUARD : GUARD + x.numel()].view(x.shape)
+        view.copy_(x)
+        self._guarded.append((buf, buf.clone()))
+        return view
+
+    def assert_guards_intact(self) -> None:
+        for buf, before in self._guarded:
+            for a, b in ((buf[:GUARD], before[:GUARD]), (buf[-GUARD:], before[-GUARD:])):
+                assert torch.equal(a.view(torch.int16 if a.element_size() == 2 else torch.int32),
+                                   b.view(torch.int16 if b.element_size() == 2 else torch.int32)), "write outside a tensor"  # fmt: skip
+        self._guarded.clear()
+
+    def _prepared(self, args):
+        return tuple(self.guard(x) for x in self.k._prepare(*args))
+
+    def scan(self, args, softplus: bool, reverse: bool) -> tuple[int, torch.Tensor, torch.Tensor]:
+        prepared = self._prepared(args)
+        u = prepared[0]
+        out = self.guard(torch.empty_like(u))
+        last = self.guard(torch.empty(u.shape[0], u.shape[1], args[2].shape[1]))
+        params = self.k._scan_params(*prepared, out, last, softplus, reverse)
+        status = self.lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), None)
+        return status, out, last
+
+    def bidir(self, fwd, bwd, out_scale: float) -> tuple[int, torch.Tensor]:
+        fa, ba = self._prepared(fwd), self._prepared(bwd)
+        out = self.guard(torch.empty_like(fa[0]))
+        params = self.k.BidirScanParams(
+            fwd=self.k._scan_params(*fa, out, None, True, False),
+            bwd=self.k._scan_params(*ba, out, None, True, True),
+            out=out.data_ptr(),
+            out_scale=out_scale,
+        )
+        return self.lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(params), None), out
+
+    def conv(self, x, w, bias, silu: bool, reverse: bool) -> tuple[int, torch.Tensor]:
+        x, w, bias = self.guard(x), self.guard(w), self.guard(bias)
+        out = self.guard(torch.empty_like(x))
+        params = self.k.Conv1dParams(
+            batch=x.shape[0], dim=x.shape[1], length=x.shape[2], width=w.shape[1],
+            io_dtype=self.k._DTYPES[x.dtype], x=x.data_ptr(), weight=w.data_ptr(),
+            bias=None if bias is None else bias.data_ptr(), out=out.data_ptr(), silu=int(silu), reverse=int(reverse),
+        )  # fmt: skip
+        return self.lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), None), out
+
+    def selftest(self, kernel: str, out: torch.Tensor, blocks: int, threads: int, smem: int, arg: int) -> int:
+        return self.lib.partool_cudaemu_selftest(kernel.encode(), out.data_ptr(), blocks, threads, smem, arg)
+
+
+@pytest.fixture(scope="module")
+def emu() -> Emulated:
+    """The emulation library, built (incrementally) into build/cudaemu with CMake."""
+    cmake = shutil.which("cmake")
+    if cmake is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("cmake or a C++ compiler is missing")
+    build = source_dir().parent / "build" / "cudaemu"
+    configure = [cmake, "-S", str(source_dir()), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                 "-DPARTOOL_BUILD_CUDA=OFF", "-DPARTOOL_BUILD_TRT_PLUGIN=OFF", "-DPARTOOL_BUILD_CUDA_EMULATION=ON"]  # fmt: skip
+    done = subprocess.run(configure, capture_output=True, text=True)
+    if done.returncode != 0:
+        if "needs the CUDA headers" in done.stderr:
+            pytest.skip("no CUDA headers (cuda_fp16.h) on this machine")
+        raise AssertionError(done.stdout + done.stderr)
+    subprocess.run([cmake, "--build", str(build), "--target", "partool_kernels_cudaemu", "-j2"],
+                   check=True, capture_output=True)  # fmt: skip
+    lib = Emulated(build / "lib" / "libpartool_kernels_cudaemu.so")
+    yield lib
+    lib.device()
+
+
+@pytest.fixture
+def device(emu):
+    """A fresh emulated H100 for each test (tests narrow it to steer the launch heuristics)."""
+    emu.device()
+    yield emu
+    emu.assert_guards_intact()
+
+
+# ---- the emulator itself ------------------------------------------------------------------------
+
+
+def test_emulator_runs_kernels_with_known_answers(device):
+    out = torch.zeros(256)
+    assert device.selftest("block_sum", out, 2, 128, 128 * 4, 1) == 0
+    assert out[:2].tolist() == [128 * 129 / 2] * 2
+    lanes = torch.arange(64) % 32
+    for width in (2, 8, 32):
+        assert device.selftest("segment_sums", out, 1, 64, 0, width) == 0
+        first = lanes // width * width  # lane index of the segment's first lane
+        assert out[:64].tolist() == (width * first + width * (width - 1) / 2).tolist()
+        assert device.selftest("segment_prefix", out, 1, 64, 0, width) == 0
+        r = lanes % width
+        assert out[:64].tolist() == ((r + 1) * (r + 2) / 2).tolist()
+        assert device.selftest("segment_broadcast", out, 1, 64, 0, width) == 0
+        assert out[:64].tolist() == (torch.arange(64) // width * width + width - 1).tolist()
+
+
+def test_emulator_catches_kernel_bugs(device):
+    out = torch.zeros(128)
+    wrong = 0
+    for seed in range(8):  # without the barrier thread 0 sums before the others wrote, unless it runs last
+        device.device(seed=seed)
+        assert device.selftest("block_sum", out, 1, 128, 128 * 4, 0) == 0
+        wrong += out[0].item() != 128 * 129 / 2
+    assert wrong >= 6
+    for kernel, smem, arg, message in [
+        ("divergent_barrier", 0, 0, "__syncthreads() after another thread of the block returned"),
+        ("shared_overrun", 64, 16, "wrote past the end of its 64 bytes of dynamic shared memory"),
+        ("shuffle_after_return", 0, 0, "shuffle"),  # lane 5 returned, its warp waits at a shuffle
+    ]:
+        assert device.selftest(kernel, out, 1, 64, smem, arg) == STATUS_CUDA
+        assert message in device.error()
+    assert device.selftest("block_sum", out, 1, 2048, 0, 1) == STATUS_CUDA  # over 1024 threads a block
+    assert "invalid launch configuration" in device.error()
+
+
+# ---- the scan kernels -----------------------------------------------------------------------------
+
+# (batch, dim, d_state, length, groups, extras, reverse, dtype): partial channel tiles (dim per group not
+# a multiple of the tile), several segments and a partial last one, length 1, d_state below 16.
+SCAN_CASES = [
+    (2, 40, 16, 197, 1, True, False, torch.float32),
+    (2, 40, 16, 197, 1, True, True, torch.float16),
+    (1, 24, 5, 70, 2, True, True, torch.bfloat16),
+    (3, 12, 1, 1, 3, False, False, torch.float32),
+    (1, 36, 16, 33, 4, False, True, torch.float16),
+]
+
+
+def as_float(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.float()
+
+
+def check_scan(device, case, seed: int) -> None:
+    b, d, n, length, groups, extras, reverse, dtype = case
+    args = make_inputs(b, d, n, length, groups, dtype, extras, seed)
+    status, out, last = device.scan(args, softplus=extras, reverse=reverse)
+    assert status == 0, device.error()
+    u, delta, A, B, C, D, z, bias = args
+    ref, ref_last = numpy_scan(*map(as_float, (u, delta, A, B, C, D, z, bias)), extras, reverse)
+    assert rel_err(out, ref) <= TOL[dtype]
+    assert rel_err(last, ref_last) <= 1e-5
+
+
+@pytest.mark.parametrize("tile", [4, 8, 32])
+@pytest.mark.parametrize("case", range(len(SCAN_CASES)))
+def test_chunked_kernel_matches_numpy(device, monkeypatch, tile, case):
+    monkeypatch.setenv("PARTOOL_SCAN_CUDA_TILE", str(tile))
+    device.device(seed=case)
+    check_scan(device, SCAN_CASES[case], seed=case)
+    b, d, _, _, groups, *_ = SCAN_CASES[case]
+    assert device.last_launch()[:2] == (b * groups * -(-d // groups // tile), 128)
+
+
+@pytest.mark.parametrize("states", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("case", [0, 2, 3, 4])
+def test_row_kernel_matches_numpy(device, monkeypatch, states, case):
+    monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
+    monkeypatch.setenv("PARTOOL_SCAN_CUDA_STATES", str(states))
+    # 12 KiB of shared memory a block: the row kernel walks long sequences in several tiles
+    device.device(smem_optin=12 * 1024, seed=case)
+    check_scan(device, SCAN_CASES[case], seed=case)
+    b, d, _, _, groups, *_ = SCAN_CASES[case]
+    rows_per_block = 128 // (16 // states)
+    assert device.last_launch()[:2] == (b * groups * -(-d // groups // rows_per_block), 128)
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "rows"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_bidirectional_is_the_sum_of_two_scans(device, monkeypatch, kernel, dtype):
+    if kernel == "rows":
+        monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
+    fwd = make_inputs(2, 40, 16, 150, 2, dtype, True, seed=1)
+    bwd = make_inputs(2, 40, 16, 150, 2, dtype, True, seed=2)
+    before = device.last_launch()[3]
+    status, out = device.bidir(fwd, bwd, out_scale=0.5)
+    assert status == 0, device.error()
+    assert device.last_launch()[3] == before + 1  # both directions in one launch
+    ref = sum(
+        numpy_scan(*map(as_float, args), True, reverse)[0] for args, reverse in ((fwd, False), (bwd, True))
+    )
+    assert rel_err(out, 0.5 * ref) <= TOL[dtype]
+
+
+def test_launch_heuristics_follow_the_device(device):
+    """The chunked kernel takes the widest channel tile that still fills two blocks per multiprocessor."""
+    case = (1, 64, 16, 40, 1, True, False, torch.float32)
+    for sms, tile in ((1, 32), (4, 8), (100, 4)):
+        device.device(sms=sms)
+        check_scan(device, case, seed=0)
+        assert device.last_launch()[0] == 64 // tile
+
+
+def test_launch_failures_are_reported(device, monkeypatch):
+    # the bidirectional chunked kernel keeps a whole direction in shared memory: too long for 48 KiB
+    device.device(smem_optin=48 * 1024)
+    fwd = make_inputs(1, 8, 16, 2000, 1, torch.float32, True, seed=1)
+    status, _ = device.bidir(fwd, fwd, out_scale=0.5)
+    assert status == STATUS_UNSUPPORTED_SHAPE
+    assert "run two single scans instead" in device.error()
+    # a device whose blocks cannot hold even the smallest row tile: the launch fails, the call says why
+    monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
+    monkeypatch.setenv("PARTOOL_SCAN_CUDA_STATES", "16")  # 128 rows a block: 8 KiB at the shortest tile
+    device.device(smem_optin=1024)
+    status, *_ = device.scan(
+        make_inputs(1, 8, 16, 64, 1, torch.float32, False), softplus=False, reverse=False
+    )
+    assert status == STATUS_CUDA
+    assert (
+        "kernel launch failed" in device.error() and "exceeds the device's per-block limit" in device.error()
+    )
+
+
+# ---- conv1d ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("width", "reverse", "silu"), [(4, False, True), (4, True, True), (3, True, False), (1, False, True)]
+)
+def test_conv1d_matches_torch(device, dtype, width, reverse, silu):
+    gen = torch.Generator().manual_seed(width)
+    x = torch.randn(2, 24, 45, generator=gen).to(dtype)
+    w, bias = torch.randn(24, width, generator=gen), torch.randn(24, generator=gen)
+    status, out = device.conv(x, w, bias, silu, reverse)
+    assert status == 0, device.error()
+    assert rel_err(out, conv_reference(x.float(), w, bias, silu, reverse)) <= TOL[dtype]
