@@ -93,6 +93,7 @@ inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 
 }
 
 inline float __expf(float x) { return std::exp(x); }
+inline float __fdividef(float a, float b) { return a / b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -1,6 +1,10 @@
 // CUDA depthwise conv1d (+ SiLU) along the sequence, causal or anti-causal (see partool_kernels.h).
-// Memory-bound: one thread per output element, consecutive threads on consecutive positions, so
-// the width-many neighbouring reads of a warp fall in the same cache lines.
+//
+// A warp walks one row in chunks of 32 positions, one per lane: each element is read from global memory
+// once (coalesced) and its width - 1 neighbours come from the other lanes by shuffles (from the previous
+// chunk for the first lanes), the row's weights and bias sit in registers. The anti-causal direction is
+// the causal one in a logical order that runs from the row's end (logical j is position length - 1 - j),
+// so both share one code path and nothing is flipped.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -9,44 +13,57 @@
 
 #include "common.hpp"
 #include "cuda_common.hpp"
+#include "scan_cuda_common.cuh"
 
 namespace partool {
 namespace {
 
-__device__ __forceinline__ float cv_to_float(float x) { return x; }
-__device__ __forceinline__ float cv_to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float cv_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ void cv_store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void cv_store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void cv_store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+constexpr int kConvThreads = 256;
+constexpr int kConvWarps = kConvThreads / 32;
 
 template <typename T>
-__global__ void __launch_bounds__(256) conv1d_kernel(const T* __restrict__ x, const float* __restrict__ weight,
-                                                     const float* __restrict__ bias, T* __restrict__ out, int64_t total,
-                                                     int dim, int length, int width, int silu, int reverse) {
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = e / length;
-    const int t = static_cast<int>(e - row * length);
-    const int c = static_cast<int>(row % dim);
-    const T* xr = x + row * length;
-    float acc = bias != nullptr ? bias[c] : 0.0f;
-    for (int k = 0; k < width; ++k) {
-      const int s = reverse ? t + (width - 1) - k : t - (width - 1) + k;
-      if (s >= 0 && s < length) acc = fmaf(weight[static_cast<int64_t>(c) * width + k], cv_to_float(xr[s]), acc);
+__global__ void __launch_bounds__(kConvThreads) conv1d_kernel(const T* __restrict__ x, const float* __restrict__ weight,
+                                                              const float* __restrict__ bias, T* __restrict__ out,
+                                                              int rows, int dim, int length, int width, int silu_on,
+                                                              int reverse) {
+  const int lane = threadIdx.x % 32;
+  for (int row = blockIdx.x * kConvWarps + threadIdx.x / 32; row < rows; row += gridDim.x * kConvWarps) {
+    const int c = row % dim;
+    // w_m multiplies the element m steps back in the logical order: weight[c][width - 1 - m]
+    float w[PARTOOL_MAX_CONV_WIDTH];
+#pragma unroll
+    for (int m = 0; m < PARTOOL_MAX_CONV_WIDTH; ++m) {
+      w[m] = m < width ? weight[static_cast<int64_t>(c) * width + width - 1 - m] : 0.0f;
     }
-    if (silu) acc = acc / (1.0f + __expf(-acc));
-    cv_store(out + e, acc);
+    const float b0 = bias != nullptr ? bias[c] : 0.0f;
+    const T* xr = x + static_cast<int64_t>(row) * length;
+    T* outr = out + static_cast<int64_t>(row) * length;
+    float prev = 0.0f;  // this lane's element of the previous chunk (0 before the row: zero padding)
+    for (int j0 = 0; j0 < length; j0 += 32) {
+      const int j = j0 + lane;
+      const int p = reverse ? length - 1 - j : j;
+      const float cur = j < length ? to_float(xr[p]) : 0.0f;
+      float acc = fmaf(w[0], cur, b0);
+#pragma unroll
+      for (int m = 1; m < PARTOOL_MAX_CONV_WIDTH; ++m) {
+        const float up = __shfl_up_sync(0xffffffffu, cur, m);            // lanes >= m: j - m in this chunk
+        const float back = __shfl_sync(0xffffffffu, prev, (lane + 32 - m) % 32);  // lanes < m: the previous chunk
+        acc = fmaf(w[m], lane >= m ? up : back, acc);
+      }
+      if (silu_on) acc = silu_fast(acc);
+      if (j < length) outr[p] = from_float<T>(acc);
+      prev = cur;
+    }
   }
 }
 
 template <typename T>
 cudaError_t launch_conv(const partool_conv1d_params_t& p, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(p.batch) * p.dim * p.length;
-  const int64_t want = (total + 255) / 256;
+  const int64_t rows = static_cast<int64_t>(p.batch) * p.dim;  // < 2^31, checked by the caller
+  const int64_t want = (rows + kConvWarps - 1) / kConvWarps;
   const unsigned blocks = static_cast<unsigned>(want < 65535 * 16 ? want : 65535 * 16);
-  return launch_kernel(conv1d_kernel<T>, blocks, 256, 0, stream, static_cast<const T*>(p.x), p.weight, p.bias,
-                       static_cast<T*>(p.out), total, p.dim, p.length, p.width, p.silu, p.reverse);
+  return launch_kernel(conv1d_kernel<T>, blocks, kConvThreads, 0, stream, static_cast<const T*>(p.x), p.weight, p.bias,
+                       static_cast<T*>(p.out), static_cast<int>(rows), p.dim, p.length, p.width, p.silu, p.reverse);
 }
 
 }  // namespace
@@ -63,6 +80,10 @@ extern "C" int partool_causal_conv1d_fwd_cuda(const partool_conv1d_params_t* p, 
   } ptrs[] = {{p->x, "x"}, {p->weight, "weight"}, {p->bias, "bias"}, {p->out, "out"}};
   for (const auto& x : ptrs) {
     if (int s = partool::check_device_ptr(x.ptr, x.name, where)) return s;
+  }
+  if (static_cast<int64_t>(p->batch) * p->dim > 0x7fffffff) {
+    return partool::fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: batch * dim = %lld rows, more than the kernel indexes",
+                         where, static_cast<long long>(p->batch) * p->dim);
   }
   auto stream = static_cast<cudaStream_t>(cuda_stream);
   cudaError_t err;

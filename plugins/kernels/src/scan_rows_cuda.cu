@@ -33,6 +33,7 @@ namespace partool {
 namespace {
 
 constexpr int kRowThreads = 128;
+constexpr int kBatch = 4;  // tile elements a thread loads before it uses the first
 constexpr int kStates = 16;  // PARTOOL_MAX_DSTATE, zero-padded
 static_assert(kStates == PARTOOL_MAX_DSTATE, "the kernel pads d_state to PARTOOL_MAX_DSTATE");
 
@@ -77,15 +78,19 @@ __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs a
 
   for (int di = 0; di < args.ndir; ++di) {
     const int d = args.ndir == 2 ? 1 - di : 0;
-    const DirArgs& dir = args.dir[d];
+    const DirArgs dir = args.dir[d];  // a copy: kept in registers, not re-read from parameter space per element
     const bool reverse = args.ndir == 2 ? d == 1 : dir.reverse != 0;
     const bool add_to_out = args.ndir == 2 && di == 1;
-    const T* __restrict__ u = static_cast<const T*>(dir.u);
-    const T* __restrict__ delta = static_cast<const T*>(dir.delta);
-    const T* __restrict__ z = static_cast<const T*>(dir.z);
+    // This block's rows: [c0, c0 + RPB) of batch b, each `L` long, so a tile element is at r * L + p
+    // (32-bit: a block spans RPB * L elements).
+    const int64_t block_rows = (static_cast<int64_t>(b) * dim + c0) * L;
+    const T* __restrict__ u = static_cast<const T*>(dir.u) + block_rows;
+    const T* __restrict__ delta = static_cast<const T*>(dir.delta) + block_rows;
+    const T* __restrict__ z = dir.z != nullptr ? static_cast<const T*>(dir.z) + block_rows : nullptr;
+    const float* __restrict__ bias = dir.delta_bias != nullptr ? dir.delta_bias + c0 : nullptr;
     const T* __restrict__ Bg = static_cast<const T*>(dir.B) + (static_cast<int64_t>(b) * groups + g) * dstate * L;
     const T* __restrict__ Cg = static_cast<const T*>(dir.C) + (static_cast<int64_t>(b) * groups + g) * dstate * L;
-    T* __restrict__ out = static_cast<T*>(args.out);
+    T* __restrict__ out = static_cast<T*>(args.out) + block_rows;
 
     float A2[S], h[S];
 #pragma unroll
@@ -102,29 +107,53 @@ __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs a
       const int n_steps = hi - lo;
       __syncthreads();  // the previous tile's readers are done
 
-      for (int e = tid; e < RPB * n_steps; e += kRowThreads) {  // consecutive threads: consecutive steps
-        const int r = e / n_steps, i = e % n_steps;
-        float uv = 0.0f, dv = 0.0f, zv = 1.0f;
-        if (r < nvalid) {
-          const int64_t idx = (static_cast<int64_t>(b) * dim + c0 + r) * L + lo + i;
-          uv = to_float(u[idx]);
-          const float x = to_float(delta[idx]) + (dir.delta_bias != nullptr ? dir.delta_bias[c0 + r] : 0.0f);
-          dv = dir.softplus ? softplus(x) : x;
-          if (z != nullptr) zv = silu(to_float(z[idx]));
+      // Consecutive threads take consecutive steps of a row (coalesced reads). Each pass loads kBatch
+      // elements per thread before using any (predicated loads, all in flight at once), then converts
+      // and stores them: the load latency is paid once a pass, not once an element.
+      for (TileWalk w(tid, kRowThreads, n_steps); w.row < RPB;) {
+        int at[kBatch];      // shared-memory slot r * ls + i, or -1 past the tile
+        bool valid[kBatch];  // a channel of this group; rows past it are padding (dt = 0, silu(z) = 1)
+        T ur[kBatch], dr[kBatch], zr[kBatch];
+        float br[kBatch];
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          valid[k] = w.row < nvalid;
+          const int idx = valid[k] ? w.row * L + lo + w.col : 0;
+          at[k] = w.row < RPB ? w.row * ls + w.col : -1;
+          ur[k] = valid[k] ? u[idx] : T(0.0f);
+          dr[k] = valid[k] ? delta[idx] : T(0.0f);
+          zr[k] = valid[k] && z != nullptr ? z[idx] : T(0.0f);
+          br[k] = valid[k] && bias != nullptr ? bias[w.row] : 0.0f;
+          w.next();
         }
-        s_u[r * ls + i] = uv;
-        s_dt[r * ls + i] = dv;
-        s_zy[r * ls + i] = zv;
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          if (at[k] < 0) continue;
+          const float x = to_float(dr[k]) + br[k];
+          s_u[at[k]] = to_float(ur[k]);
+          s_dt[at[k]] = valid[k] ? (dir.softplus ? softplus(x) : x) : 0.0f;
+          s_zy[at[k]] = valid[k] && z != nullptr ? silu_fast(to_float(zr[k])) : 1.0f;
+        }
       }
-      for (int e = tid; e < kStates * n_steps; e += kRowThreads) {
-        const int n = e / n_steps, i = e % n_steps;
-        float bv = 0.0f, cv = 0.0f;
-        if (n < dstate) {
-          bv = to_float(Bg[static_cast<int64_t>(n) * L + lo + i]);
-          cv = to_float(Cg[static_cast<int64_t>(n) * L + lo + i]);
+      // B and C as [step][16], states past d_state zero; kBatch (state, step) pairs a pass as above
+      for (TileWalk w(tid, kRowThreads, n_steps); w.row < kStates;) {
+        int at[kBatch];
+        T bq[kBatch], cq[kBatch];
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          const bool valid = w.row < dstate;
+          const int idx = valid ? w.row * L + lo + w.col : 0;
+          at[k] = w.row < kStates ? w.col * kStates + w.row : -1;
+          bq[k] = valid ? Bg[idx] : T(0.0f);
+          cq[k] = valid ? Cg[idx] : T(0.0f);
+          w.next();
         }
-        s_B[i * kStates + n] = bv;
-        s_C[i * kStates + n] = cv;
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          if (at[k] < 0) continue;
+          s_B[at[k]] = to_float(bq[k]);
+          s_C[at[k]] = to_float(cq[k]);
+        }
       }
       __syncthreads();
 
@@ -148,14 +177,12 @@ __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs a
       }
       __syncthreads();
 
-      for (int e = tid; e < RPB * n_steps; e += kRowThreads) {
-        const int r = e / n_steps, i = e % n_steps;
-        if (r < nvalid) {
-          const int64_t idx = (static_cast<int64_t>(b) * dim + c0 + r) * L + lo + i;
-          float v = args.out_scale * s_zy[r * ls + i];
-          if (add_to_out) v += to_float(out[idx]);
-          out[idx] = from_float<T>(v);
-        }
+#pragma unroll 4
+      for (TileWalk w(tid, kRowThreads, n_steps); w.row < nvalid; w.next()) {
+        const int idx = w.row * L + lo + w.col;
+        float v = args.out_scale * s_zy[w.row * ls + w.col];
+        if (add_to_out) v += to_float(out[idx]);
+        out[idx] = from_float<T>(v);
       }
     }
     if (dir.last_state != nullptr && row_valid) {
