@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kConvThreads) conv1d_kernel(const T* __restric
     float w[PARTOOL_MAX_CONV_WIDTH];
 #pragma unroll
     for (int m = 0; m < PARTOOL_MAX_CONV_WIDTH; ++m) {
-      w[m] = m < width ? weight[static_cast<int64_t>(c) * width + width - 1 - m] : 0.0f;
+      w[m] = m < width ? weight[static_cast<int64_t>(c) * width + width - 1 - m] : 0.0f;  // unused past width
     }
     const float b0 = bias != nullptr ? bias[c] : 0.0f;
     const T* xr = x + static_cast<int64_t>(row) * length;
@@ -46,6 +46,7 @@ __global__ void __launch_bounds__(kConvThreads) conv1d_kernel(const T* __restric
       float acc = fmaf(w[0], cur, b0);
 #pragma unroll
       for (int m = 1; m < PARTOOL_MAX_CONV_WIDTH; ++m) {
+        if (m >= width) break;  // the same for the whole warp: its shuffles stay converged
         const float up = __shfl_up_sync(0xffffffffu, cur, m);            // lanes >= m: j - m in this chunk
         const float back = __shfl_sync(0xffffffffu, prev, (lane + 32 - m) % 32);  // lanes < m: the previous chunk
         acc = fmaf(w[m], lane >= m ? up : back, acc);
