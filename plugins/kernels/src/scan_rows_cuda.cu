@@ -210,6 +210,9 @@ int launch_rows_cfg(ScanArgs args, const DeviceInfo& dev, cudaStream_t stream, c
   args.tiles_per_group = (cpg + RPB - 1) / RPB;
   const int64_t blocks = static_cast<int64_t>(args.batch) * args.groups * args.tiles_per_group;
   if (blocks > 0x7fffffff) return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: batch * dim too large (%lld blocks)", where, static_cast<long long>(blocks));
+  if (static_cast<int64_t>(RPB > kStates ? RPB : kStates) * args.length > 0x7fffffff) {  // 32-bit offsets in a block
+    return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: length %d too long for the row kernel", where, args.length);
+  }
   // 64 KiB a block leaves room for three resident blocks on sm_80/86/87/89/90 (100-228 KiB per SM).
   const size_t budget = dev.smem_optin < 64 * 1024 ? static_cast<size_t>(dev.smem_optin) : 64 * 1024;
   const int lt = tile_steps<S>(args.length, budget);
