@@ -301,12 +301,7 @@ def timings(kernels) -> list[dict[str, object]]:
         bwd["z"] = z
         fa = kernels._prepare(*fwd.values())
         ba = kernels._prepare(*bwd.values())
-        bparams = kernels.BidirScanParams(
-            fwd=kernels._scan_params(*fa, out, None, True, False),
-            bwd=kernels._scan_params(*ba, out, None, True, True),
-            out=out.data_ptr(),
-            out_scale=0.5,
-        )
+        bparams = kernels._bidir_params(fa, ba, out, True, 0.5)
 
         def bcall(bparams=bparams, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
@@ -318,19 +313,7 @@ def timings(kernels) -> list[dict[str, object]]:
         x = torch.randn(b, d, length, device="cuda", dtype=torch.float16)
         w = torch.randn(d, 4, device="cuda")
         cout = torch.empty_like(x)
-        cparams = kernels.Conv1dParams(
-            batch=b,
-            dim=d,
-            length=length,
-            width=4,
-            io_dtype=1,
-            x=x.data_ptr(),
-            weight=w.data_ptr(),
-            bias=None,
-            out=cout.data_ptr(),
-            silu=1,
-            reverse=0,
-        )
+        cparams = kernels._conv_params(x, w, None, cout, silu=True, reverse=False)
 
         def ccall(cparams=cparams, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream

@@ -88,22 +88,13 @@ class Emulated:
     def bidir(self, fwd, bwd, out_scale: float) -> tuple[int, torch.Tensor]:
         fa, ba = self._prepared(fwd), self._prepared(bwd)
         out = self.guard(torch.empty_like(fa[0]))
-        params = self.k.BidirScanParams(
-            fwd=self.k._scan_params(*fa, out, None, True, False),
-            bwd=self.k._scan_params(*ba, out, None, True, True),
-            out=out.data_ptr(),
-            out_scale=out_scale,
-        )
+        params = self.k._bidir_params(fa, ba, out, True, out_scale)
         return self.lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(params), None), out
 
     def conv(self, x, w, bias, silu: bool, reverse: bool) -> tuple[int, torch.Tensor]:
         x, w, bias = self.guard(x), self.guard(w), self.guard(bias)
         out = self.guard(torch.empty_like(x))
-        params = self.k.Conv1dParams(
-            batch=x.shape[0], dim=x.shape[1], length=x.shape[2], width=w.shape[1],
-            io_dtype=self.k._DTYPES[x.dtype], x=x.data_ptr(), weight=w.data_ptr(),
-            bias=None if bias is None else bias.data_ptr(), out=out.data_ptr(), silu=int(silu), reverse=int(reverse),
-        )  # fmt: skip
+        params = self.k._conv_params(x, w, bias, out, silu, reverse)
         return self.lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), None), out
 
     def selftest(self, kernel: str, out: torch.Tensor, blocks: int, threads: int, smem: int, arg: int) -> int:

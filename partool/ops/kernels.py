@@ -225,6 +225,35 @@ def _scan_params(u, delta, A, B, C, D, z, delta_bias, out, last, softplus: bool,
     )
 
 
+def _bidir_params(fwd: tuple, bwd: tuple, out: Tensor, softplus: bool, out_scale: float) -> BidirScanParams:
+    """partool_bidir_scan_params_t of two `_prepare`d directions (the second scans in reverse) into `out`."""
+    return BidirScanParams(
+        fwd=_scan_params(*fwd, out, None, softplus, False),
+        bwd=_scan_params(*bwd, out, None, softplus, True),
+        out=_ptr(out),
+        out_scale=float(out_scale),
+    )
+
+
+def _conv_params(
+    x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, silu: bool, reverse: bool
+) -> Conv1dParams:
+    """partool_conv1d_params_t of contiguous x (b, d, l) in a kernel dtype, float32 weight (d, w) and bias."""
+    return Conv1dParams(
+        batch=x.shape[0],
+        dim=x.shape[1],
+        length=x.shape[2],
+        width=weight.shape[1],
+        io_dtype=_DTYPES[x.dtype],
+        x=_ptr(x),
+        weight=_ptr(weight),
+        bias=_ptr(bias),
+        out=_ptr(out),
+        silu=int(bool(silu)),
+        reverse=int(bool(reverse)),
+    )
+
+
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     args = _prepare(u, delta, A, B, C, D, z, delta_bias)
     uu = args[0]
@@ -312,12 +341,7 @@ def _bidir_scan(
     if ba[0].dtype != fa[0].dtype:
         ba = _prepare(ba[0].to(fa[0].dtype), *ba[1:])
     out = torch.empty_like(fa[0])
-    params = BidirScanParams(
-        fwd=_scan_params(*fa, out, None, delta_softplus, False),
-        bwd=_scan_params(*ba, out, None, delta_softplus, True),
-        out=_ptr(out),
-        out_scale=float(out_scale),
-    )
+    params = _bidir_params(fa, ba, out, delta_softplus, out_scale)
     lib = _lib()
     if out.is_cuda:
         with torch.cuda.device(out.device):
@@ -365,19 +389,7 @@ def _conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse:
     w = weight.to(torch.float32).contiguous()
     bb = None if bias is None else bias.to(torch.float32).contiguous()
     out = torch.empty_like(x)
-    params = Conv1dParams(
-        batch=x.shape[0],
-        dim=x.shape[1],
-        length=x.shape[2],
-        width=w.shape[1],
-        io_dtype=_DTYPES[x.dtype],
-        x=_ptr(x),
-        weight=_ptr(w),
-        bias=_ptr(bb),
-        out=_ptr(out),
-        silu=int(bool(silu)),
-        reverse=int(bool(reverse)),
-    )
+    params = _conv_params(x, w, bb, out, silu, reverse)
     lib = _lib()
     if x.is_cuda:
         with torch.cuda.device(x.device):
