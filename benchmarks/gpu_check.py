@@ -4,8 +4,8 @@ Needs only the built library (`partool plugins build`), PyTorch with CUDA, and p
 
     python benchmarks/gpu_check.py --out $OUT/gpu_check.json
 
-Parity: the `cuda` scan (and the bidirectional scan and conv1d) against a float64 step-by-step
-reference on the GPU; the issue's bars are fp32 <= 1e-5 and fp16 <= 2e-3 in max |err| / max |ref|.
+Parity: the `cuda` scan (and the bidirectional scan, conv1d and add + RMSNorm) against float64
+references on the GPU; the issue's bars are fp32 <= 1e-5 and fp16 <= 2e-3 in max |err| / max |ref|.
 Timing: CUDA graphs of 20 back-to-back kernel calls, replayed (CUDA events, median of rounds), at Vim-S
 shapes (d = 768, n = 16, l = 197, fp16, z + D + delta_bias + softplus) for batch 1 and 64, with the
 library's own choice and each kernel configuration forced (CONFIGS below), against the HBM floor
@@ -198,6 +198,14 @@ def parity(kernels) -> list[dict[str, object]]:
                     "ok": err <= TOL[dtype],
                 }
             )
+    for dtype in (torch.float32, torch.float16):
+        x = torch.randn(4, 384, 197, device="cuda").to(dtype)
+        residual, weight = torch.randn(4, 384, 197, device="cuda"), torch.rand(384, device="cuda") + 0.5
+        got, r = kernels.add_rms_norm(x, residual, weight, 1e-5)
+        rd = residual.double() + x.double()
+        want = rd * torch.rsqrt(rd.pow(2).mean(1, keepdim=True) + 1e-5) * weight.double()[:, None]
+        err = max(rel_err(got, want), rel_err(r, rd))
+        rows.append({"case": "add+rmsnorm", "dtype": str(dtype), "rel_err": err, "ok": err <= TOL[dtype]})
     return rows
 
 
@@ -331,6 +339,30 @@ def timings(kernels) -> list[dict[str, object]]:
                 "method": method,
             }
         )
+
+        # Vim's add + RMSNorm between blocks (d_model 384, residual float32): one kernel against the
+        # PyTorch ops it replaces in eager mode, both in CUDA graphs
+        h = torch.randn(b, 384, length, device="cuda", dtype=torch.float16)
+        res, wn = (
+            torch.randn(b, 384, length, device="cuda"),
+            torch.rand(384, device="cuda", dtype=torch.float16),
+        )
+        nout, nres = torch.empty_like(h), torch.empty_like(res)
+        nparams = kernels._add_rms_norm_params(h, res, wn.float(), 1e-5, nres, nout)
+
+        def ncall(nparams=nparams, stream=stream) -> None:
+            stream.value = torch.cuda.current_stream().cuda_stream
+            kernels.check(lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(nparams), stream))
+
+        def torch_norm(h=h, res=res, wn=wn) -> None:
+            r = res + h.float()
+            ((r * torch.rsqrt(r.pow(2).mean(1, keepdim=True) + 1e-5)) * wn.float()[:, None]).to(h.dtype)
+
+        floor = b * 384 * length * (2 + 4 + 4 + 2) / HBM_BYTES_PER_S * 1e6  # x, residual in/out, out
+        for kernel, fn in (("add+rmsnorm fp16", ncall), ("add+rmsnorm fp16, PyTorch ops", torch_norm)):
+            us, method = graph_us(fn)
+            rows.append({"kernel": kernel, "b": b, "us": us, "hbm_floor_us": floor, "x_floor": us / floor,
+                         "method": method})  # fmt: skip
 
         try:
             from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCES = ("scan_cuda.cu", "scan_rows_cuda.cu", "conv1d_cuda.cu")
+SOURCES = ("scan_cuda.cu", "scan_rows_cuda.cu", "conv1d_cuda.cu", "norm_cuda.cu")
 SRC = Path(__file__).resolve().parents[1] / "plugins" / "kernels"
 OPS = ("LDG", "STG", "LDS", "STS", "MUFU", "SHFL", "BAR")
 

@@ -57,3 +57,11 @@ def conv_reference(x, w, bias, silu, reverse):
     ref = F.conv1d(F.pad(xf, (w.shape[1] - 1, 0)), w.double().unsqueeze(1), bias.double(), groups=x.shape[1])
     ref = F.silu(ref) if silu else ref
     return (ref.flip(-1) if reverse else ref).numpy()
+
+
+def add_rms_norm_reference(x, residual, weight, eps):
+    """Residual add + RMSNorm over dim 1 of channel-major (b, d, l) tensors, float64 numpy:
+    (r, r / sqrt(mean_d r² + eps) · weight) with r = residual + x."""
+    r = np.asarray(x.double() if residual is None else x.double() + residual.double())
+    scale = 1.0 / np.sqrt((r**2).mean(axis=1, keepdims=True) + eps)
+    return r, r * scale * np.asarray(weight.double())[None, :, None]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from scan_references import TOL, conv_reference, make_inputs, numpy_scan, rel_err
+from scan_references import TOL, add_rms_norm_reference, conv_reference, make_inputs, numpy_scan, rel_err
 
 from partool.plugins import source_dir
 
@@ -96,6 +96,16 @@ class Emulated:
         out = self.guard(torch.empty_like(x))
         params = self.k._conv_params(x, w, bias, out, silu, reverse)
         return self.lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), None), out
+
+    def add_rms_norm(
+        self, x, residual, weight, eps: float, residual_out: str
+    ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+        """residual_out: "new" (a tensor of its own), "in place" (the residual) or "none"."""
+        x, residual, weight = self.guard(x), self.guard(residual), self.guard(weight)
+        out = self.guard(torch.empty_like(x))
+        r = {"new": lambda: self.guard(torch.empty(x.shape)), "in place": lambda: residual, "none": lambda: None}[residual_out]()  # fmt: skip
+        params = self.k._add_rms_norm_params(x, residual, weight, eps, r, out)
+        return self.lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(params), None), out, r
 
     def selftest(self, kernel: str, out: torch.Tensor, blocks: int, threads: int, smem: int, arg: int) -> int:
         return self.lib.partool_cudaemu_selftest(kernel.encode(), out.data_ptr(), blocks, threads, smem, arg)
@@ -279,3 +289,29 @@ def test_conv1d_matches_torch(device, dtype, width, reverse, silu):
     status, out = device.conv(x, w, bias, silu, reverse)
     assert status == 0, device.error()
     assert rel_err(out, conv_reference(x.float(), w, bias, silu, reverse)) <= TOL[dtype]
+
+
+# ---- add + RMSNorm --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("b", "d", "length", "dtype", "with_residual", "residual_out"),
+    [
+        (2, 384, 70, torch.float32, True, "in place"),  # Vim-S width: 3 channel batches of 8 x 16 warps
+        (1, 5, 33, torch.float16, False, "new"),  # first block; fewer channels than warps, 2 position tiles
+        (3, 130, 32, torch.bfloat16, True, "none"),  # the last norm: recomputes r in the second pass
+        (1, 129, 1, torch.float32, True, "new"),
+    ],
+)
+def test_add_rms_norm_matches_numpy(device, b, d, length, dtype, with_residual, residual_out):
+    gen = torch.Generator().manual_seed(d)
+    x = (torch.randn(b, d, length, generator=gen) * 2).to(dtype)
+    residual = torch.randn(b, d, length, generator=gen) if with_residual else None
+    weight = torch.rand(d, generator=gen) + 0.5
+    want_r, want_out = add_rms_norm_reference(x, residual, weight, 1e-5)
+    status, out, r = device.add_rms_norm(x, residual, weight, 1e-5, residual_out)
+    assert status == 0, device.error()
+    assert rel_err(out, want_out) <= {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    if residual_out != "none":
+        assert rel_err(r, want_r) <= 1e-7
+    assert device.last_launch()[:2] == (b * -(-length // 32), 512)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from scan_references import TOL, conv_reference, make_inputs, numpy_scan, rel_err
+from scan_references import TOL, add_rms_norm_reference, conv_reference, make_inputs, numpy_scan, rel_err
 
 from partool.ops.scan_reference import scan_chunked
 
@@ -156,6 +156,8 @@ def _op_samples(dtype):
             torch.ops.partool.kernels_causal_conv1d.default,
             (x, w, fwd[keys.index("D")], extras, not extras),
         )
+        residual = torch.randn(x.shape) if extras else None
+        yield torch.ops.partool.kernels_add_rms_norm.default, (x, residual, torch.rand(8), 1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
@@ -197,8 +199,8 @@ def test_kernels_share_pytorchs_openmp_runtime(kernels):
 
 
 def test_kernels_compile_into_one_graph(kernels):
-    """torch.compile(fullgraph=True) traces scan, bidirectional scan and conv1d as custom ops (a ctypes call
-    would break the graph) and gives the eager results, glue included."""
+    """torch.compile(fullgraph=True) traces scan, bidirectional scan, conv1d and add + RMSNorm as custom ops
+    (a ctypes call would break the graph) and gives the eager results, glue included."""
     keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     fwd = dict(zip(keys, make_inputs(2, 8, 16, 23, 1, torch.float32, True, 1), strict=True))
     bwd = dict(zip(keys, make_inputs(2, 8, 16, 23, 1, torch.float32, True, 2), strict=True))
@@ -208,7 +210,8 @@ def test_kernels_compile_into_one_graph(kernels):
         xc = kernels.causal_conv1d(fwd["u"] * 2, w, fwd["D"], silu=True, reverse=True)
         out, last = kernels.scan_cpu(**{**fwd, "u": xc}, delta_softplus=True)
         both = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.25)
-        return out.sin() + both, last.cos()
+        normed, residual = kernels.add_rms_norm(out.sin() + both, fwd["u"], w[:, 0], 1e-5)
+        return normed + residual, last.cos()
 
     torch._dynamo.reset()
     compiled = torch.compile(glue, fullgraph=True, dynamic=False)
@@ -247,6 +250,73 @@ def test_cpu_conv1d_matches_torch(kernels, width, reverse, silu, dtype):
     bias = torch.randn(6, generator=gen)
     out = kernels.causal_conv1d(x, w, bias, silu=silu, reverse=reverse)
     assert rel_err(out, conv_reference(x, w, bias, silu, reverse)) <= TOL[dtype]
+
+
+@pytest.mark.parametrize(
+    ("b", "d", "length", "dtype", "with_residual"),
+    [
+        (1, 384, 197, torch.float32, True),  # Vim-S between two blocks
+        (3, 7, 65, torch.float32, False),  # first block: no residual yet; partial last position tile
+        (2, 16, 1, torch.float16, True),
+        (2, 130, 64, torch.bfloat16, True),
+    ],
+)
+def test_cpu_add_rms_norm_matches_numpy(kernels, b, d, length, dtype, with_residual):
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(b, d, length, generator=gen) * 3).to(dtype)
+    residual = torch.randn(b, d, length, generator=gen) if with_residual else None
+    weight = torch.rand(d, generator=gen) + 0.5
+    out, r = kernels.add_rms_norm(x, residual, weight, 1e-5)
+    want_r, want_out = add_rms_norm_reference(x, residual, weight, 1e-5)
+    assert out.dtype == dtype and r.dtype == torch.float32
+    assert rel_err(r, want_r) <= 1e-7
+    assert rel_err(out, want_out) <= {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    alone, no_r = kernels.add_rms_norm(x, residual, weight, 1e-5, return_residual=False)
+    assert no_r is None and torch.equal(alone, out)
+
+
+def test_cpu_add_rms_norm_in_place_and_eps(kernels):
+    """residual_out may be the residual itself; eps is added to the mean square (a zero column gives 0)."""
+    x = torch.randn(2, 8, 9)
+    x[1, :, 4] = 0.0
+    residual = torch.randn(2, 8, 9)
+    residual[1, :, 4] = 0.0
+    weight = torch.rand(8) + 0.5
+    want_r, want_out = add_rms_norm_reference(x, residual, weight, 0.25)
+    out = torch.empty_like(x)
+    params = kernels._add_rms_norm_params(x, residual, weight, 0.25, residual, out)
+    assert kernels.load_library().partool_add_rms_norm_fwd_cpu(ctypes.byref(params), 2) == 0
+    assert rel_err(residual, want_r) <= 1e-7 and rel_err(out, want_out) <= 1e-6
+    assert torch.all(out[1, :, 4] == 0)
+    # eps matters: with a tiny column its scale is 1/sqrt(mean + eps), not 1/sqrt(mean)
+    tiny = torch.full((1, 4, 1), 1e-3)
+    got, _ = kernels.add_rms_norm(tiny, None, torch.ones(4), 1e-6)
+    assert got.flatten().tolist() == pytest.approx([1e-3 / (1e-6 + 1e-6) ** 0.5] * 4, rel=1e-5)
+
+
+def test_add_rms_norm_refuses_bad_arguments(kernels):
+    lib = kernels.load_library()
+    x, weight = torch.randn(1, 4, 3), torch.ones(4)
+    out, res = torch.empty_like(x), torch.empty_like(x)
+    cases = {
+        "out must not be x": dict(out=x),
+        "residual_out must not be x": dict(residual_out=x),
+        "weight is NULL": dict(weight=None),
+        "eps=-1 must be >= 0": dict(eps=-1.0),
+        "io_dtype=5": dict(io_dtype=5),
+        "batch, dim and length must be positive": dict(length=0),
+    }
+    for message, change in cases.items():
+        fields = dict(x=x, residual=None, weight=weight, eps=1e-5, residual_out=res, out=out)
+        fields.update({k: v for k, v in change.items() if k in fields})
+        params = kernels._add_rms_norm_params(*(fields[k] for k in ("x", "residual", "weight", "eps", "residual_out", "out")))  # fmt: skip
+        for name, value in change.items():
+            if name not in fields:
+                setattr(params, name, value)
+        for call, arg in ((lib.partool_add_rms_norm_fwd_cpu, 1), (lib.partool_add_rms_norm_fwd_cuda, None)):
+            assert call(ctypes.byref(params), arg) in (1, 3), message
+            assert message in lib.partool_last_error_message().decode()
+    assert lib.partool_add_rms_norm_fwd_cpu(None, 1) == 1
 
 
 # ---- argument validation and ABI ----------------------------------------------------------------
@@ -336,9 +406,15 @@ int main(void) {
   F(partool_conv1d_params_t, width) F(partool_conv1d_params_t, io_dtype) F(partool_conv1d_params_t, x)
   F(partool_conv1d_params_t, weight) F(partool_conv1d_params_t, bias) F(partool_conv1d_params_t, out)
   F(partool_conv1d_params_t, silu) F(partool_conv1d_params_t, reverse)
+  F(partool_add_rms_norm_params_t, batch) F(partool_add_rms_norm_params_t, dim)
+  F(partool_add_rms_norm_params_t, length) F(partool_add_rms_norm_params_t, io_dtype)
+  F(partool_add_rms_norm_params_t, eps) F(partool_add_rms_norm_params_t, x)
+  F(partool_add_rms_norm_params_t, residual) F(partool_add_rms_norm_params_t, weight)
+  F(partool_add_rms_norm_params_t, residual_out) F(partool_add_rms_norm_params_t, out)
   printf("sizeof partool_scan_params_t %zu\n", sizeof(partool_scan_params_t));
   printf("sizeof partool_bidir_scan_params_t %zu\n", sizeof(partool_bidir_scan_params_t));
   printf("sizeof partool_conv1d_params_t %zu\n", sizeof(partool_conv1d_params_t));
+  printf("sizeof partool_add_rms_norm_params_t %zu\n", sizeof(partool_add_rms_norm_params_t));
   return 0;
 }
 """
@@ -361,6 +437,7 @@ def test_struct_layout_matches_c_compiler(kernels, tmp_path):
         "partool_scan_params_t": kernels.ScanParams,
         "partool_bidir_scan_params_t": kernels.BidirScanParams,
         "partool_conv1d_params_t": kernels.Conv1dParams,
+        "partool_add_rms_norm_params_t": kernels.AddRmsNormParams,
     }
     seen = 0
     for line in lines:
@@ -370,7 +447,7 @@ def test_struct_layout_matches_c_compiler(kernels, tmp_path):
         else:
             assert getattr(structs[first], second).offset == int(value), f"{first}.{second}"
         seen += 1
-    assert seen == 36
+    assert seen == 47
     assert {name for name, _ in kernels.ScanParams._fields_} == {
         line.split()[1] for line in lines if line.startswith("partool_scan_params_t")
     }
@@ -419,7 +496,7 @@ def test_cuda_scan_matches_reference(kernels, n, groups, extras, reverse, b, len
 
 @pytest.mark.gpu
 @cuda
-def test_cuda_bidirectional_and_conv(kernels):
+def test_cuda_bidirectional_conv_and_norm(kernels):
     if not kernels.cuda_available():
         pytest.skip("library built without CUDA")
     keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -435,6 +512,10 @@ def test_cuda_bidirectional_and_conv(kernels):
         want = kernels.causal_conv1d(x, w, None, reverse=reverse)
         got = kernels.causal_conv1d(x.cuda(), w.cuda(), None, reverse=reverse)
         assert rel_err(got.cpu(), want.double().numpy()) <= 1e-5
+    x, residual, weight = torch.randn(3, 384, 197), torch.randn(3, 384, 197), torch.rand(384)
+    want_r, want_out = add_rms_norm_reference(x, residual, weight, 1e-5)
+    out, r = kernels.add_rms_norm(x.cuda(), residual.cuda(), weight.cuda(), 1e-5)
+    assert rel_err(out.cpu(), want_out) <= 1e-5 and rel_err(r.cpu(), want_r) <= 1e-6
 
 
 @pytest.mark.parametrize("isa", ["base", "avx2"])

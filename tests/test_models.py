@@ -301,6 +301,44 @@ def test_vim_fused_kernel_path_matches_reference():
     assert not torch.allclose(outputs["after", "cpu"], outputs["before", "cpu"])
 
 
+def test_vim_channel_major_block_stack_matches_the_blocks(monkeypatch):
+    """Inference on a kernel backend runs Vim's blocks channel-major with one add + RMSNorm kernel per
+    block and one for norm_f; in half precision too, where the norms' float32 weights are cached and must
+    follow in-place updates. Same tokens as the blocks' own forward."""
+    from partool.ops import available_backends, kernels, set_backend
+
+    if not available_backends().get("cpu"):
+        pytest.skip("kernel library not built (partool plugins build)")
+    torch.manual_seed(0)
+    backbone = create_model("vim-t", 5, img_size=(64, 32), depth=3).backbone.eval()
+    calls = []
+    real = kernels.add_rms_norm
+    monkeypatch.setattr(kernels, "add_rms_norm", lambda *a, **k: calls.append(a[1] is None) or real(*a, **k))
+    images = torch.randn(2, 3, 64, 32)
+    try:
+        set_backend("cpu")
+        for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-2)):
+            backbone.to(dtype)
+            for step in ("before", "after"):
+                if step == "after":
+                    with torch.no_grad():
+                        for layer in backbone.layers:
+                            layer.norm.weight.mul_(1.5)
+                calls.clear()
+                with torch.no_grad():
+                    got = backbone(images.to(dtype))
+                    backbone.train()  # the per-block path, with its drop paths off
+                    for module in (backbone, *backbone.layers):
+                        module.drop_path = torch.nn.Identity()
+                    want = backbone(images.to(dtype))
+                    backbone.eval()
+                assert calls == [True, False, False, False]  # the first block has no residual yet
+                assert got.dtype == want.dtype == dtype
+                torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    finally:
+        set_backend(None)
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs"),
     [("vim-t", {"depth": 2}), ("vmamba-t", {"depths": [1, 1, 1, 1], "dims": 16})],

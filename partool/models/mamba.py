@@ -29,6 +29,17 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
+    def float_weight(self) -> Tensor:
+        """The weight in float32 for the kernels' add + RMSNorm, converted once per weight version: with
+        CUDA graphs a per-call cast of a half model's weight would be one more kernel a layer."""
+        w = self.weight
+        if w.dtype == torch.float32 or torch.compiler.is_compiling():
+            return w.float()
+        key = (w.data_ptr(), w._version, w.device)
+        if getattr(self, "_float_weight_key", None) != key:
+            self._float_weight, self._float_weight_key = w.detach().float(), key
+        return self._float_weight
+
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
         if torch.onnx.is_in_onnx_export():
@@ -190,15 +201,15 @@ class BiMamba(nn.Module):
             )  # fmt: skip
         return tuple(consts)
 
-    def _fused_forward(self, hidden_states: Tensor) -> Tensor:
-        """Inference on the kernel library: both directions' conv1d+SiLU and one fused bidirectional scan.
+    def fused_forward_channel_major(self, h: Tensor) -> Tensor:
+        """Inference on the kernel library, channel-major in and out: h (B, d_model, L) -> (B, d_model, L).
+        Both directions' conv1d+SiLU and one fused bidirectional scan.
 
-        The projections run channel-major (W @ hᵀ, `channel_major_matmul`), so x, z and Δ leave their GEMMs
+        The projections run channel-major (W @ h, `channel_major_matmul`), so x, z and Δ leave their GEMMs
         in the kernels' contiguous (b, d, l) layout (z is shared by both directions) and B, C are slices of
         x_proj's output: no transposed copies around the scan. The conv1d+SiLU runs on the library too
         (on the CPU 0.05 ms against PyTorch's conv + SiLU 0.18 ms at Vim-S shapes, b = 1, 2 threads)."""
         d, r, n = self.d_inner, self.dt_rank, self.d_state
-        h = hidden_states.transpose(1, 2)  # (B, d_model, L)
         x, z = (
             channel_major_matmul(self.in_proj.weight[:d], h),
             channel_major_matmul(self.in_proj.weight[d:], h),
@@ -217,7 +228,11 @@ class BiMamba(nn.Module):
             )  # fmt: skip
         y = kernels.scan_bidirectional(args[0], args[1], delta_softplus=True, out_scale=0.5)
         # out_proj channel-major too: F.linear on the transposed y copies it first when B > 1
-        return channel_major_matmul(self.out_proj.weight, y).transpose(1, 2)  # (B, L, d_model), a view
+        return channel_major_matmul(self.out_proj.weight, y)
+
+    def _fused_forward(self, hidden_states: Tensor) -> Tensor:
+        """`fused_forward_channel_major` on token-major (B, L, d_model), through transposed views."""
+        return self.fused_forward_channel_major(hidden_states.transpose(1, 2)).transpose(1, 2)
 
     def _can_fuse(self, x: Tensor) -> bool:
         """Inference on an active kernel backend (`cpu`/`cuda`): no autograd, tracing or export in play."""

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from partool.errors import UserError
 from partool.models.mamba import BiMamba, RMSNorm, linspace
 from partool.models.registry import register_model
+from partool.ops import kernels
 
 
 class PatchEmbed(nn.Module):
@@ -141,11 +142,30 @@ class VimBackbone(nn.Module):
     def grid_size(self) -> tuple[int, int]:
         return self.patch_embed.grid_size
 
+    def _fused_layers(self, hidden: Tensor) -> Tensor:
+        """The blocks and norm_f on the kernel library (inference), channel-major (B, E, T) from the first
+        block to the last: between two mixers one add + RMSNorm kernel where PyTorch runs ~10 (casts, add,
+        square, mean, rsqrt, products), and no transposes around the mixers. Same function as the blocks'
+        forward with drop path off."""
+        h = hidden.transpose(1, 2).contiguous()
+        residual = None
+        for layer in self.layers:
+            normed, residual = kernels.add_rms_norm(h, residual, layer.norm.float_weight(), layer.norm.eps)
+            h = layer.mixer.fused_forward_channel_major(normed)
+        if self.norm_f.weight.dtype == torch.float32:  # norm_f's output has its weight's dtype
+            h = h.float()
+        out, _ = kernels.add_rms_norm(
+            h, residual, self.norm_f.float_weight(), self.norm_f.eps, return_residual=False
+        )
+        return out.transpose(1, 2).to(self.norm_f.weight.dtype)
+
     def forward(self, images: Tensor) -> Tensor:
         x = self.patch_embed(images)
         c = midcls_index(x.shape[1])
         x = torch.cat([x[:, :c], self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x[:, c:]], dim=1)
         hidden = x + self.pos_embed.to(x.dtype)
+        if not self.training and self.layers[0].mixer._can_fuse(hidden):
+            return self._fused_layers(hidden)
         hidden, residual = self.layers[0](hidden, None)
         for layer in self.layers[1:]:
             hidden, residual = layer(hidden, residual)

@@ -85,6 +85,23 @@ class Conv1dParams(ctypes.Structure):
     ]
 
 
+class AddRmsNormParams(ctypes.Structure):
+    """partool_add_rms_norm_params_t."""
+
+    _fields_ = [
+        ("batch", ctypes.c_int),
+        ("dim", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("io_dtype", ctypes.c_int),
+        ("eps", ctypes.c_float),
+        ("x", _p),
+        ("residual", _p),
+        ("weight", _p),
+        ("residual_out", _p),
+        ("out", _p),
+    ]
+
+
 class KernelError(RuntimeError):
     """A kernel call returned a nonzero status; `status` is the code, the message says why."""
 
@@ -132,6 +149,8 @@ def _load(lib_path: str) -> ctypes.CDLL:
         "partool_selective_scan_bidir_fwd_cuda": ([ctypes.POINTER(BidirScanParams), _p], ctypes.c_int),
         "partool_causal_conv1d_fwd_cpu": ([ctypes.POINTER(Conv1dParams), ctypes.c_int], ctypes.c_int),
         "partool_causal_conv1d_fwd_cuda": ([ctypes.POINTER(Conv1dParams), _p], ctypes.c_int),
+        "partool_add_rms_norm_fwd_cpu": ([ctypes.POINTER(AddRmsNormParams), ctypes.c_int], ctypes.c_int),
+        "partool_add_rms_norm_fwd_cuda": ([ctypes.POINTER(AddRmsNormParams), _p], ctypes.c_int),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
@@ -416,6 +435,65 @@ def causal_conv1d(
     if torch.compiler.is_compiling():
         return _conv1d_op(x, weight, bias, silu, reverse)
     return _conv1d(x, weight, bias, silu, reverse)
+
+
+def _add_rms_norm_params(
+    x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, residual_out: Tensor | None, out: Tensor
+) -> AddRmsNormParams:
+    """partool_add_rms_norm_params_t of contiguous x (b, d, l) in a kernel dtype and float32 rest."""
+    return AddRmsNormParams(
+        batch=x.shape[0],
+        dim=x.shape[1],
+        length=x.shape[2],
+        io_dtype=_DTYPES[x.dtype],
+        eps=float(eps),
+        x=_ptr(x),
+        residual=_ptr(residual),
+        weight=_ptr(weight),
+        residual_out=_ptr(residual_out),
+        out=_ptr(out),
+    )
+
+
+def _add_rms_norm(
+    x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, return_residual: bool
+) -> tuple[Tensor, Tensor | None]:
+    x = x.to(_out_dtype(x)).contiguous()
+    res = None if residual is None else residual.to(torch.float32).contiguous()
+    w = weight.to(torch.float32).contiguous()
+    out = torch.empty_like(x)
+    res_out = torch.empty(x.shape, dtype=torch.float32, device=x.device) if return_residual else None
+    params = _add_rms_norm_params(x, res, w, eps, res_out, out)
+    lib = _lib()
+    if x.is_cuda:
+        with torch.cuda.device(x.device):
+            check(lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(params), _cuda_stream(x.device)))
+    else:
+        check(lib.partool_add_rms_norm_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    return out, res_out
+
+
+@torch.library.custom_op("partool::kernels_add_rms_norm", mutates_args=())
+def _add_rms_norm_op(x: Tensor, residual: Tensor | None, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    out, res_out = _add_rms_norm(x, residual, weight, eps, True)
+    return out, res_out
+
+
+@_add_rms_norm_op.register_fake
+def _add_rms_norm_fake(x, residual, weight, eps):
+    return x.new_empty(x.shape, dtype=_out_dtype(x)), x.new_empty(x.shape, dtype=torch.float32)
+
+
+def add_rms_norm(
+    x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, return_residual: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Residual add + RMSNorm over the channels of channel-major x (b, d, l), the step between two Vim
+    blocks: r = residual + x (float32; r = x without a residual), out = r / rms_d(r) · weight in x's dtype
+    (float32 for a dtype the kernels lack). Returns (out, r), r None unless `return_residual`."""
+    if torch.compiler.is_compiling():  # the traced op always returns r; an unused r is dropped by Inductor
+        out, res_out = _add_rms_norm_op(x, residual, weight, eps)
+        return out, res_out if return_residual else None
+    return _add_rms_norm(x, residual, weight, eps, return_residual)
 
 
 def _library_available() -> bool:

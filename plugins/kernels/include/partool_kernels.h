@@ -1,10 +1,11 @@
 /*
  * partool_kernels: inference kernels for Mamba-style models behind a plain C ABI.
  *
- * Selective scan (forward), a fused bidirectional scan for Vim's two directions, and the causal
- * depthwise conv1d + SiLU, each on CPU (threads across batch x channels, vectorised across the
- * state) and on CUDA (sm_80 and newer). Semantics follow partool's "Selective scan" contract
- * (shared/ARCHITECTURE.md), which is mamba_ssm's selective_scan_fn plus `reverse`:
+ * Selective scan (forward), a fused bidirectional scan for Vim's two directions, the causal
+ * depthwise conv1d + SiLU, and the residual add + RMSNorm between blocks, each on CPU (threads
+ * across batch x channels, vectorised across the state) and on CUDA (sm_80 and newer). The scan's
+ * semantics follow partool's "Selective scan" contract (shared/ARCHITECTURE.md), which is
+ * mamba_ssm's selective_scan_fn plus `reverse`:
  *
  *   dt_t = delta_t (+ delta_bias), softplus(dt_t) when delta_softplus
  *   h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t        (h_0 = 0, float32 state)
@@ -130,6 +131,31 @@ typedef struct {
 
 PARTOOL_API int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_threads);
 PARTOOL_API int partool_causal_conv1d_fwd_cuda(const partool_conv1d_params_t* p, void* cuda_stream);
+
+/*
+ * Residual add + RMSNorm over the channels, in the kernels' channel-major (batch, dim, length) layout:
+ * the add + norm between two Vim blocks, with the residual stream kept in float32 (mamba_ssm's fused
+ * add_norm with residual_in_fp32). For every batch b and position t, over the channels c:
+ *
+ *   r[c]   = residual[b,c,t] + x[b,c,t]            (r = x when residual is NULL)
+ *   out[c] = r[c] / sqrt(mean_c(r[c]^2) + eps) * weight[c]
+ *
+ * r is written to residual_out (float32) unless that is NULL; residual_out may be residual itself
+ * (in place). out must not overlap x or the residual tensors.
+ */
+typedef struct {
+  int batch, dim, length;
+  partool_dtype_t io_dtype;  /* dtype of x and out */
+  float eps;
+  const void* x;             /* (batch, dim, length), contiguous */
+  const float* residual;     /* (batch, dim, length) or NULL */
+  const float* weight;       /* (dim) */
+  float* residual_out;       /* (batch, dim, length) or NULL */
+  void* out;                 /* (batch, dim, length), io_dtype */
+} partool_add_rms_norm_params_t;
+
+PARTOOL_API int partool_add_rms_norm_fwd_cpu(const partool_add_rms_norm_params_t* p, int num_threads);
+PARTOOL_API int partool_add_rms_norm_fwd_cuda(const partool_add_rms_norm_params_t* p, void* cuda_stream);
 
 #ifdef __cplusplus
 }

@@ -106,6 +106,31 @@ int validate_conv(const partool_conv1d_params_t* p, const char* where) {
   return PARTOOL_OK;
 }
 
+int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where) {
+  if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
+  if (p->batch <= 0 || p->dim <= 0 || p->length <= 0) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: batch, dim and length must be positive (got batch=%d dim=%d length=%d)", where, p->batch,
+                p->dim, p->length);
+  }
+  if (dtype_size(static_cast<int>(p->io_dtype)) == 0) {
+    return fail(PARTOOL_ERR_UNSUPPORTED_DTYPE, "%s: io_dtype=%d is not f32 (0), f16 (1) or bf16 (2)", where,
+                static_cast<int>(p->io_dtype));
+  }
+  if (!(p->eps >= 0.0f)) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: eps=%g must be >= 0", where, p->eps);
+  if (p->x == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: x is NULL", where);
+  if (p->weight == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: weight is NULL", where);
+  if (p->out == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: out is NULL", where);
+  if (p->out == p->x || p->out == p->residual || p->out == p->residual_out) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: out must not be x, residual or residual_out", where);
+  }
+  if (p->residual_out != nullptr && static_cast<const void*>(p->residual_out) == p->x) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: residual_out must not be x", where);
+  }
+  clear_error();
+  return PARTOOL_OK;
+}
+
 int resolve_threads(int num_threads, int64_t work_items) {
   int n = num_threads > 0 ? num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, work_items)));

@@ -22,6 +22,8 @@ int validate_scan(const partool_scan_params_t* p, const char* where);
 int validate_bidir(const partool_bidir_scan_params_t* p, const char* where);
 // Checks a conv1d call.
 int validate_conv(const partool_conv1d_params_t* p, const char* where);
+// Checks an add + RMSNorm call.
+int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where);
 
 // Number of worker threads for the CPU kernels: num_threads <= 0 means all hardware threads.
 int resolve_threads(int num_threads, int64_t work_items);

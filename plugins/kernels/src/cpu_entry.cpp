@@ -3,6 +3,7 @@
 // the row kernel of the widest instruction set this CPU has (AVX-512, AVX2 + FMA, or SSE2 / NEON).
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -167,6 +168,42 @@ int run_scan(const partool_scan_params_t* dirs[2], const int reverse[2], int ndi
   return PARTOOL_OK;
 }
 
+// Positions a worker normalises at a time: its sums of squares and scales stay in two small arrays.
+constexpr int64_t kNormTile = 64;
+
+// Residual add + RMSNorm of positions [t0, t1) of batch b. Channel-major data puts each channel's
+// positions side by side, so both passes run over the channels with inner loops across positions that
+// the compiler vectorises (kDtype is a constant: load_io/store_io fold to one conversion).
+template <int kDtype>
+void add_rms_norm_tile(const partool_add_rms_norm_params_t& p, int64_t b, int64_t t0, int64_t t1) {
+  const int64_t n = t1 - t0;
+  float sumsq[kNormTile] = {};
+  for (int c = 0; c < p.dim; ++c) {
+    const int64_t base = (b * p.dim + c) * p.length + t0;
+    for (int64_t i = 0; i < n; ++i) {
+      float r = load_io(p.x, kDtype, base + i);
+      if (p.residual != nullptr) r += p.residual[base + i];
+      if (p.residual_out != nullptr) p.residual_out[base + i] = r;
+      sumsq[i] += r * r;
+    }
+  }
+  float scale[kNormTile];
+  for (int64_t i = 0; i < n; ++i) scale[i] = 1.0f / std::sqrt(sumsq[i] / static_cast<float>(p.dim) + p.eps);
+  for (int c = 0; c < p.dim; ++c) {
+    const int64_t base = (b * p.dim + c) * p.length + t0;
+    const float w = p.weight[c];
+    for (int64_t i = 0; i < n; ++i) {
+      float r;
+      if (p.residual_out != nullptr) {
+        r = p.residual_out[base + i];
+      } else {
+        r = load_io(p.x, kDtype, base + i) + (p.residual != nullptr ? p.residual[base + i] : 0.0f);
+      }
+      store_io(p.out, kDtype, base + i, r * scale[i] * w);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace partool
 
@@ -201,6 +238,31 @@ int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_thre
   } catch (const std::exception& e) {
     return partool::fail(PARTOOL_ERR_OUT_OF_MEMORY, "causal conv1d (cpu): %s", e.what());
   }
+  partool::clear_error();
+  return PARTOOL_OK;
+}
+
+int partool_add_rms_norm_fwd_cpu(const partool_add_rms_norm_params_t* p, int num_threads) {
+  if (int s = partool::validate_add_rms_norm(p, "partool_add_rms_norm_fwd_cpu")) return s;
+  const int64_t tiles = (p->length + partool::kNormTile - 1) / partool::kNormTile;
+  const int64_t items = static_cast<int64_t>(p->batch) * tiles;
+  const int threads = partool::resolve_threads(num_threads, items);
+  partool::parallel_for(threads, items, 1, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / tiles, t0 = (i % tiles) * partool::kNormTile;
+      const int64_t t1 = std::min<int64_t>(p->length, t0 + partool::kNormTile);
+      switch (p->io_dtype) {
+        case PARTOOL_DTYPE_F16:
+          partool::add_rms_norm_tile<PARTOOL_DTYPE_F16>(*p, b, t0, t1);
+          break;
+        case PARTOOL_DTYPE_BF16:
+          partool::add_rms_norm_tile<PARTOOL_DTYPE_BF16>(*p, b, t0, t1);
+          break;
+        default:
+          partool::add_rms_norm_tile<PARTOOL_DTYPE_F32>(*p, b, t0, t1);
+      }
+    }
+  });
   partool::clear_error();
   return PARTOOL_OK;
 }

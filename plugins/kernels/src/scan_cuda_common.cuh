@@ -1,5 +1,6 @@
 // Device helpers and launch arguments shared by the CUDA kernels (scan_cuda.cu: the sequence-chunked scan;
-// scan_rows_cuda.cu: the state-split row scan; conv1d_cuda.cu: the causal conv1d).
+// scan_rows_cuda.cu: the state-split row scan; conv1d_cuda.cu: the causal conv1d; norm_cuda.cu: the
+// residual add + RMSNorm).
 #pragma once
 
 #include <cuda_bf16.h>
