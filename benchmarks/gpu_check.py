@@ -347,10 +347,10 @@ def timings(kernels) -> list[dict[str, object]]:
             torch.randn(b, 384, length, device="cuda"),
             torch.rand(384, device="cuda", dtype=torch.float16),
         )
-        nout, nres = torch.empty_like(h), torch.empty_like(res)
-        nparams = kernels._add_rms_norm_params(h, res, wn.float(), 1e-5, nres, nout)
+        nout, nres, wf = torch.empty_like(h), torch.empty_like(res), wn.float()
+        nparams = kernels._add_rms_norm_params(h, res, wf, 1e-5, nres, nout)
 
-        def ncall(nparams=nparams, stream=stream) -> None:
+        def ncall(nparams=nparams, stream=stream, _alive=(h, res, wf, nres, nout)) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
             kernels.check(lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(nparams), stream))
 
@@ -363,6 +363,20 @@ def timings(kernels) -> list[dict[str, object]]:
             us, method = graph_us(fn)
             rows.append({"kernel": kernel, "b": b, "us": us, "hbm_floor_us": floor, "x_floor": us / floor,
                          "method": method})  # fmt: skip
+
+        # Vim-S's projections as the fused path runs them (one GEMM over the batch, N = b·l) against one
+        # GEMM per image (N = l = 197, off the 8-element alignment): in_proj, x_proj, dt_proj, out_proj
+        for name, (m, k) in {"in_proj": (1536, 384), "x_proj": (56, 768), "dt_proj": (768, 24),
+                             "out_proj": (384, 768)}.items():  # fmt: skip
+            wg = torch.randn(m, k, device="cuda", dtype=torch.float16)
+            flat_in = torch.randn(k, b * length, device="cuda", dtype=torch.float16)
+            per_image_in = torch.randn(b, k, length, device="cuda", dtype=torch.float16)
+            for layout, fn in (
+                ("flat (m, k) @ (k, b*l)", lambda wg=wg, x=flat_in: wg @ x),
+                ("per image bmm", lambda wg=wg.expand(b, -1, -1), x=per_image_in: torch.bmm(wg, x)),
+            ):
+                us, method = graph_us(fn)
+                rows.append({"kernel": f"{name} GEMM fp16, {layout}", "b": b, "us": us, "method": method})
 
         try:
             from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

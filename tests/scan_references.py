@@ -65,3 +65,15 @@ def add_rms_norm_reference(x, residual, weight, eps):
     r = np.asarray(x.double() if residual is None else x.double() + residual.double())
     scale = 1.0 / np.sqrt((r**2).mean(axis=1, keepdims=True) + eps)
     return r, r * scale * np.asarray(weight.double())[None, :, None]
+
+
+def flat_view(x: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
+    """x (b, *rows, l) as a view into one (rows, b·l) matrix, the layout of projection outputs that hold the
+    whole batch (partool's fused Vim path), with `before` and `after` rows of NaN around it: strides
+    (l, ..., b·l, 1), rows b·l apart. A kernel that reads outside the view's rows reads NaN."""
+    b, length = x.shape[0], x.shape[-1]
+    rows = x.shape[1:-1]
+    count = int(np.prod(rows))
+    buf = torch.full((before + count + after, b, length), float("nan"), dtype=x.dtype)
+    buf[before : before + count] = x.reshape(b, count, length).transpose(0, 1)
+    return buf[before : before + count].transpose(0, 1).unflatten(1, rows)

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from scan_references import TOL, add_rms_norm_reference, conv_reference, make_inputs, numpy_scan, rel_err
+from scan_references import (
+    TOL,
+    add_rms_norm_reference,
+    conv_reference,
+    flat_view,
+    make_inputs,
+    numpy_scan,
+    rel_err,
+)
 
 from partool.plugins import source_dir
 
@@ -56,6 +64,15 @@ class Emulated:
     def error(self) -> str:
         return self.lib.partool_last_error_message().decode()
 
+    def _watch(self, view: torch.Tensor) -> torch.Tensor:
+        """Remember every element of view's buffer outside the view: assert_guards_intact checks them."""
+        buf = view._base if view._base is not None else view
+        inside = torch.zeros(buf.numel(), dtype=torch.bool)
+        inside.as_strided(view.shape, view.stride(), view.storage_offset()).fill_(True)
+        flat = buf.reshape(-1)
+        self._guarded.append((flat, flat.clone(), inside))
+        return view
+
     def guard(self, x: torch.Tensor | None) -> torch.Tensor | None:
         """x copied into the middle of a NaN-filled buffer (a read past either end poisons the result)."""
         if x is None:
@@ -63,37 +80,56 @@ class Emulated:
         buf = torch.full((x.numel() + 2 * GUARD,), float("nan"), dtype=x.dtype)
         view = buf[GUARD : GUARD + x.numel()].view(x.shape)
         view.copy_(x)
-        self._guarded.append((buf, buf.clone()))
-        return view
+        return self._watch(view)
+
+    def guard_flat(self, x: torch.Tensor, before: int = 1, after: int = 1) -> torch.Tensor:
+        """x as a `flat_view` (rows of one (rows, b·l) matrix between NaN rows), watched like `guard`."""
+        return self._watch(flat_view(x, before, after))
 
     def assert_guards_intact(self) -> None:
-        for buf, before in self._guarded:
-            for a, b in ((buf[:GUARD], before[:GUARD]), (buf[-GUARD:], before[-GUARD:])):
-                assert torch.equal(a.view(torch.int16 if a.element_size() == 2 else torch.int32),
-                                   b.view(torch.int16 if b.element_size() == 2 else torch.int32)), "write outside a tensor"  # fmt: skip
+        for flat, before, inside in self._guarded:
+            bits = torch.int16 if flat.element_size() == 2 else torch.int32
+            assert torch.equal(flat[~inside].view(bits), before[~inside].view(bits)), "write outside a tensor"
         self._guarded.clear()
 
-    def _prepared(self, args):
-        return tuple(self.guard(x) for x in self.k._prepare(*args))
+    def _prepared(self, args, flat: bool = False):
+        """The kernel arguments, each in its own guarded buffer; `flat`: u, delta, z, B and C as flat views
+        (the fused Vim path's layout), read by the kernels in place."""
+        if not flat:
+            return tuple(self.guard(x) for x in self.k._prepare(*args))
+        u, delta, A, B, C, D, z, bias = args
+        views = (self.guard_flat(u, 0, 2), self.guard_flat(delta, 2, 0), self.guard(A), self.guard_flat(B, 3, 2),
+                 self.guard_flat(C, 1, 4), self.guard(D), None if z is None else self.guard_flat(z, 1, 1), self.guard(bias))  # fmt: skip
+        prepared = self.k._prepare(*views)
+        assert all(p is v for p, v in zip(prepared, views, strict=True)), "not read in place"
+        return prepared
 
-    def scan(self, args, softplus: bool, reverse: bool) -> tuple[int, torch.Tensor, torch.Tensor]:
-        prepared = self._prepared(args)
+    def _out_like(self, u: torch.Tensor) -> torch.Tensor:
+        """A guarded output in u's layout."""
+        if u.is_contiguous():
+            return self.guard(torch.empty_like(u))
+        return self.guard_flat(torch.empty_like(u), 1, 1)
+
+    def scan(
+        self, args, softplus: bool, reverse: bool, flat: bool = False
+    ) -> tuple[int, torch.Tensor, torch.Tensor]:
+        prepared = self._prepared(args, flat)
         u = prepared[0]
-        out = self.guard(torch.empty_like(u))
+        out = self._out_like(u)
         last = self.guard(torch.empty(u.shape[0], u.shape[1], args[2].shape[1]))
         params = self.k._scan_params(*prepared, out, last, softplus, reverse)
         status = self.lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), None)
         return status, out, last
 
-    def bidir(self, fwd, bwd, out_scale: float) -> tuple[int, torch.Tensor]:
-        fa, ba = self._prepared(fwd), self._prepared(bwd)
-        out = self.guard(torch.empty_like(fa[0]))
+    def bidir(self, fwd, bwd, out_scale: float, flat: bool = False) -> tuple[int, torch.Tensor]:
+        fa, ba = self._prepared(fwd, flat), self._prepared(bwd, flat)
+        out = self._out_like(fa[0])
         params = self.k._bidir_params(fa, ba, out, True, out_scale)
         return self.lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(params), None), out
 
-    def conv(self, x, w, bias, silu: bool, reverse: bool) -> tuple[int, torch.Tensor]:
-        x, w, bias = self.guard(x), self.guard(w), self.guard(bias)
-        out = self.guard(torch.empty_like(x))
+    def conv(self, x, w, bias, silu: bool, reverse: bool, flat: bool = False) -> tuple[int, torch.Tensor]:
+        x, w, bias = (self.guard_flat(x, 2, 1) if flat else self.guard(x)), self.guard(w), self.guard(bias)
+        out = self._out_like(x)
         params = self.k._conv_params(x, w, bias, out, silu, reverse)
         return self.lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), None), out
 
@@ -195,10 +231,10 @@ def as_float(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.float()
 
 
-def check_scan(device, case, seed: int) -> None:
+def check_scan(device, case, seed: int, flat: bool = False) -> None:
     b, d, n, length, groups, extras, reverse, dtype = case
     args = make_inputs(b, d, n, length, groups, dtype, extras, seed)
-    status, out, last = device.scan(args, softplus=extras, reverse=reverse)
+    status, out, last = device.scan(args, softplus=extras, reverse=reverse, flat=flat)
     assert status == 0, device.error()
     u, delta, A, B, C, D, z, bias = args
     ref, ref_last = numpy_scan(*map(as_float, (u, delta, A, B, C, D, z, bias)), extras, reverse)
@@ -246,6 +282,32 @@ def test_bidirectional_is_the_sum_of_two_scans(device, monkeypatch, kernel, dtyp
     assert rel_err(out, 0.5 * ref) <= TOL[dtype]
 
 
+@pytest.mark.parametrize("kernel", ["chunked", "rows"])
+@pytest.mark.parametrize("case", [0, 2, 4])
+def test_kernels_read_flat_layouts_in_place(device, monkeypatch, kernel, case):
+    """u, delta, z and out as rows of one (d, b·l) matrix, B and C as row slices of a wider one (the fused
+    Vim path's layouts, strides in the ABI): read and written in place, NaN rows around them untouched."""
+    if kernel == "rows":
+        monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
+        device.device(smem_optin=12 * 1024, seed=case)  # several tiles along the sequence
+    check_scan(device, SCAN_CASES[case], seed=case, flat=True)
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "rows"])
+def test_bidirectional_reads_flat_layouts(device, monkeypatch, kernel):
+    if kernel == "rows":
+        monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
+    fwd = make_inputs(3, 40, 16, 90, 1, torch.float16, True, seed=1)
+    bwd = make_inputs(3, 40, 16, 90, 1, torch.float16, True, seed=2)
+    status, out = device.bidir(fwd, bwd, out_scale=0.5, flat=True)
+    assert status == 0, device.error()
+    assert out.stride() == (90, 3 * 90, 1)
+    ref = sum(
+        numpy_scan(*map(as_float, args), True, reverse)[0] for args, reverse in ((fwd, False), (bwd, True))
+    )
+    assert rel_err(out, 0.5 * ref) <= TOL[torch.float16]
+
+
 def test_launch_heuristics_follow_the_device(device):
     """The chunked kernel takes the widest channel tile that still fills two blocks per multiprocessor."""
     case = (1, 64, 16, 40, 1, True, False, torch.float32)
@@ -286,9 +348,11 @@ def test_conv1d_matches_torch(device, dtype, width, reverse, silu):
     gen = torch.Generator().manual_seed(width)
     x = torch.randn(2, 24, 45, generator=gen).to(dtype)
     w, bias = torch.randn(24, width, generator=gen), torch.randn(24, generator=gen)
-    status, out = device.conv(x, w, bias, silu, reverse)
-    assert status == 0, device.error()
-    assert rel_err(out, conv_reference(x.float(), w, bias, silu, reverse)) <= TOL[dtype]
+    for flat in (False, True):
+        status, out = device.conv(x, w, bias, silu, reverse, flat=flat)
+        assert status == 0, device.error()
+        assert out.is_contiguous() != flat
+        assert rel_err(out, conv_reference(x.float(), w, bias, silu, reverse)) <= TOL[dtype]
 
 
 # ---- add + RMSNorm --------------------------------------------------------------------------------

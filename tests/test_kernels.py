@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from scan_references import TOL, add_rms_norm_reference, conv_reference, make_inputs, numpy_scan, rel_err
+from scan_references import (
+    TOL,
+    add_rms_norm_reference,
+    conv_reference,
+    flat_view,
+    make_inputs,
+    numpy_scan,
+    rel_err,
+)
 
 from partool.ops.scan_reference import scan_chunked
 
@@ -141,6 +149,70 @@ def test_cpu_bidirectional_equals_two_scans(kernels, dtype):
     expected = 0.5 * (ref(fwd, False) + ref(bwd, True))
     assert out.dtype == dtype
     assert rel_err(out, expected) <= TOL[dtype]
+
+
+KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def _contiguous(args):
+    return tuple(None if x is None else x.contiguous() for x in args)
+
+
+def _named(args) -> dict:
+    return dict(zip(KEYS, args, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cpu_kernels_take_strided_layouts_in_place(kernels, dtype):
+    """The fused Vim path hands the kernels views: u, delta, z and the conv input as one (d, b·l) matrix,
+    B and C as row slices of x_proj's output. The kernels read them in place (no copies), write out in
+    u's layout, and give exactly the contiguous calls' results; a layout with gaps is copied first."""
+    args = make_inputs(3, 8, 16, 23, 2, dtype, True, seed=4)
+    u, delta, A, B, C, D, z, bias = args
+    views = (flat_view(u), flat_view(delta), A, flat_view(B, 5, 3), flat_view(C, 2, 1), D, flat_view(z), bias)
+    prepared = kernels._prepare(*views)
+    for i in (0, 1, 3, 4, 6):
+        assert prepared[i].data_ptr() == views[i].data_ptr(), KEYS[i]
+    out, last = kernels.scan_cpu(*views, delta_softplus=True, reverse=True)
+    want, want_last = kernels.scan_cpu(*_contiguous(args), delta_softplus=True, reverse=True)
+    assert out.stride() == views[0].stride() and torch.equal(out, want) and torch.equal(last, want_last)
+
+    other = make_inputs(3, 8, 16, 23, 2, dtype, True, seed=5)
+    bwd_views = (flat_view(other[0], 1, 1), *other[1:])  # u with gaps between its rows: copied
+    both = kernels.scan_bidirectional(_named(views), _named(bwd_views))
+    want = kernels.scan_bidirectional(_named(_contiguous(args)), _named(_contiguous(other)))
+    assert both.stride() == views[0].stride() and torch.equal(both, want)
+
+    w, conv_bias = torch.randn(8, 4), torch.randn(8)
+    conv = kernels.causal_conv1d(views[0], w, conv_bias, silu=True, reverse=True)
+    assert conv.stride() == views[0].stride()
+    assert torch.equal(conv, kernels.causal_conv1d(u.contiguous(), w, conv_bias, silu=True, reverse=True))
+
+
+def test_strides_are_validated(kernels):
+    lib = kernels.load_library()
+    keep: list = []
+    for field, value, message in (
+        ("dim_stride", 3, "rows overlap"),  # rows of 5 only 3 apart
+        ("batch_stride", -1, "must be >= 0"),
+        ("bc_state_stride", -5, "B/C strides must be >= 0"),
+    ):
+        params = _valid_params(kernels, keep)
+        setattr(params, field, value)
+        assert lib.partool_selective_scan_fwd_cpu(ctypes.byref(params), 1) == 1
+        assert message in lib.partool_last_error_message().decode()
+    fwd = make_inputs(2, 8, 4, 5, 1, torch.float32, False)
+    bwd = (flat_view(fwd[0]), *fwd[1:])  # prepared apart: another layout than fwd and out
+    fa, ba = kernels._prepare(*fwd), kernels._prepare(*bwd)
+    out = torch.empty_like(fa[0])
+    params = kernels._bidir_params(fa, ba, out, False, 0.5)
+    assert lib.partool_selective_scan_bidir_fwd_cpu(ctypes.byref(params), 1) == 1
+    assert "differ in batch_stride/dim_stride" in lib.partool_last_error_message().decode()
+    x = torch.randn(2, 4, 6)
+    cparams = kernels._conv_params(x, torch.randn(4, 4), None, torch.empty_like(x), True, False)
+    cparams.batch_stride = 12  # two batches of 4 rows 6 apart cannot start 12 apart
+    assert lib.partool_causal_conv1d_fwd_cpu(ctypes.byref(cparams), 1) == 1
+    assert "rows overlap" in lib.partool_last_error_message().decode()
 
 
 def _op_samples(dtype):
@@ -400,12 +472,15 @@ int main(void) {
   F(partool_scan_params_t, B) F(partool_scan_params_t, C) F(partool_scan_params_t, D)
   F(partool_scan_params_t, z) F(partool_scan_params_t, delta_bias) F(partool_scan_params_t, out)
   F(partool_scan_params_t, last_state) F(partool_scan_params_t, delta_softplus) F(partool_scan_params_t, reverse)
+  F(partool_scan_params_t, batch_stride) F(partool_scan_params_t, dim_stride)
+  F(partool_scan_params_t, bc_batch_stride) F(partool_scan_params_t, bc_state_stride)
   F(partool_bidir_scan_params_t, fwd) F(partool_bidir_scan_params_t, bwd) F(partool_bidir_scan_params_t, out)
   F(partool_bidir_scan_params_t, out_scale)
   F(partool_conv1d_params_t, batch) F(partool_conv1d_params_t, dim) F(partool_conv1d_params_t, length)
   F(partool_conv1d_params_t, width) F(partool_conv1d_params_t, io_dtype) F(partool_conv1d_params_t, x)
   F(partool_conv1d_params_t, weight) F(partool_conv1d_params_t, bias) F(partool_conv1d_params_t, out)
   F(partool_conv1d_params_t, silu) F(partool_conv1d_params_t, reverse)
+  F(partool_conv1d_params_t, batch_stride) F(partool_conv1d_params_t, dim_stride)
   F(partool_add_rms_norm_params_t, batch) F(partool_add_rms_norm_params_t, dim)
   F(partool_add_rms_norm_params_t, length) F(partool_add_rms_norm_params_t, io_dtype)
   F(partool_add_rms_norm_params_t, eps) F(partool_add_rms_norm_params_t, x)
@@ -447,7 +522,7 @@ def test_struct_layout_matches_c_compiler(kernels, tmp_path):
         else:
             assert getattr(structs[first], second).offset == int(value), f"{first}.{second}"
         seen += 1
-    assert seen == 47
+    assert seen == 53
     assert {name for name, _ in kernels.ScanParams._fields_} == {
         line.split()[1] for line in lines if line.startswith("partool_scan_params_t")
     }

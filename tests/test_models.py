@@ -301,10 +301,10 @@ def test_vim_fused_kernel_path_matches_reference():
     assert not torch.allclose(outputs["after", "cpu"], outputs["before", "cpu"])
 
 
-def test_vim_channel_major_block_stack_matches_the_blocks(monkeypatch):
-    """Inference on a kernel backend runs Vim's blocks channel-major with one add + RMSNorm kernel per
-    block and one for norm_f; in half precision too, where the norms' float32 weights are cached and must
-    follow in-place updates. Same tokens as the blocks' own forward."""
+def test_vim_flat_block_stack_matches_the_blocks(monkeypatch):
+    """Inference on a kernel backend runs Vim's blocks in the flat (E, B·T) layout with one add + RMSNorm
+    kernel per block and one for norm_f; in half precision too, where the norms' float32 weights are
+    cached and must follow in-place updates. Same tokens as the blocks' own forward."""
     from partool.ops import available_backends, kernels, set_backend
 
     if not available_backends().get("cpu"):

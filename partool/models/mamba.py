@@ -81,14 +81,6 @@ def _conv_silu_2d(x: Tensor, conv: nn.Conv1d, reverse: bool) -> Tensor:
     return F.silu(F.conv2d(x4, taps.unsqueeze(2), conv.bias, groups=x.shape[-1])).squeeze(2)
 
 
-def channel_major_matmul(weight: Tensor, x: Tensor) -> Tensor:
-    """weight (n, k) @ x (B, k, L) -> (B, n, L) as one batched GEMM that writes the channel-major result
-    directly. torch.matmul folds a 2-D @ 3-D product into a GEMM on transposed operands and then copies the
-    result back into this layout: 4 extra copies a Vim layer; Vim-S's fused CPU forward ran 20-23% slower
-    that way at b = 1 and 8 (A/B, 2 threads), and on CUDA each copy is one more kernel."""
-    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
-
-
 def export_direction(
     x: Tensor, z: Tensor, conv: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear, A: Tensor, D: Tensor,
     reverse: bool,
@@ -201,38 +193,44 @@ class BiMamba(nn.Module):
             )  # fmt: skip
         return tuple(consts)
 
-    def fused_forward_channel_major(self, h: Tensor) -> Tensor:
-        """Inference on the kernel library, channel-major in and out: h (B, d_model, L) -> (B, d_model, L).
-        Both directions' conv1d+SiLU and one fused bidirectional scan.
+    def fused_forward_flat(self, h: Tensor, batch: int) -> Tensor:
+        """Inference on the kernel library in the flat layout: h (d_model, B·L), the batch's tokens side by
+        side, -> (d_model, B·L). Both directions' conv1d+SiLU and one fused bidirectional scan.
 
-        The projections run channel-major (W @ h, `channel_major_matmul`), so x, z and Δ leave their GEMMs
-        in the kernels' contiguous (b, d, l) layout (z is shared by both directions) and B, C are slices of
-        x_proj's output: no transposed copies around the scan. The conv1d+SiLU runs on the library too
-        (on the CPU 0.05 ms against PyTorch's conv + SiLU 0.18 ms at Vim-S shapes, b = 1, 2 threads)."""
+        Every projection is one plain GEMM over the whole batch (W @ h, N = B·L; batched GEMMs of N = L per
+        image ran 10-40% slower on the CPU at b = 8 and, on a GPU, keep N = 197 off the 8-element alignment
+        of tensor-core kernels), and each GEMM's output is in the kernels' layout already: x and z are row
+        blocks of in_proj's output, B and C row blocks of x_proj's, read in place through the kernels'
+        strides as (B, ·, L) views. No copies, no transposes; the conv1d+SiLU runs on the library too (on the
+        CPU 0.05 ms against PyTorch's conv + SiLU 0.18 ms at Vim-S shapes, b = 1, 2 threads)."""
         d, r, n = self.d_inner, self.dt_rank, self.d_state
-        x, z = (
-            channel_major_matmul(self.in_proj.weight[:d], h),
-            channel_major_matmul(self.in_proj.weight[d:], h),
-        )
+        length = h.shape[1] // batch
+
+        def per_image(m: Tensor) -> Tensor:  # (rows, B·L) -> (B, rows, L), a view
+            return m.view(m.shape[0], batch, length).transpose(0, 1)
+
+        xz = self.in_proj.weight @ h  # (2 d_inner, B·L)
+        x, z = per_image(xz[:d]), per_image(xz[d:])
         args = []
         for reverse, consts in zip((False, True), self._kernel_constants(), strict=True):
             xc = kernels.causal_conv1d(
                 x, consts["conv_weight"], consts["conv_bias"], silu=True, reverse=reverse
             )
             x_proj, dt_proj = (self.x_proj_b, self.dt_proj_b) if reverse else (self.x_proj, self.dt_proj)
-            x_dbl = channel_major_matmul(x_proj.weight, xc)  # (B, rank + 2n, L)
-            delta = channel_major_matmul(dt_proj.weight, x_dbl[:, :r])  # (B, d_inner, L); bias in the scan
+            x_dbl = x_proj.weight @ xc.transpose(0, 1).reshape(d, -1)  # (rank + 2n, B·L); xc is x's layout
+            delta = dt_proj.weight @ x_dbl[:r]  # (d_inner, B·L); the bias goes in the scan
             args.append(
-                {"u": xc, "delta": delta, "A": consts["A"], "B": x_dbl[:, r : r + n], "C": x_dbl[:, r + n :],
-                 "D": consts["D"], "z": z, "delta_bias": consts["delta_bias"]}
+                {"u": xc, "delta": per_image(delta), "A": consts["A"], "B": per_image(x_dbl[r : r + n]),
+                 "C": per_image(x_dbl[r + n :]), "D": consts["D"], "z": z, "delta_bias": consts["delta_bias"]}
             )  # fmt: skip
-        y = kernels.scan_bidirectional(args[0], args[1], delta_softplus=True, out_scale=0.5)
-        # out_proj channel-major too: F.linear on the transposed y copies it first when B > 1
-        return channel_major_matmul(self.out_proj.weight, y)
+        y = kernels.scan_bidirectional(args[0], args[1], delta_softplus=True, out_scale=0.5)  # x's layout
+        return self.out_proj.weight @ y.transpose(0, 1).reshape(d, -1)
 
     def _fused_forward(self, hidden_states: Tensor) -> Tensor:
-        """`fused_forward_channel_major` on token-major (B, L, d_model), through transposed views."""
-        return self.fused_forward_channel_major(hidden_states.transpose(1, 2)).transpose(1, 2)
+        """`fused_forward_flat` on token-major (B, L, d_model): one copy in, a view out."""
+        b, length, dim = hidden_states.shape
+        out = self.fused_forward_flat(hidden_states.permute(2, 0, 1).reshape(dim, b * length), b)
+        return out.view(dim, b, length).permute(1, 2, 0)
 
     def _can_fuse(self, x: Tensor) -> bool:
         """Inference on an active kernel backend (`cpu`/`cuda`): no autograd, tracing or export in play."""

@@ -143,21 +143,23 @@ class VimBackbone(nn.Module):
         return self.patch_embed.grid_size
 
     def _fused_layers(self, hidden: Tensor) -> Tensor:
-        """The blocks and norm_f on the kernel library (inference), channel-major (B, E, T) from the first
-        block to the last: between two mixers one add + RMSNorm kernel where PyTorch runs ~10 (casts, add,
-        square, mean, rsqrt, products), and no transposes around the mixers. Same function as the blocks'
-        forward with drop path off."""
-        h = hidden.transpose(1, 2).contiguous()
+        """The blocks and norm_f on the kernel library (inference), in the mixers' flat layout from the first
+        block to the last: one (E, B·T) matrix, so every projection is one GEMM over the batch
+        (`BiMamba.fused_forward_flat`), and between two mixers one add + RMSNorm kernel (over the E rows of
+        each column) where PyTorch runs ~10 ops (casts, add, square, mean, rsqrt, products). Same function as
+        the blocks' forward with drop path off."""
+        b, tokens, dim = hidden.shape
+        h = hidden.permute(2, 0, 1).reshape(1, dim, b * tokens)  # the norm kernel's (1, E, B·T)
         residual = None
         for layer in self.layers:
             normed, residual = kernels.add_rms_norm(h, residual, layer.norm.float_weight(), layer.norm.eps)
-            h = layer.mixer.fused_forward_channel_major(normed)
+            h = layer.mixer.fused_forward_flat(normed[0], b)[None]
         if self.norm_f.weight.dtype == torch.float32:  # norm_f's output has its weight's dtype
             h = h.float()
         out, _ = kernels.add_rms_norm(
             h, residual, self.norm_f.float_weight(), self.norm_f.eps, return_residual=False
         )
-        return out.transpose(1, 2).to(self.norm_f.weight.dtype)
+        return out[0].view(dim, b, tokens).permute(1, 2, 0).to(self.norm_f.weight.dtype)
 
     def forward(self, images: Tensor) -> Tensor:
         x = self.patch_embed(images)

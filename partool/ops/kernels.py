@@ -26,7 +26,7 @@ from partool.errors import UserError
 from partool.ops.selective_scan import ScanBackend, register_backend
 from partool.plugins import find_kernels_library
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAX_DSTATE = 16
 MAX_CONV_WIDTH = 4
 STATUS_NO_CUDA = 5
@@ -58,6 +58,10 @@ class ScanParams(ctypes.Structure):
         ("last_state", _p),
         ("delta_softplus", ctypes.c_int),
         ("reverse", ctypes.c_int),
+        ("batch_stride", ctypes.c_int64),
+        ("dim_stride", ctypes.c_int64),
+        ("bc_batch_stride", ctypes.c_int64),
+        ("bc_state_stride", ctypes.c_int64),
     ]
 
 
@@ -82,6 +86,8 @@ class Conv1dParams(ctypes.Structure):
         ("out", _p),
         ("silu", ctypes.c_int),
         ("reverse", ctypes.c_int),
+        ("batch_stride", ctypes.c_int64),
+        ("dim_stride", ctypes.c_int64),
     ]
 
 
@@ -195,33 +201,82 @@ def _cuda_stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
+def _dense_rows(x: Tensor) -> bool:
+    """x (b, d, l) is laid out as the kernels' strides describe without copies: each length-l row
+    contiguous, and the rows packed without gaps or overlaps in any order of the two leading axes (a
+    contiguous tensor, or a (d, b·l) matrix viewed as (b, d, l))."""
+    if x.numel() == 0 or (x.shape[2] > 1 and x.stride(2) != 1):
+        return False
+    expected = x.shape[2]
+    for stride, size in sorted((x.stride(i), x.shape[i]) for i in (0, 1) if x.shape[i] > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _rows_like(x: Tensor | None, layout: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """x in `dtype` with the memory layout of `layout` (u: the kernels take one layout for u, delta, z, out)."""
+    if x is None or (x.dtype == dtype and x.stride() == layout.stride()):
+        return x
+    return torch.empty_like(layout, dtype=dtype).copy_(x)
+
+
+def _kernel_rows(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """x (b, d, l) in `dtype`, in place when its layout is one the kernels read (`_dense_rows`), else contiguous."""
+    x = x.to(dtype)
+    return x if _dense_rows(x) else x.contiguous()
+
+
+def _state_rows(B: Tensor, C: Tensor, io: torch.dtype) -> tuple[Tensor, Tensor]:
+    """B and C as (b, g, n, l) in `io`, kept in place (e.g. slices of x_proj's output) when both have one
+    layout with contiguous steps and the groups packed like states; else contiguous copies."""
+    B4 = (B.unsqueeze(1) if B.dim() == 3 else B).to(io)
+    C4 = (C.unsqueeze(1) if C.dim() == 3 else C).to(io)
+    _, g, n, length = B4.shape
+    ok = B4.stride() == C4.stride() and (length == 1 or B4.stride(3) == 1)
+    ok = ok and (g == 1 or n == 1 or B4.stride(1) == n * B4.stride(2))
+    # no expanded axes: a zero stride means "contiguous" to the kernels
+    ok = ok and all(stride > 0 for size, stride in zip(B4.shape, B4.stride(), strict=True) if size > 1)
+    return (B4, C4) if ok else (B4.contiguous(), C4.contiguous())
+
+
 def _prepare(u, delta, A, B, C, D, z, delta_bias):
-    """Contiguous tensors in the kernel dtypes; B and C as (b, g, n, l)."""
-    if u.dtype not in _DTYPES:
-        u = u.float()
-    io = u.dtype
+    """Tensors in the kernel dtypes and layouts: u in place when the kernels can read it so (`_dense_rows`)
+    and delta and z in u's layout, B and C as (b, g, n, l) in place where possible (`_state_rows`), A, D and
+    delta_bias contiguous float32. The output takes u's layout (`torch.empty_like`)."""
+    io = u.dtype if u.dtype in _DTYPES else torch.float32
+    u = _kernel_rows(u, io)
+    B4, C4 = _state_rows(B, C, io)
 
-    def cast(x: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-        return None if x is None else x.to(dtype=dtype).contiguous()
+    def f32(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.to(torch.float32).contiguous()
 
-    B4 = B.unsqueeze(1) if B.dim() == 3 else B
-    C4 = C.unsqueeze(1) if C.dim() == 3 else C
     return (
-        u.contiguous(),
-        cast(delta, io),
-        cast(A, torch.float32),
-        cast(B4, io),
-        cast(C4, io),
-        cast(D, torch.float32),
-        cast(z, io),
-        cast(delta_bias, torch.float32),
+        u,
+        _rows_like(delta, u, io),
+        f32(A),
+        B4,
+        C4,
+        f32(D),
+        _rows_like(z, u, io),
+        f32(delta_bias),
     )
 
 
+def _bc_strides(B: Tensor) -> tuple[int, int]:
+    """(bc_batch_stride, bc_state_stride) of a `_state_rows` B (b, g, n, l); 0 (contiguous) where unused."""
+    b, g, n, _ = B.shape
+    state = B.stride(2) if n > 1 else (B.stride(1) if g > 1 else 0)
+    return (B.stride(0) if b > 1 else 0), state
+
+
 def _scan_params(u, delta, A, B, C, D, z, delta_bias, out, last, softplus: bool, reverse: bool) -> ScanParams:
+    """partool_scan_params_t of `_prepare`d tensors; out has u's layout."""
     b, d, length = u.shape
     if A.is_complex():
         raise ValueError("the partool kernels take real A only")
+    bc_batch, bc_state = _bc_strides(B)
     return ScanParams(
         batch=b,
         dim=d,
@@ -241,6 +296,10 @@ def _scan_params(u, delta, A, B, C, D, z, delta_bias, out, last, softplus: bool,
         last_state=_ptr(last),
         delta_softplus=int(bool(softplus)),
         reverse=int(bool(reverse)),
+        batch_stride=u.stride(0) if b > 1 else 0,
+        dim_stride=u.stride(1) if d > 1 else 0,
+        bc_batch_stride=bc_batch,
+        bc_state_stride=bc_state,
     )
 
 
@@ -257,7 +316,8 @@ def _bidir_params(fwd: tuple, bwd: tuple, out: Tensor, softplus: bool, out_scale
 def _conv_params(
     x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, silu: bool, reverse: bool
 ) -> Conv1dParams:
-    """partool_conv1d_params_t of contiguous x (b, d, l) in a kernel dtype, float32 weight (d, w) and bias."""
+    """partool_conv1d_params_t of x (b, d, l) in a kernel dtype and layout (`_kernel_rows`; out the same),
+    float32 weight (d, w) and bias."""
     return Conv1dParams(
         batch=x.shape[0],
         dim=x.shape[1],
@@ -270,13 +330,15 @@ def _conv_params(
         out=_ptr(out),
         silu=int(bool(silu)),
         reverse=int(bool(reverse)),
+        batch_stride=x.stride(0) if x.shape[0] > 1 else 0,
+        dim_stride=x.stride(1) if x.shape[1] > 1 else 0,
     )
 
 
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     args = _prepare(u, delta, A, B, C, D, z, delta_bias)
     uu = args[0]
-    out = torch.empty_like(uu)  # u's dtype, or float32 for u of another dtype (cast back below)
+    out = torch.empty_like(uu)  # u's layout and dtype, or float32 for u of another dtype (cast back below)
     last = torch.empty(uu.shape[0], uu.shape[1], A.shape[1], dtype=torch.float32, device=uu.device)
     params = _scan_params(*args, out, last, delta_softplus, reverse)
     lib = _lib()
@@ -301,10 +363,17 @@ def _scan_op(
     return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
 
+def _out_like(u: Tensor) -> Tensor:
+    """An empty kernel output for u: its layout where the kernels read u in place, else contiguous; in
+    the kernels' dtype for u (what the real ops allocate, so the fake implementations agree with them)."""
+    dtype = _out_dtype(u)
+    return torch.empty_like(u, dtype=dtype) if _dense_rows(u) else u.new_empty(u.shape, dtype=dtype)
+
+
 @_scan_op.register_fake
 def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     b, d, _ = u.shape
-    return u.new_empty(u.shape), u.new_empty((b, d, A.shape[1]), dtype=torch.float32)
+    return _out_like(u).to(u.dtype), u.new_empty((b, d, A.shape[1]), dtype=torch.float32)
 
 
 def _run_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> tuple[Tensor, Tensor]:
@@ -356,9 +425,10 @@ _SCAN_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 def _bidir_scan(
     fwd: tuple[Tensor | None, ...], bwd: tuple[Tensor | None, ...], delta_softplus: bool, out_scale: float
 ) -> Tensor:
-    fa, ba = _prepare(*fwd), _prepare(*bwd)
-    if ba[0].dtype != fa[0].dtype:
-        ba = _prepare(ba[0].to(fa[0].dtype), *ba[1:])
+    fa = _prepare(*fwd)
+    if bwd[0] is not None and bwd[0].shape == fa[0].shape:  # one dtype and layout for both and out
+        bwd = (_rows_like(bwd[0], fa[0], fa[0].dtype), *bwd[1:])
+    ba = _prepare(*bwd)
     out = torch.empty_like(fa[0])
     params = _bidir_params(fa, ba, out, delta_softplus, out_scale)
     lib = _lib()
@@ -382,7 +452,7 @@ def _bidir_scan_op(
 
 @_bidir_scan_op.register_fake
 def _bidir_scan_fake(u, *_args):
-    return u.new_empty(u.shape, dtype=_out_dtype(u))
+    return _out_like(u)
 
 
 def scan_bidirectional(
@@ -404,7 +474,7 @@ def scan_bidirectional(
 
 
 def _conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
-    x = x.to(_out_dtype(x)).contiguous()
+    x = _kernel_rows(x, _out_dtype(x))
     w = weight.to(torch.float32).contiguous()
     bb = None if bias is None else bias.to(torch.float32).contiguous()
     out = torch.empty_like(x)
@@ -425,7 +495,7 @@ def _conv1d_op(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, rever
 
 @_conv1d_op.register_fake
 def _conv1d_fake(x, weight, bias, silu, reverse):
-    return x.new_empty(x.shape, dtype=_out_dtype(x))
+    return _out_like(x)
 
 
 def causal_conv1d(

@@ -22,6 +22,7 @@
 #define PARTOOL_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,7 +34,7 @@ extern "C" {
 #define PARTOOL_API __attribute__((visibility("default")))
 #endif
 
-#define PARTOOL_KERNELS_ABI_VERSION 1
+#define PARTOOL_KERNELS_ABI_VERSION 2  /* 2: element strides at the end of the scan and conv1d structs */
 
 /* Largest d_state the kernels accept (d_state is any value in 1..PARTOOL_MAX_DSTATE). */
 #define PARTOOL_MAX_DSTATE 16
@@ -57,9 +58,9 @@ enum {
 typedef struct {
   int batch, dim, dstate, length, groups;   /* B/C are (batch, groups, dstate, length), channel c uses group c/(dim/groups) */
   partool_dtype_t io_dtype;                 /* dtype of u, delta, B, C, z, out */
-  const void* u; const void* delta;         /* (batch, dim, length), contiguous */
+  const void* u; const void* delta;         /* (batch, dim, length), strides below */
   const float* A;                           /* (dim, dstate) */
-  const void* B; const void* C;             /* (batch, groups, dstate, length), contiguous */
+  const void* B; const void* C;             /* (batch, groups, dstate, length), strides below */
   const float* D;                           /* (dim) or NULL */
   const void* z;                            /* (batch, dim, length) or NULL */
   const float* delta_bias;                  /* (dim) or NULL */
@@ -67,6 +68,14 @@ typedef struct {
   float* last_state;                        /* (batch, dim, dstate) or NULL */
   int delta_softplus;                       /* softplus(delta + delta_bias) when nonzero */
   int reverse;                              /* scan from the last step to the first */
+  /* Element strides (ABI 2), so that the tensors may be views of larger buffers: slices of one projection's
+   * output, or (dim, batch * length) matrices that hold the whole batch. The length axis is contiguous.
+   * u, delta, z and out share one layout, element (b, c, t) at b * batch_stride + c * dim_stride + t;
+   * B and C share another, element (b, g, n, t) at b * bc_batch_stride + (g * dstate + n) * bc_state_stride + t.
+   * 0 means contiguous: dim * length and length; groups * dstate * length and length. The rows of out
+   * must not overlap. */
+  int64_t batch_stride, dim_stride;
+  int64_t bc_batch_stride, bc_state_stride;
 } partool_scan_params_t;
 
 PARTOOL_API int partool_kernels_abi_version(void);
@@ -75,7 +84,7 @@ PARTOOL_API int partool_selective_scan_fwd_cpu(const partool_scan_params_t* p, i
 PARTOOL_API int partool_selective_scan_fwd_cuda(const partool_scan_params_t* p, void* cuda_stream);  /* device pointers */
 PARTOOL_API size_t partool_selective_scan_workspace_size(const partool_scan_params_t* p);  /* CUDA scratch bytes needed (0 if none) */
 
-/* ---- additions after the fixed ABI above (same ABI version) ---- */
+/* ---- additions after the first ABI above ---- */
 
 /* Detail of the last failing call on this thread ("" after a success); valid until the next call. */
 PARTOOL_API const char* partool_last_error_message(void);
@@ -93,9 +102,10 @@ PARTOOL_API int partool_kernels_has_cuda(void);
  * direction's inputs stay in natural order (its conv1d runs anti-causally, see the conv1d call)
  * and `bwd` is scanned in reverse, so no flip is ever materialised. Vim averages: out_scale = 0.5.
  *
- * fwd and bwd must agree on batch, dim, dstate, length, groups and io_dtype. Their `reverse` and
- * `out` fields are ignored (fwd is scanned forward, bwd in reverse, both into `out`); every other
- * field, last_state included, is per direction (z may be the same pointer in both).
+ * fwd and bwd must agree on batch, dim, dstate, length, groups, io_dtype, batch_stride and
+ * dim_stride (out has that layout). Their `reverse` and `out` fields are ignored (fwd is scanned
+ * forward, bwd in reverse, both into `out`); every other field, last_state and the B/C strides
+ * included, is per direction (z may be the same pointer in both).
  * The CUDA version keeps the first direction's result in shared memory: it needs
  * 4 * 4 * length bytes of it per block and returns PARTOOL_ERR_UNSUPPORTED_SHAPE when the device
  * has too little (length beyond about 12,000 on H100); call the single scan twice then.
@@ -121,12 +131,15 @@ PARTOOL_API int partool_selective_scan_bidir_fwd_cuda(const partool_bidir_scan_p
 typedef struct {
   int batch, dim, length, width;  /* width in 1..PARTOOL_MAX_CONV_WIDTH */
   partool_dtype_t io_dtype;       /* dtype of x and out */
-  const void* x;                  /* (batch, dim, length), contiguous */
+  const void* x;                  /* (batch, dim, length), strides below */
   const float* weight;            /* (dim, width) */
   const float* bias;              /* (dim) or NULL */
   void* out;                      /* (batch, dim, length); must not overlap x */
   int silu;                       /* apply SiLU when nonzero */
   int reverse;                    /* anti-causal direction */
+  /* Element strides of x and out (one layout, as the scan's): (b, c, t) at b * batch_stride + c * dim_stride + t;
+   * 0 means contiguous (dim * length, length). */
+  int64_t batch_stride, dim_stride;
 } partool_conv1d_params_t;
 
 PARTOOL_API int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_threads);

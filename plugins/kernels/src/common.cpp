@@ -5,6 +5,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <thread>
+#include <utility>
 
 namespace partool {
 
@@ -33,6 +34,57 @@ int dtype_size(int dtype) {
   }
 }
 
+partool_scan_params_t with_strides(const partool_scan_params_t& p) {
+  partool_scan_params_t r = p;
+  const int64_t L = p.length;
+  if (r.dim_stride == 0) r.dim_stride = L;
+  if (r.batch_stride == 0) r.batch_stride = static_cast<int64_t>(p.dim) * L;
+  if (r.bc_state_stride == 0) r.bc_state_stride = L;
+  if (r.bc_batch_stride == 0) r.bc_batch_stride = static_cast<int64_t>(p.groups) * p.dstate * L;
+  return r;
+}
+
+partool_conv1d_params_t with_strides(const partool_conv1d_params_t& p) {
+  partool_conv1d_params_t r = p;
+  if (r.dim_stride == 0) r.dim_stride = p.length;
+  if (r.batch_stride == 0) r.batch_stride = static_cast<int64_t>(p.dim) * p.length;
+  return r;
+}
+
+namespace {
+
+// Whether rows of `length` elements at b * batch_stride + c * dim_stride (b < batch, c < dim) are disjoint:
+// one axis must step past a whole row and the other past everything the first spans (an axis of size 1
+// steps nowhere).
+bool rows_disjoint(int64_t batch, int64_t dim, int64_t length, int64_t batch_stride, int64_t dim_stride) {
+  int64_t inner_n = dim, inner_s = dim_stride, outer_n = batch, outer_s = batch_stride;
+  if (inner_n == 1 || (outer_n != 1 && outer_s < inner_s)) {
+    std::swap(inner_n, outer_n);
+    std::swap(inner_s, outer_s);
+  }
+  if (inner_n != 1 && inner_s < length) return false;
+  return outer_n == 1 || outer_s >= (inner_n - 1) * inner_s + length;
+}
+
+// Negative strides, and output rows that overlap, are refused.
+int validate_strides(int64_t batch, int64_t dim, int64_t length, int64_t batch_stride, int64_t dim_stride,
+                     const char* what, const char* where) {
+  if (batch_stride < 0 || dim_stride < 0) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: %s strides must be >= 0 (0: contiguous), got batch_stride=%lld dim_stride=%lld",
+                where, what, static_cast<long long>(batch_stride), static_cast<long long>(dim_stride));
+  }
+  if (!rows_disjoint(batch, dim, length, batch_stride == 0 ? dim * length : batch_stride,
+                     dim_stride == 0 ? length : dim_stride)) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: %s rows overlap (batch_stride=%lld dim_stride=%lld for %lld x %lld rows of %lld)", where, what,
+                static_cast<long long>(batch_stride), static_cast<long long>(dim_stride), static_cast<long long>(batch),
+                static_cast<long long>(dim), static_cast<long long>(length));
+  }
+  return PARTOOL_OK;
+}
+
+}  // namespace
+
 int validate_scan(const partool_scan_params_t* p, const char* where) {
   if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
   if (p->batch <= 0 || p->dim <= 0 || p->length <= 0 || p->groups <= 0) {
@@ -59,6 +111,13 @@ int validate_scan(const partool_scan_params_t* p, const char* where) {
   for (const auto& r : required) {
     if (r.ptr == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: %s is NULL", where, r.name);
   }
+  if (int s = validate_strides(p->batch, p->dim, p->length, p->batch_stride, p->dim_stride, "u/delta/z/out", where)) {
+    return s;
+  }
+  if (p->bc_batch_stride < 0 || p->bc_state_stride < 0) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: B/C strides must be >= 0 (0: contiguous), got %lld and %lld", where,
+                static_cast<long long>(p->bc_batch_stride), static_cast<long long>(p->bc_state_stride));
+  }
   clear_error();
   return PARTOOL_OK;
 }
@@ -78,6 +137,13 @@ int validate_bidir(const partool_bidir_scan_params_t* p, const char* where) {
                 "(%d/%d/%d/%d/%d/%d vs %d/%d/%d/%d/%d/%d)",
                 where, f.batch, f.dim, f.dstate, f.length, f.groups, static_cast<int>(f.io_dtype), b.batch,
                 b.dim, b.dstate, b.length, b.groups, static_cast<int>(b.io_dtype));
+  }
+  const partool_scan_params_t fs = with_strides(f), bs = with_strides(b);
+  if (fs.batch_stride != bs.batch_stride || fs.dim_stride != bs.dim_stride) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: fwd and bwd differ in batch_stride/dim_stride (%lld/%lld vs %lld/%lld); out has one layout", where,
+                static_cast<long long>(fs.batch_stride), static_cast<long long>(fs.dim_stride),
+                static_cast<long long>(bs.batch_stride), static_cast<long long>(bs.dim_stride));
   }
   clear_error();
   return PARTOOL_OK;
@@ -102,6 +168,7 @@ int validate_conv(const partool_conv1d_params_t* p, const char* where) {
   if (p->weight == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: weight is NULL", where);
   if (p->out == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: out is NULL", where);
   if (p->out == p->x) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: out must not be x (no in-place conv)", where);
+  if (int s = validate_strides(p->batch, p->dim, p->length, p->batch_stride, p->dim_stride, "x/out", where)) return s;
   clear_error();
   return PARTOOL_OK;
 }

@@ -25,6 +25,11 @@ int validate_conv(const partool_conv1d_params_t* p, const char* where);
 // Checks an add + RMSNorm call.
 int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where);
 
+// The call with its zero (default) strides replaced by the contiguous ones; every kernel reads the
+// strides of such a copy.
+partool_scan_params_t with_strides(const partool_scan_params_t& p);
+partool_conv1d_params_t with_strides(const partool_conv1d_params_t& p);
+
 // Number of worker threads for the CPU kernels: num_threads <= 0 means all hardware threads.
 int resolve_threads(int num_threads, int64_t work_items);
 

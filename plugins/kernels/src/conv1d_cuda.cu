@@ -25,7 +25,7 @@ template <typename T>
 __global__ void __launch_bounds__(kConvThreads) conv1d_kernel(const T* __restrict__ x, const float* __restrict__ weight,
                                                               const float* __restrict__ bias, T* __restrict__ out,
                                                               int rows, int dim, int length, int width, int silu_on,
-                                                              int reverse) {
+                                                              int reverse, int64_t batch_stride, int64_t dim_stride) {
   const int lane = threadIdx.x % 32;
   for (int row = blockIdx.x * kConvWarps + threadIdx.x / 32; row < rows; row += gridDim.x * kConvWarps) {
     const int c = row % dim;
@@ -36,8 +36,9 @@ __global__ void __launch_bounds__(kConvThreads) conv1d_kernel(const T* __restric
       w[m] = m < width ? weight[static_cast<int64_t>(c) * width + width - 1 - m] : 0.0f;  // unused past width
     }
     const float b0 = bias != nullptr ? bias[c] : 0.0f;
-    const T* xr = x + static_cast<int64_t>(row) * length;
-    T* outr = out + static_cast<int64_t>(row) * length;
+    const int64_t offset = row / dim * batch_stride + c * dim_stride;
+    const T* xr = x + offset;
+    T* outr = out + offset;
     float prev = 0.0f;  // this lane's element of the previous chunk (0 before the row: zero padding)
     for (int j0 = 0; j0 < length; j0 += 32) {
       const int j = j0 + lane;
@@ -58,13 +59,15 @@ __global__ void __launch_bounds__(kConvThreads) conv1d_kernel(const T* __restric
   }
 }
 
+// p's strides filled in (with_strides).
 template <typename T>
 cudaError_t launch_conv(const partool_conv1d_params_t& p, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.batch) * p.dim;  // < 2^31, checked by the caller
   const int64_t want = (rows + kConvWarps - 1) / kConvWarps;
   const unsigned blocks = static_cast<unsigned>(want < 65535 * 16 ? want : 65535 * 16);
   return launch_kernel(conv1d_kernel<T>, blocks, kConvThreads, 0, stream, static_cast<const T*>(p.x), p.weight, p.bias,
-                       static_cast<T*>(p.out), static_cast<int>(rows), p.dim, p.length, p.width, p.silu, p.reverse);
+                       static_cast<T*>(p.out), static_cast<int>(rows), p.dim, p.length, p.width, p.silu, p.reverse,
+                       p.batch_stride, p.dim_stride);
 }
 
 }  // namespace
@@ -87,16 +90,17 @@ extern "C" int partool_causal_conv1d_fwd_cuda(const partool_conv1d_params_t* p, 
                          where, static_cast<long long>(p->batch) * p->dim);
   }
   auto stream = static_cast<cudaStream_t>(cuda_stream);
+  const partool_conv1d_params_t q = partool::with_strides(*p);
   cudaError_t err;
   switch (p->io_dtype) {
     case PARTOOL_DTYPE_F16:
-      err = partool::launch_conv<__half>(*p, stream);
+      err = partool::launch_conv<__half>(q, stream);
       break;
     case PARTOOL_DTYPE_BF16:
-      err = partool::launch_conv<__nv_bfloat16>(*p, stream);
+      err = partool::launch_conv<__nv_bfloat16>(q, stream);
       break;
     default:
-      err = partool::launch_conv<float>(*p, stream);
+      err = partool::launch_conv<float>(q, stream);
   }
   if (err != cudaSuccess) return partool::fail(PARTOOL_ERR_CUDA, "%s: kernel launch failed: %s", where, partool::error_string(err));
   partool::clear_error();

@@ -111,7 +111,7 @@ void parallel_for(int threads, int64_t total, int64_t chunk, Fn fn) {
 #endif
 }
 
-// B or C (batch, groups, dstate, length) in the io dtype -> (batch, groups, Lp, ns) float32 in scan-step
+// B or C (batch, groups, dstate, length; p's B/C strides) in the io dtype -> (batch, groups, Lp, ns) float32 in scan-step
 // order (reversed when `reverse`), zero beyond dstate and beyond length (Lp = scratch_stride(length)).
 void transpose_state(const partool_scan_params_t& p, const void* src, int ns, bool reverse, float* dst,
                      int threads) {
@@ -121,16 +121,19 @@ void transpose_state(const partool_scan_params_t& p, const void* src, int ns, bo
     for (int64_t bg = b0; bg < b1; ++bg) {
       float* out = dst + bg * Lp * ns;
       std::fill(out, out + Lp * ns, 0.0f);
-      const int64_t in = bg * p.dstate * L;
+      const int64_t in = (bg / p.groups) * p.bc_batch_stride + (bg % p.groups) * p.dstate * p.bc_state_stride;
       for (int n = 0; n < p.dstate; ++n) {
-        for (int64_t s = 0; s < L; ++s) out[s * ns + n] = load_io(src, dtype, in + n * L + (reverse ? L - 1 - s : s));
+        const int64_t row = in + n * p.bc_state_stride;
+        for (int64_t s = 0; s < L; ++s) out[s * ns + n] = load_io(src, dtype, row + (reverse ? L - 1 - s : s));
       }
     }
   });
 }
 
-int run_scan(const partool_scan_params_t* dirs[2], const int reverse[2], int ndir, void* out, float scale,
+int run_scan(const partool_scan_params_t* given[2], const int reverse[2], int ndir, void* out, float scale,
              int num_threads) {
+  const partool_scan_params_t resolved[2] = {with_strides(*given[0]), with_strides(ndir == 2 ? *given[1] : *given[0])};
+  const partool_scan_params_t* dirs[2] = {&resolved[0], &resolved[1]};
   const partool_scan_params_t& p = *dirs[0];
   const ScanRows rows_fn = pick_scan_rows(p.dstate);
   const int ns = rows_fn.ns;
@@ -229,11 +232,12 @@ int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_thre
   const int threads = partool::resolve_threads(num_threads, rows);
   const partool::ConvRowsFn fn = partool::pick_conv_rows();
   const int64_t per_thread = partool::conv_scratch_floats(p->length);
+  const partool_conv1d_params_t resolved = partool::with_strides(*p);
   try {
     std::vector<float> scratch(static_cast<size_t>(per_thread * threads));
     const int64_t chunk = std::max<int64_t>(1, rows / (8 * static_cast<int64_t>(threads)));
     partool::parallel_for(threads, rows, chunk, [&](int64_t r0, int64_t r1, int w) {
-      fn(*p, r0, r1, scratch.data() + per_thread * w);
+      fn(resolved, r0, r1, scratch.data() + per_thread * w);
     });
   } catch (const std::exception& e) {
     return partool::fail(PARTOOL_ERR_OUT_OF_MEMORY, "causal conv1d (cpu): %s", e.what());

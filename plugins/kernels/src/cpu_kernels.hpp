@@ -14,7 +14,7 @@ namespace partool {
 // float32 in scan-step order (step s is time length-1-s when reverse), zero for states >= dstate (and
 // for the unused steps >= length), so the inner loop reads one contiguous state vector per step.
 struct CpuDir {
-  const partool_scan_params_t* p;
+  const partool_scan_params_t* p;  // strides filled in (with_strides)
   const float* BT;
   const float* CT;
   int reverse;
@@ -26,6 +26,18 @@ struct CpuScanJob {
   float out_scale;  // applied to the sum before the output cast
   void* out;
   int ns;           // padded state count: 4, 8 or 16 (a multiple of the row kernel's vector width)
+};
+
+// The (batch, channel) of row r when the rows are walked in memory order: the axis with the smaller stride
+// varies fastest, so consecutive rows are neighbours in memory (contiguous tensors: channels; a (dim,
+// batch * length) matrix: batches) and the hardware prefetchers keep streaming across rows.
+struct RowOrder {
+  int64_t batch, dim;
+  bool batch_inner;
+  RowOrder(int64_t batch_, int64_t dim_, int64_t batch_stride, int64_t dim_stride)
+      : batch(batch_), dim(dim_), batch_inner(batch_ > 1 && dim_ > 1 && batch_stride < dim_stride) {}
+  int64_t batch_of(int64_t r) const { return batch_inner ? r % batch : r / dim; }
+  int channel_of(int64_t r) const { return static_cast<int>(batch_inner ? r / batch : r % dim); }
 };
 
 // Floats per row buffer: length rounded up to 16, so vector loops (up to 16 lanes) may run past the end.

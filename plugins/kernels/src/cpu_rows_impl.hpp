@@ -269,7 +269,7 @@ void scan_row(const CpuDir& dir, int64_t b, int c, const RowBuffers& w) {
   const int L = p.length, io = static_cast<int>(p.io_dtype);
   const int Lp = static_cast<int>(scratch_stride(L));
   const bool rev = dir.reverse != 0;
-  const int64_t row = (b * p.dim + c) * static_cast<int64_t>(L);
+  const int64_t row = b * p.batch_stride + c * p.dim_stride;
   const int g = c / (p.dim / p.groups);
   const float bias = p.delta_bias ? p.delta_bias[c] : 0.0f;
   const float Dc = p.D ? p.D[c] : 0.0f;
@@ -299,12 +299,12 @@ void scan_row(const CpuDir& dir, int64_t b, int c, const RowBuffers& w) {
   }
 }
 
-// Pulls row r of a (rows, L) io-dtype array toward the cache before its use: a row's loads come in one
-// burst that the hardware prefetchers do not run ahead of.
-inline void prefetch_row(const void* base, int dtype, int64_t r, int L) {
+// Pulls the row at element `offset` of an io-dtype array toward the cache before its use: a row's loads
+// come in one burst that the hardware prefetchers do not run ahead of.
+inline void prefetch_row(const void* base, int dtype, int64_t offset, int L) {
   if (base == nullptr) return;
   const int64_t size = dtype == PARTOOL_DTYPE_F32 ? 4 : 2;
-  const char* row = static_cast<const char*>(base) + r * L * size;
+  const char* row = static_cast<const char*>(base) + offset * size;
   for (int64_t i = 0; i < L * size; i += 64) __builtin_prefetch(row + i);
 }
 
@@ -315,12 +315,14 @@ void scan_rows_ns(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch)
   const int64_t stride = scratch_stride(L);
   const RowBuffers w{scratch, scratch + stride, scratch + 2 * stride, scratch + 3 * stride, scratch + 4 * stride};
   const bool direct = job.ndir == 1 && !job.dir[0].reverse;  // ys is already the output row
+  const RowOrder order(p0.batch, p0.dim, p0.batch_stride, p0.dim_stride);
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t b = r / p0.dim;
-    const int c = static_cast<int>(r % p0.dim);
+    const int64_t b = order.batch_of(r);
+    const int c = order.channel_of(r);
+    const int64_t next = order.batch_of(r + 1) * p0.batch_stride + order.channel_of(r + 1) * p0.dim_stride;
     for (int d = 0; r + 1 < r1 && d < job.ndir; ++d) {
       const partool_scan_params_t& pd = *job.dir[d].p;
-      for (const void* x : {pd.delta, pd.u, pd.z}) prefetch_row(x, static_cast<int>(pd.io_dtype), r + 1, L);
+      for (const void* x : {pd.delta, pd.u, pd.z}) prefetch_row(x, static_cast<int>(pd.io_dtype), next, L);
     }
     for (int d = 0; d < job.ndir; ++d) {
       scan_row<NS>(job.dir[d], b, c, w);
@@ -333,7 +335,8 @@ void scan_rows_ns(const CpuScanJob& job, int64_t r0, int64_t r1, float* scratch)
         for (int t = 0; t < L; ++t) w.yrow[t] += w.ys[s0 + ds * t];
       }
     }
-    store_row(job.out, static_cast<int>(p0.io_dtype), r * L, L, job.out_scale, direct ? w.ys : w.yrow);
+    store_row(job.out, static_cast<int>(p0.io_dtype), b * p0.batch_stride + c * p0.dim_stride, L, job.out_scale,
+              direct ? w.ys : w.yrow);
   }
 }
 
@@ -361,18 +364,20 @@ void PARTOOL_CAT(conv_rows, PARTOOL_ROWS_SUFFIX)(const partool_conv1d_params_t& 
   float* out = scratch + scratch_stride(L) + 16;
   std::fill(buf, buf + Lv + W - 1, 0.0f);
   const int shift = p.reverse ? 0 : W - 1;  // where x[0] sits in buf
+  const RowOrder order(p.batch, p.dim, p.batch_stride, p.dim_stride);
   for (int64_t r = r0; r < r1; ++r) {
-    const int c = static_cast<int>(r % p.dim);
+    const int c = order.channel_of(r);
+    const int64_t row = order.batch_of(r) * p.batch_stride + c * p.dim_stride;
     float taps[PARTOOL_MAX_CONV_WIDTH];
     for (int k = 0; k < W; ++k) taps[k] = p.weight[static_cast<int64_t>(c) * W + (p.reverse ? W - 1 - k : k)];
-    load_steps(p.x, dtype, r * L, L, false, buf + shift);
+    load_steps(p.x, dtype, row, L, false, buf + shift);
     const vf bias = splat(p.bias ? p.bias[c] : 0.0f);
     for (int t = 0; t < Lv; t += VW) {
       vf acc = bias;
       for (int k = 0; k < W; ++k) acc += taps[k] * loadv(buf + t + k);
       storev(out + t, p.silu ? vsilu(acc) : acc);
     }
-    store_row(p.out, dtype, r * L, L, 1.0f, out);
+    store_row(p.out, dtype, row, L, 1.0f, out);
   }
 }
 

@@ -109,8 +109,9 @@ __global__ void __launch_bounds__(kThreads, 2) scan_kernel(const ScanArgs args) 
     const T* __restrict__ u = static_cast<const T*>(dir.u);
     const T* __restrict__ delta = static_cast<const T*>(dir.delta);
     const T* __restrict__ z = static_cast<const T*>(dir.z);
-    const T* __restrict__ Bg = static_cast<const T*>(dir.B) + (static_cast<int64_t>(b) * groups + g) * dstate * L;
-    const T* __restrict__ Cg = static_cast<const T*>(dir.C) + (static_cast<int64_t>(b) * groups + g) * dstate * L;
+    const int64_t bc = b * dir.bc_batch_stride + static_cast<int64_t>(g) * dstate * dir.bc_state_stride;
+    const T* __restrict__ Bg = static_cast<const T*>(dir.B) + bc;
+    const T* __restrict__ Cg = static_cast<const T*>(dir.C) + bc;
 
     // Safe to overwrite: the previous direction's last reads of s_A2 are several barriers back.
     for (int e = tid; e < CB * kN; e += kThreads) {
@@ -131,7 +132,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_kernel(const ScanArgs args) 
         const int r = e / LSEG, i = e % LSEG, p = mem_lo + i;
         float uv = 0.0f, dv = 0.0f, zv = 1.0f;
         if (r < nvalid && p >= 0 && p < L) {
-          const int64_t idx = (static_cast<int64_t>(b) * dim + c0 + r) * L + p;
+          const int64_t idx = b * args.batch_stride + (c0 + r) * args.dim_stride + p;
           uv = to_float(u[idx]);
           const float x = to_float(delta[idx]) + (dir.delta_bias != nullptr ? dir.delta_bias[c0 + r] : 0.0f);
           dv = dir.softplus ? softplus(x) : x;
@@ -149,8 +150,8 @@ __global__ void __launch_bounds__(kThreads, 2) scan_kernel(const ScanArgs args) 
           for (int j = 0; j < 4; ++j) {
             const int n = 4 * q + j;
             if (n < dstate) {
-              bv[j] = to_float(Bg[static_cast<int64_t>(n) * L + p]);
-              cv[j] = to_float(Cg[static_cast<int64_t>(n) * L + p]);
+              bv[j] = to_float(Bg[n * dir.bc_state_stride + p]);
+              cv[j] = to_float(Cg[n * dir.bc_state_stride + p]);
             }
           }
         }
@@ -290,7 +291,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_kernel(const ScanArgs args) 
           if (to_acc) {
             s_acc[r * L + p] = v;
           } else {
-            const int64_t idx = (static_cast<int64_t>(b) * dim + c0 + r) * L + p;
+            const int64_t idx = b * args.batch_stride + (c0 + r) * args.dim_stride + p;
             static_cast<T*>(args.out)[idx] = from_float<T>(from_acc ? v + s_acc[r * L + p] : v);
           }
         }
@@ -314,8 +315,12 @@ int check_dir_ptrs(const partool_scan_params_t& p, const char* where) {
   return PARTOOL_OK;
 }
 
+// The kernel arguments of one direction; p's strides filled in (with_strides).
 DirArgs dir_args(const partool_scan_params_t& p) {
-  return DirArgs{p.u, p.delta, p.A, p.B, p.C, p.D, p.z, p.delta_bias, p.last_state, p.delta_softplus, p.reverse};
+  return DirArgs{p.u,          p.delta,          p.A,       p.B,
+                 p.C,          p.D,              p.z,       p.delta_bias,
+                 p.last_state, p.delta_softplus, p.reverse, p.bc_batch_stride,
+                 p.bc_state_stride};
 }
 
 template <int CB>
@@ -393,10 +398,13 @@ int partool_selective_scan_fwd_cuda(const partool_scan_params_t* p, void* cuda_s
   if (int s = partool::device_info(&dev, where)) return s;
   if (int s = partool::check_dir_ptrs(*p, where)) return s;
   if (int s = partool::check_device_ptr(p->out, "out", where)) return s;
+  const partool_scan_params_t q = partool::with_strides(*p);
   partool::ScanArgs args{};
-  args.dir[0] = partool::dir_args(*p);
+  args.dir[0] = partool::dir_args(q);
   args.dir[1] = args.dir[0];
   args.out = p->out;
+  args.batch_stride = q.batch_stride;
+  args.dim_stride = q.dim_stride;
   args.batch = p->batch;
   args.dim = p->dim;
   args.dstate = p->dstate;
@@ -415,10 +423,13 @@ int partool_selective_scan_bidir_fwd_cuda(const partool_bidir_scan_params_t* p, 
   if (int s = partool::check_dir_ptrs(p->fwd, where)) return s;
   if (int s = partool::check_dir_ptrs(p->bwd, where)) return s;
   if (int s = partool::check_device_ptr(p->out, "out", where)) return s;
+  const partool_scan_params_t fwd = partool::with_strides(p->fwd), bwd = partool::with_strides(p->bwd);
   partool::ScanArgs args{};
-  args.dir[0] = partool::dir_args(p->fwd);
-  args.dir[1] = partool::dir_args(p->bwd);
+  args.dir[0] = partool::dir_args(fwd);
+  args.dir[1] = partool::dir_args(bwd);
   args.out = p->out;
+  args.batch_stride = fwd.batch_stride;  // validate_bidir: the same in both directions
+  args.dim_stride = fwd.dim_stride;
   args.batch = p->fwd.batch;
   args.dim = p->fwd.dim;
   args.dstate = p->fwd.dstate;

@@ -86,11 +86,13 @@ struct DirArgs {
   float* last_state;
   int softplus;
   int reverse;
+  int64_t bc_batch_stride, bc_state_stride;  // B and C: element (b, g, n, t) at b * bc_batch_stride + (g * dstate + n) * bc_state_stride + t
 };
 
 struct ScanArgs {
   DirArgs dir[2];
   void* out;
+  int64_t batch_stride, dim_stride;  // u, delta, z and out: element (b, c, t) at b * batch_stride + c * dim_stride + t
   int batch, dim, dstate, length, groups;
   int ndir;  // 1: dir[0] alone (its own reverse flag); 2: dir[1] reversed, then dir[0] forward, summed
   float out_scale;

@@ -81,15 +81,17 @@ __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs a
     const DirArgs dir = args.dir[d];  // a copy: kept in registers, not re-read from parameter space per element
     const bool reverse = args.ndir == 2 ? d == 1 : dir.reverse != 0;
     const bool add_to_out = args.ndir == 2 && di == 1;
-    // This block's rows: [c0, c0 + RPB) of batch b, each `L` long, so a tile element is at r * L + p
-    // (32-bit: a block spans RPB * L elements).
-    const int64_t block_rows = (static_cast<int64_t>(b) * dim + c0) * L;
+    // This block's rows: [c0, c0 + RPB) of batch b, dim_stride apart, so a tile element is at r * ds + p
+    // (32-bit: the launch checks that a block spans fewer than 2^31 elements); B and C rows bs apart.
+    const int64_t block_rows = b * args.batch_stride + c0 * args.dim_stride;
+    const int ds = static_cast<int>(args.dim_stride), bs = static_cast<int>(dir.bc_state_stride);
     const T* __restrict__ u = static_cast<const T*>(dir.u) + block_rows;
     const T* __restrict__ delta = static_cast<const T*>(dir.delta) + block_rows;
     const T* __restrict__ z = dir.z != nullptr ? static_cast<const T*>(dir.z) + block_rows : nullptr;
     const float* __restrict__ bias = dir.delta_bias != nullptr ? dir.delta_bias + c0 : nullptr;
-    const T* __restrict__ Bg = static_cast<const T*>(dir.B) + (static_cast<int64_t>(b) * groups + g) * dstate * L;
-    const T* __restrict__ Cg = static_cast<const T*>(dir.C) + (static_cast<int64_t>(b) * groups + g) * dstate * L;
+    const int64_t bc = b * dir.bc_batch_stride + static_cast<int64_t>(g) * dstate * dir.bc_state_stride;
+    const T* __restrict__ Bg = static_cast<const T*>(dir.B) + bc;
+    const T* __restrict__ Cg = static_cast<const T*>(dir.C) + bc;
     T* __restrict__ out = static_cast<T*>(args.out) + block_rows;
 
     float A2[S], h[S];
@@ -118,7 +120,7 @@ __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs a
 #pragma unroll
         for (int k = 0; k < kBatch; ++k) {
           valid[k] = w.row < nvalid;
-          const int idx = valid[k] ? w.row * L + lo + w.col : 0;
+          const int idx = valid[k] ? w.row * ds + lo + w.col : 0;
           at[k] = w.row < RPB ? w.row * ls + w.col : -1;
           ur[k] = valid[k] ? u[idx] : T(0.0f);
           dr[k] = valid[k] ? delta[idx] : T(0.0f);
@@ -142,7 +144,7 @@ __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs a
 #pragma unroll
         for (int k = 0; k < kBatch; ++k) {
           const bool valid = w.row < dstate;
-          const int idx = valid ? w.row * L + lo + w.col : 0;
+          const int idx = valid ? w.row * bs + lo + w.col : 0;
           at[k] = w.row < kStates ? w.col * kStates + w.row : -1;
           bq[k] = valid ? Bg[idx] : T(0.0f);
           cq[k] = valid ? Cg[idx] : T(0.0f);
@@ -179,7 +181,7 @@ __global__ void __launch_bounds__(kRowThreads) scan_rows_kernel(const ScanArgs a
 
 #pragma unroll 4
       for (TileWalk w(tid, kRowThreads, n_steps); w.row < nvalid; w.next()) {
-        const int idx = w.row * L + lo + w.col;
+        const int idx = w.row * ds + lo + w.col;
         float v = args.out_scale * s_zy[w.row * ls + w.col];
         if (add_to_out) v += to_float(out[idx]);
         out[idx] = from_float<T>(v);
@@ -210,8 +212,15 @@ int launch_rows_cfg(ScanArgs args, const DeviceInfo& dev, cudaStream_t stream, c
   args.tiles_per_group = (cpg + RPB - 1) / RPB;
   const int64_t blocks = static_cast<int64_t>(args.batch) * args.groups * args.tiles_per_group;
   if (blocks > 0x7fffffff) return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: batch * dim too large (%lld blocks)", where, static_cast<long long>(blocks));
-  if (static_cast<int64_t>(RPB > kStates ? RPB : kStates) * args.length > 0x7fffffff) {  // 32-bit offsets in a block
-    return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: length %d too long for the row kernel", where, args.length);
+  // 32-bit offsets within a block: its rows of u/delta/z/out, and d_state rows of B and C
+  int64_t span = (RPB - 1) * args.dim_stride + args.length;
+  for (int d = 0; d < args.ndir; ++d) {
+    const int64_t bc_span = (kStates - 1) * args.dir[d].bc_state_stride + args.length;
+    span = bc_span > span ? bc_span : span;
+  }
+  if (span > 0x7fffffff) {
+    return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: length %d with row strides %lld too long for the row kernel", where,
+                args.length, static_cast<long long>(args.dim_stride));
   }
   // 64 KiB a block leaves room for three resident blocks on sm_80/86/87/89/90 (100-228 KiB per SM).
   const size_t budget = dev.smem_optin < 64 * 1024 ? static_cast<size_t>(dev.smem_optin) : 64 * 1024;
