@@ -133,6 +133,16 @@ class Emulated:
         params = self.k._conv_params(x, w, bias, out, silu, reverse)
         return self.lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), None), out
 
+    def conv_pair(self, x, w, bias) -> tuple[int, torch.Tensor]:
+        """Both directions' convs of a flat-layout x as one launch, each into a guarded flat output."""
+        x, w, bias = self.guard_flat(x, 1, 2), self.guard(w), self.guard(bias)
+        halves = [self.guard_flat(torch.empty(x.shape, dtype=x.dtype), 0, 1) for _ in range(2)]
+        params = self.k.Conv1dPairParams(
+            first=self.k._conv_params(x, w[0], bias[0], halves[0], True, False),
+            second=self.k._conv_params(x, w[1], bias[1], halves[1], True, True),
+        )
+        return self.lib.partool_causal_conv1d_pair_fwd_cuda(ctypes.byref(params), None), halves
+
     def add_rms_norm(
         self, x, residual, weight, eps: float, residual_out: str
     ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
@@ -379,3 +389,15 @@ def test_add_rms_norm_matches_numpy(device, b, d, length, dtype, with_residual, 
     if residual_out != "none":
         assert rel_err(r, want_r) <= 1e-7
     assert device.last_launch()[:2] == (b * -(-length // 32), 512)
+
+
+def test_conv1d_pair_runs_both_directions_in_one_launch(device):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 20, 41, generator=gen).to(torch.float16)
+    w, bias = torch.randn(2, 20, 4, generator=gen), torch.randn(2, 20, generator=gen)
+    before = device.last_launch()[3]
+    status, out = device.conv_pair(x, w, bias)
+    assert status == 0, device.error()
+    assert device.last_launch()[3] == before + 1
+    for i, reverse in ((0, False), (1, True)):
+        assert rel_err(out[i], conv_reference(x.float(), w[i], bias[i], True, reverse)) <= TOL[torch.float16]

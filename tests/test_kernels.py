@@ -189,6 +189,28 @@ def test_cpu_kernels_take_strided_layouts_in_place(kernels, dtype):
     assert torch.equal(conv, kernels.causal_conv1d(u.contiguous(), w, conv_bias, silu=True, reverse=True))
 
 
+def test_cpu_conv1d_pair_is_two_convs_in_one_call(kernels):
+    """Vim's causal and anti-causal convs of one x as one call: each half equals its own conv1d, in x's
+    layout (a flat view here, read in place)."""
+    x = flat_view(torch.randn(3, 6, 29))
+    w, bias = torch.randn(2, 6, 4), torch.randn(2, 6)
+    both = kernels.causal_conv1d_bidirectional(x, w, bias)
+    assert both.shape == (2, 3, 6, 29) and both[0].stride() == both[1].stride() == x.stride()
+    for i, reverse in ((0, False), (1, True)):
+        assert torch.equal(both[i], kernels.causal_conv1d(x, w[i], bias[i], silu=True, reverse=reverse))
+        assert rel_err(both[i], conv_reference(x, w[i], bias[i], True, reverse)) <= 1e-6
+    lib = kernels.load_library()
+    pair = kernels.Conv1dPairParams(
+        first=kernels._conv_params(x, w[0], None, both[0], True, False),
+        second=kernels._conv_params(both[0], w[1], None, both[1], True, True),  # reads what the first writes
+    )
+    assert lib.partool_causal_conv1d_pair_fwd_cpu(ctypes.byref(pair), 1) == 1
+    assert "the other call's x" in lib.partool_last_error_message().decode()
+    pair.second = kernels._conv_params(x[:, :5], w[1], None, both[1], True, True)
+    assert lib.partool_causal_conv1d_pair_fwd_cpu(ctypes.byref(pair), 1) == 1
+    assert "differ in batch/dim/length/width/io_dtype" in lib.partool_last_error_message().decode()
+
+
 def test_strides_are_validated(kernels):
     lib = kernels.load_library()
     keep: list = []
@@ -230,6 +252,16 @@ def _op_samples(dtype):
         )
         residual = torch.randn(x.shape) if extras else None
         yield torch.ops.partool.kernels_add_rms_norm.default, (x, residual, torch.rand(8), 1e-5)
+    # the layouts of the fused Vim path (outputs in u's layout: the fake implementations must say so)
+    fwd = make_inputs(2, 8, 4, 11, 1, dtype, True, seed=5)
+    flat = (flat_view(fwd[0]), flat_view(fwd[1]), fwd[2], flat_view(fwd[3], 1, 2), flat_view(fwd[4], 3, 0),
+            fwd[5], flat_view(fwd[6]), fwd[7])  # fmt: skip
+    yield torch.ops.partool.kernels_selective_scan.default, (*flat, True, False)
+    yield torch.ops.partool.kernels_bidir_scan.default, (*flat, *flat, True, 0.5)
+    yield torch.ops.partool.kernels_causal_conv1d.default, (flat[0], torch.randn(8, 4), None, True, False)
+    for x in (flat[0], fwd[0]):
+        args = (x, torch.randn(2, 8, 4), torch.randn(2, 8), True)
+        yield torch.ops.partool.kernels_causal_conv1d_bidirectional.default, args
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
@@ -481,6 +513,7 @@ int main(void) {
   F(partool_conv1d_params_t, weight) F(partool_conv1d_params_t, bias) F(partool_conv1d_params_t, out)
   F(partool_conv1d_params_t, silu) F(partool_conv1d_params_t, reverse)
   F(partool_conv1d_params_t, batch_stride) F(partool_conv1d_params_t, dim_stride)
+  F(partool_conv1d_pair_params_t, first) F(partool_conv1d_pair_params_t, second)
   F(partool_add_rms_norm_params_t, batch) F(partool_add_rms_norm_params_t, dim)
   F(partool_add_rms_norm_params_t, length) F(partool_add_rms_norm_params_t, io_dtype)
   F(partool_add_rms_norm_params_t, eps) F(partool_add_rms_norm_params_t, x)
@@ -490,6 +523,7 @@ int main(void) {
   printf("sizeof partool_bidir_scan_params_t %zu\n", sizeof(partool_bidir_scan_params_t));
   printf("sizeof partool_conv1d_params_t %zu\n", sizeof(partool_conv1d_params_t));
   printf("sizeof partool_add_rms_norm_params_t %zu\n", sizeof(partool_add_rms_norm_params_t));
+  printf("sizeof partool_conv1d_pair_params_t %zu\n", sizeof(partool_conv1d_pair_params_t));
   return 0;
 }
 """
@@ -513,6 +547,7 @@ def test_struct_layout_matches_c_compiler(kernels, tmp_path):
         "partool_bidir_scan_params_t": kernels.BidirScanParams,
         "partool_conv1d_params_t": kernels.Conv1dParams,
         "partool_add_rms_norm_params_t": kernels.AddRmsNormParams,
+        "partool_conv1d_pair_params_t": kernels.Conv1dPairParams,
     }
     seen = 0
     for line in lines:
@@ -522,7 +557,7 @@ def test_struct_layout_matches_c_compiler(kernels, tmp_path):
         else:
             assert getattr(structs[first], second).offset == int(value), f"{first}.{second}"
         seen += 1
-    assert seen == 53
+    assert seen == 56
     assert {name for name, _ in kernels.ScanParams._fields_} == {
         line.split()[1] for line in lines if line.startswith("partool_scan_params_t")
     }
@@ -587,6 +622,11 @@ def test_cuda_bidirectional_conv_and_norm(kernels):
         want = kernels.causal_conv1d(x, w, None, reverse=reverse)
         got = kernels.causal_conv1d(x.cuda(), w.cuda(), None, reverse=reverse)
         assert rel_err(got.cpu(), want.double().numpy()) <= 1e-5
+    w2, b2 = torch.randn(2, 64, 4), torch.randn(2, 64)
+    flat = flat_view(x)
+    got = kernels.causal_conv1d_bidirectional(flat.cuda(), w2.cuda(), b2.cuda())
+    want = kernels.causal_conv1d_bidirectional(flat, w2, b2)
+    assert got.stride() == want.stride() and rel_err(got.cpu(), want.double().numpy()) <= 1e-5
     x, residual, weight = torch.randn(3, 384, 197), torch.randn(3, 384, 197), torch.rand(384)
     want_r, want_out = add_rms_norm_reference(x, residual, weight, 1e-5)
     out, r = kernels.add_rms_norm(x.cuda(), residual.cuda(), weight.cuda(), 1e-5)

@@ -285,7 +285,17 @@ def test_vim_fused_kernel_path_matches_reference():
             for step in ("before", "after"):  # after: weights changed in place, cached constants must follow
                 if step == "after":
                     for name, param in model.named_parameters():
-                        if name.endswith(("A_log", "A_b_log", "D", "conv1d.weight", "dt_proj_b.bias")):
+                        if name.endswith(
+                            (
+                                "A_log",
+                                "A_b_log",
+                                "D",
+                                "conv1d.weight",
+                                "dt_proj_b.bias",
+                                "x_proj_b.weight",
+                                "dt_proj.weight",
+                            )
+                        ):
                             param.mul_(1.1)
                 for backend in ("reference", "cpu"):
                     set_backend(backend)

@@ -4,7 +4,7 @@ The backward direction of the official code runs its own conv/projections/scan o
 the sequence and flips the result back. Here it runs the anti-causal conv and the reverse scan on the
 unflipped tensors, which is the same function without any flipped copies. The two directions are
 averaged (Vim's `if_divide_out=True`) before `out_proj`. For inference on the `cpu`/`cuda` kernel backends
-both directions run as the library's conv1d+SiLU and one fused bidirectional scan call. Under ONNX export
+both directions run as one paired conv1d+SiLU launch and one fused bidirectional scan call. Under ONNX export
 the mixer and RMSNorm write the same function in the ops ONNX Runtime runs fastest (`_export_forward`).
 """
 
@@ -168,62 +168,75 @@ class BiMamba(nn.Module):
         xc = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu", reverse=reverse)
         return selective_scan(**self._scan_args(xc, z, reverse), delta_softplus=True, reverse=reverse)
 
-    def _kernel_constants(self) -> tuple[dict[str, Tensor], ...]:
-        """Per direction, the float32 constants the kernels take (A = -exp(A_log), D, dt bias, conv taps
-        and bias), computed once per weight version instead of on every forward: with CUDA graphs these
-        ~14 small kernels a layer would otherwise be replayed each time. Under torch.compile they are
-        traced into the graph instead (no data pointers there; Inductor fuses them)."""
+    def _kernel_constants(self) -> dict[str, Tensor]:
+        """What the fused path takes of the weights, computed once per weight version instead of on every
+        forward (with CUDA graphs these ~20 small kernels a layer would otherwise be replayed each time): per
+        direction the float32 A = -exp(A_log), D and dt bias, both directions' conv taps and biases stacked
+        (2, d_inner, w) and (2, d_inner) for the paired conv, and x_proj's and dt_proj's weights stacked
+        (2, ·, ·) for one batched GEMM each. Under torch.compile they are traced into the graph instead (no
+        data pointers there; Inductor fuses them)."""
         if torch.compiler.is_compiling():
             return self._compute_kernel_constants()
         params = [getattr(self, name) for name in ("A_log", "D", "A_b_log", "D_b")]
         for sfx in ("", "_b"):
-            params += [getattr(self, f"dt_proj{sfx}").bias, *getattr(self, f"conv1d{sfx}").parameters()]
+            params += [
+                *getattr(self, f"dt_proj{sfx}").parameters(),
+                *getattr(self, f"conv1d{sfx}").parameters(),
+            ]
+            params.append(getattr(self, f"x_proj{sfx}").weight)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if getattr(self, "_constants_key", None) != key:
             self._constants, self._constants_key = self._compute_kernel_constants(), key
         return self._constants
 
-    def _compute_kernel_constants(self) -> tuple[dict[str, Tensor], ...]:
-        consts = []
-        for reverse in (False, True):
-            conv, _, dt_proj, A, D = self._params(reverse)
-            consts.append(
-                {"A": A.contiguous(), "D": D.contiguous(), "delta_bias": dt_proj.bias.float().contiguous(),
-                 "conv_weight": conv.weight.squeeze(1).float().contiguous(), "conv_bias": conv.bias.float().contiguous()}
-            )  # fmt: skip
-        return tuple(consts)
+    def _compute_kernel_constants(self) -> dict[str, Tensor]:
+        fwd, bwd = self._params(False), self._params(True)  # conv1d, x_proj, dt_proj, A, D
+        consts = {}
+        for sfx, (_, _, dt_proj, A, D) in (("", fwd), ("_b", bwd)):
+            consts |= {
+                f"A{sfx}": A.contiguous(),
+                f"D{sfx}": D.contiguous(),
+                f"delta_bias{sfx}": dt_proj.bias.float(),
+            }
+        return consts | {
+            "conv_weight": torch.stack([p[0].weight.squeeze(1) for p in (fwd, bwd)]).float(),
+            "conv_bias": torch.stack([p[0].bias for p in (fwd, bwd)]).float(),
+            "x_proj_weight": torch.stack([p[1].weight for p in (fwd, bwd)]),
+            "dt_proj_weight": torch.stack([p[2].weight for p in (fwd, bwd)]),
+        }
 
     def fused_forward_flat(self, h: Tensor, batch: int) -> Tensor:
         """Inference on the kernel library in the flat layout: h (d_model, B·L), the batch's tokens side by
-        side, -> (d_model, B·L). Both directions' conv1d+SiLU and one fused bidirectional scan.
+        side, -> (d_model, B·L). Seven launches: in_proj, both directions' conv1d+SiLU, x_proj and dt_proj
+        of both directions (one batched GEMM each), one fused bidirectional scan, out_proj.
 
-        Every projection is one plain GEMM over the whole batch (W @ h, N = B·L; batched GEMMs of N = L per
-        image ran 10-40% slower on the CPU at b = 8 and, on a GPU, keep N = 197 off the 8-element alignment
-        of tensor-core kernels), and each GEMM's output is in the kernels' layout already: x and z are row
-        blocks of in_proj's output, B and C row blocks of x_proj's, read in place through the kernels'
-        strides as (B, ·, L) views. No copies, no transposes; the conv1d+SiLU runs on the library too (on the
-        CPU 0.05 ms against PyTorch's conv + SiLU 0.18 ms at Vim-S shapes, b = 1, 2 threads)."""
+        Every projection runs over the whole batch at once (N = B·L; GEMMs of N = L per image ran 10-40%
+        slower on the CPU at b = 8 and, on a GPU, keep N = 197 off the 8-element alignment of tensor-core
+        kernels), and each output is in the kernels' layout already: x and z are row blocks of in_proj's
+        output, B and C row blocks of x_proj's, read in place through the kernels' strides as (B, ·, L)
+        views. No copies, no transposes."""
         d, r, n = self.d_inner, self.dt_rank, self.d_state
         length = h.shape[1] // batch
+        consts = self._kernel_constants()
 
         def per_image(m: Tensor) -> Tensor:  # (rows, B·L) -> (B, rows, L), a view
             return m.view(m.shape[0], batch, length).transpose(0, 1)
 
         xz = self.in_proj.weight @ h  # (2 d_inner, B·L)
         x, z = per_image(xz[:d]), per_image(xz[d:])
-        args = []
-        for reverse, consts in zip((False, True), self._kernel_constants(), strict=True):
-            xc = kernels.causal_conv1d(
-                x, consts["conv_weight"], consts["conv_bias"], silu=True, reverse=reverse
-            )
-            x_proj, dt_proj = (self.x_proj_b, self.dt_proj_b) if reverse else (self.x_proj, self.dt_proj)
-            x_dbl = x_proj.weight @ xc.transpose(0, 1).reshape(d, -1)  # (rank + 2n, B·L); xc is x's layout
-            delta = dt_proj.weight @ x_dbl[:r]  # (d_inner, B·L); the bias goes in the scan
-            args.append(
-                {"u": xc, "delta": per_image(delta), "A": consts["A"], "B": per_image(x_dbl[r : r + n]),
-                 "C": per_image(x_dbl[r + n :]), "D": consts["D"], "z": z, "delta_bias": consts["delta_bias"]}
-            )  # fmt: skip
-        y = kernels.scan_bidirectional(args[0], args[1], delta_softplus=True, out_scale=0.5)  # x's layout
+        xc = kernels.causal_conv1d_bidirectional(
+            x, consts["conv_weight"], consts["conv_bias"]
+        )  # (2, B, d, L)
+        x_dbl = torch.bmm(consts["x_proj_weight"], xc.transpose(1, 2).reshape(2, d, -1))  # (2, r + 2n, B·L)
+        delta = torch.bmm(
+            consts["dt_proj_weight"], x_dbl[:, :r]
+        )  # (2, d_inner, B·L); the bias goes in the scan
+        fwd, bwd = (
+            {"u": xc[i], "delta": per_image(delta[i]), "A": consts[f"A{sfx}"], "B": per_image(x_dbl[i, r : r + n]),
+             "C": per_image(x_dbl[i, r + n :]), "D": consts[f"D{sfx}"], "z": z, "delta_bias": consts[f"delta_bias{sfx}"]}
+            for i, sfx in ((0, ""), (1, "_b"))
+        )  # fmt: skip
+        y = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.5)  # xc[0]'s layout
         return self.out_proj.weight @ y.transpose(0, 1).reshape(d, -1)
 
     def _fused_forward(self, hidden_states: Tensor) -> Tensor:

@@ -91,6 +91,12 @@ class Conv1dParams(ctypes.Structure):
     ]
 
 
+class Conv1dPairParams(ctypes.Structure):
+    """partool_conv1d_pair_params_t."""
+
+    _fields_ = [("first", Conv1dParams), ("second", Conv1dParams)]
+
+
 class AddRmsNormParams(ctypes.Structure):
     """partool_add_rms_norm_params_t."""
 
@@ -155,6 +161,11 @@ def _load(lib_path: str) -> ctypes.CDLL:
         "partool_selective_scan_bidir_fwd_cuda": ([ctypes.POINTER(BidirScanParams), _p], ctypes.c_int),
         "partool_causal_conv1d_fwd_cpu": ([ctypes.POINTER(Conv1dParams), ctypes.c_int], ctypes.c_int),
         "partool_causal_conv1d_fwd_cuda": ([ctypes.POINTER(Conv1dParams), _p], ctypes.c_int),
+        "partool_causal_conv1d_pair_fwd_cpu": (
+            [ctypes.POINTER(Conv1dPairParams), ctypes.c_int],
+            ctypes.c_int,
+        ),
+        "partool_causal_conv1d_pair_fwd_cuda": ([ctypes.POINTER(Conv1dPairParams), _p], ctypes.c_int),
         "partool_add_rms_norm_fwd_cpu": ([ctypes.POINTER(AddRmsNormParams), ctypes.c_int], ctypes.c_int),
         "partool_add_rms_norm_fwd_cuda": ([ctypes.POINTER(AddRmsNormParams), _p], ctypes.c_int),
     }
@@ -505,6 +516,51 @@ def causal_conv1d(
     if torch.compiler.is_compiling():
         return _conv1d_op(x, weight, bias, silu, reverse)
     return _conv1d(x, weight, bias, silu, reverse)
+
+
+def _conv1d_bidirectional(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
+    x = _kernel_rows(x, _out_dtype(x))
+    w = weight.to(torch.float32).contiguous()
+    bb = None if bias is None else bias.to(torch.float32).contiguous()
+    out = _pair_out(x)
+    params = Conv1dPairParams(
+        first=_conv_params(x, w[0], None if bb is None else bb[0], out[0], silu, False),
+        second=_conv_params(x, w[1], None if bb is None else bb[1], out[1], silu, True),
+    )
+    lib = _lib()
+    if x.is_cuda:
+        with torch.cuda.device(x.device):
+            check(lib.partool_causal_conv1d_pair_fwd_cuda(ctypes.byref(params), _cuda_stream(x.device)))
+    else:
+        check(lib.partool_causal_conv1d_pair_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    return out
+
+
+def _pair_out(x: Tensor) -> Tensor:
+    """An empty (2, *x.shape) kernel output whose halves each have the layout the kernels give x's output."""
+    one = _out_like(x)
+    return one.new_empty_strided((2, *x.shape), (one.numel(), *one.stride()))
+
+
+@torch.library.custom_op("partool::kernels_causal_conv1d_bidirectional", mutates_args=())
+def _conv1d_bidirectional_op(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
+    return _conv1d_bidirectional(x, weight, bias, silu)
+
+
+@_conv1d_bidirectional_op.register_fake
+def _conv1d_bidirectional_fake(x, weight, bias, silu):
+    return _pair_out(x)
+
+
+def causal_conv1d_bidirectional(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, silu: bool = True
+) -> Tensor:
+    """Vim's two depthwise convs of x (b, d, l) in one launch: weight (2, d, w) and bias (2, d) hold the
+    causal direction's taps first and the anti-causal one's second. Returns (2, b, d, l): [0] causal,
+    [1] anti-causal, each in the layout `causal_conv1d` gives (x's, where the kernels read x in place)."""
+    if torch.compiler.is_compiling():
+        return _conv1d_bidirectional_op(x, weight, bias, silu)
+    return _conv1d_bidirectional(x, weight, bias, silu)
 
 
 def _add_rms_norm_params(

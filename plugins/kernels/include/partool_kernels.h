@@ -146,6 +146,19 @@ PARTOOL_API int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, 
 PARTOOL_API int partool_causal_conv1d_fwd_cuda(const partool_conv1d_params_t* p, void* cuda_stream);
 
 /*
+ * Two conv1d calls in one launch (ABI 2): Vim's causal and anti-causal convs of the same x. Each
+ * call keeps every field of its own (weights, reverse, silu, strides, out); both must agree on batch,
+ * dim, length, width and io_dtype, and neither out may be the other's x.
+ */
+typedef struct {
+  partool_conv1d_params_t first;
+  partool_conv1d_params_t second;
+} partool_conv1d_pair_params_t;
+
+PARTOOL_API int partool_causal_conv1d_pair_fwd_cpu(const partool_conv1d_pair_params_t* p, int num_threads);
+PARTOOL_API int partool_causal_conv1d_pair_fwd_cuda(const partool_conv1d_pair_params_t* p, void* cuda_stream);
+
+/*
  * Residual add + RMSNorm over the channels, in the kernels' channel-major (batch, dim, length) layout:
  * the add + norm between two Vim blocks, with the residual stream kept in float32 (mamba_ssm's fused
  * add_norm with residual_in_fp32). For every batch b and position t, over the channels c:

@@ -173,6 +173,24 @@ int validate_conv(const partool_conv1d_params_t* p, const char* where) {
   return PARTOOL_OK;
 }
 
+int validate_conv_pair(const partool_conv1d_pair_params_t* p, const char* where) {
+  if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
+  if (int s = validate_conv(&p->first, where)) return s;
+  if (int s = validate_conv(&p->second, where)) return s;
+  const partool_conv1d_params_t &a = p->first, &b = p->second;
+  if (a.batch != b.batch || a.dim != b.dim || a.length != b.length || a.width != b.width || a.io_dtype != b.io_dtype) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: the two calls differ in batch/dim/length/width/io_dtype (%d/%d/%d/%d/%d vs %d/%d/%d/%d/%d)", where,
+                a.batch, a.dim, a.length, a.width, static_cast<int>(a.io_dtype), b.batch, b.dim, b.length, b.width,
+                static_cast<int>(b.io_dtype));
+  }
+  if (a.out == b.x || b.out == a.x || a.out == b.out) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: an out is the other call's x or out", where);
+  }
+  clear_error();
+  return PARTOOL_OK;
+}
+
 int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where) {
   if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
   if (p->batch <= 0 || p->dim <= 0 || p->length <= 0) {

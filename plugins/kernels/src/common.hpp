@@ -22,6 +22,8 @@ int validate_scan(const partool_scan_params_t* p, const char* where);
 int validate_bidir(const partool_bidir_scan_params_t* p, const char* where);
 // Checks a conv1d call.
 int validate_conv(const partool_conv1d_params_t* p, const char* where);
+// Checks a pair of conv1d calls: each, their agreement, and no out aliasing the other's x.
+int validate_conv_pair(const partool_conv1d_pair_params_t* p, const char* where);
 // Checks an add + RMSNorm call.
 int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where);
 

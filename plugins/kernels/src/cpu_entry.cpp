@@ -171,6 +171,30 @@ int run_scan(const partool_scan_params_t* given[2], const int reverse[2], int nd
   return PARTOOL_OK;
 }
 
+// `ncalls` conv1d calls of one shape (strides filled in) in one parallel region: rows [0, ncalls * rows).
+int run_conv(const partool_conv1d_params_t* calls, int ncalls, int num_threads) {
+  const partool_conv1d_params_t& p = calls[0];
+  const int64_t rows = static_cast<int64_t>(p.batch) * p.dim, total = rows * ncalls;
+  const int threads = resolve_threads(num_threads, total);
+  const ConvRowsFn fn = pick_conv_rows();
+  const int64_t per_thread = conv_scratch_floats(p.length);
+  try {
+    std::vector<float> scratch(static_cast<size_t>(per_thread * threads));
+    const int64_t chunk = std::max<int64_t>(1, total / (8 * static_cast<int64_t>(threads)));
+    parallel_for(threads, total, chunk, [&](int64_t r0, int64_t r1, int w) {
+      for (int64_t r = r0; r < r1;) {  // the part of [r0, r1) in one call
+        const int64_t call = r / rows, end = std::min(r1, (call + 1) * rows);
+        fn(calls[call], r - call * rows, end - call * rows, scratch.data() + per_thread * w);
+        r = end;
+      }
+    });
+  } catch (const std::exception& e) {
+    return fail(PARTOOL_ERR_OUT_OF_MEMORY, "causal conv1d (cpu): %s", e.what());
+  }
+  clear_error();
+  return PARTOOL_OK;
+}
+
 // Positions a worker normalises at a time: its sums of squares and scales stay in two small arrays.
 constexpr int64_t kNormTile = 64;
 
@@ -228,22 +252,14 @@ int partool_selective_scan_bidir_fwd_cpu(const partool_bidir_scan_params_t* p, i
 
 int partool_causal_conv1d_fwd_cpu(const partool_conv1d_params_t* p, int num_threads) {
   if (int s = partool::validate_conv(p, "partool_causal_conv1d_fwd_cpu")) return s;
-  const int64_t rows = static_cast<int64_t>(p->batch) * p->dim;
-  const int threads = partool::resolve_threads(num_threads, rows);
-  const partool::ConvRowsFn fn = partool::pick_conv_rows();
-  const int64_t per_thread = partool::conv_scratch_floats(p->length);
-  const partool_conv1d_params_t resolved = partool::with_strides(*p);
-  try {
-    std::vector<float> scratch(static_cast<size_t>(per_thread * threads));
-    const int64_t chunk = std::max<int64_t>(1, rows / (8 * static_cast<int64_t>(threads)));
-    partool::parallel_for(threads, rows, chunk, [&](int64_t r0, int64_t r1, int w) {
-      fn(resolved, r0, r1, scratch.data() + per_thread * w);
-    });
-  } catch (const std::exception& e) {
-    return partool::fail(PARTOOL_ERR_OUT_OF_MEMORY, "causal conv1d (cpu): %s", e.what());
-  }
-  partool::clear_error();
-  return PARTOOL_OK;
+  const partool_conv1d_params_t calls[1] = {partool::with_strides(*p)};
+  return partool::run_conv(calls, 1, num_threads);
+}
+
+int partool_causal_conv1d_pair_fwd_cpu(const partool_conv1d_pair_params_t* p, int num_threads) {
+  if (int s = partool::validate_conv_pair(p, "partool_causal_conv1d_pair_fwd_cpu")) return s;
+  const partool_conv1d_params_t calls[2] = {partool::with_strides(p->first), partool::with_strides(p->second)};
+  return partool::run_conv(calls, 2, num_threads);
 }
 
 int partool_add_rms_norm_fwd_cpu(const partool_add_rms_norm_params_t* p, int num_threads) {

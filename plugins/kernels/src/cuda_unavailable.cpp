@@ -23,6 +23,11 @@ int partool_causal_conv1d_fwd_cuda(const partool_conv1d_params_t* p, void*) {
   return partool::fail(PARTOOL_ERR_NO_CUDA, "partool_causal_conv1d_fwd_cuda: library built without CUDA");
 }
 
+int partool_causal_conv1d_pair_fwd_cuda(const partool_conv1d_pair_params_t* p, void*) {
+  if (int s = partool::validate_conv_pair(p, "partool_causal_conv1d_pair_fwd_cuda")) return s;
+  return partool::fail(PARTOOL_ERR_NO_CUDA, "partool_causal_conv1d_pair_fwd_cuda: library built without CUDA");
+}
+
 int partool_add_rms_norm_fwd_cuda(const partool_add_rms_norm_params_t* p, void*) {
   if (int s = partool::validate_add_rms_norm(p, "partool_add_rms_norm_fwd_cuda")) return s;
   return partool::fail(PARTOOL_ERR_NO_CUDA, "partool_add_rms_norm_fwd_cuda: library built without CUDA");
