@@ -36,16 +36,12 @@ ConvCall conv_call(const partool_conv1d_params_t& p) {  // p's strides filled in
   return ConvCall{p.x, p.weight, p.bias, p.out, p.batch_stride, p.dim_stride, p.silu, p.reverse};
 }
 
-// Warp w of the grid takes rows w, w + (warps in the grid), ... of [0, ncalls * rows): call row / rows.
+// Rows first_row, first_row + row_step, ... of one call, a warp each.
 template <typename T>
-__global__ void __launch_bounds__(kConvThreads) conv1d_kernel(ConvCall first, ConvCall second, int rows, int ncalls,
-                                                              int dim, int length, int width) {
+__device__ __forceinline__ void conv_rows(const ConvCall& call, int first_row, int row_step, int rows, int dim,
+                                          int length, int width) {
   const int lane = threadIdx.x % 32;
-  for (int grid_row = blockIdx.x * kConvWarps + threadIdx.x / 32; grid_row < ncalls * rows;
-       grid_row += gridDim.x * kConvWarps) {
-    const bool in_second = grid_row >= rows;  // the same for the whole warp
-    const ConvCall call = in_second ? second : first;
-    const int row = in_second ? grid_row - rows : grid_row;
+  for (int row = first_row; row < rows; row += row_step) {
     const int c = row % dim;
     // w_m multiplies the element m steps back in the logical order: weight[c][width - 1 - m]
     float w[PARTOOL_MAX_CONV_WIDTH];
@@ -77,12 +73,28 @@ __global__ void __launch_bounds__(kConvThreads) conv1d_kernel(ConvCall first, Co
   }
 }
 
+// The grid is ncalls equal parts, one per call; each block takes rows of its call, a warp a row. The
+// calls get separate copies of the row loop (no per-element choice between their arguments).
+template <typename T>
+__global__ void __launch_bounds__(kConvThreads) conv1d_kernel(ConvCall first, ConvCall second, int rows, int ncalls,
+                                                              int dim, int length, int width) {
+  const int blocks_per_call = gridDim.x / ncalls;
+  const bool in_second = blockIdx.x >= blocks_per_call;
+  const int block = in_second ? blockIdx.x - blocks_per_call : blockIdx.x;
+  const int first_row = block * kConvWarps + threadIdx.x / 32, row_step = blocks_per_call * kConvWarps;
+  if (in_second) {
+    conv_rows<T>(second, first_row, row_step, rows, dim, length, width);
+  } else {
+    conv_rows<T>(first, first_row, row_step, rows, dim, length, width);
+  }
+}
+
 template <typename T>
 cudaError_t launch_conv(const partool_conv1d_params_t* calls, int ncalls, cudaStream_t stream) {
   const partool_conv1d_params_t& p = calls[0];
   const int64_t rows = static_cast<int64_t>(p.batch) * p.dim;  // ncalls * rows < 2^31, checked by the caller
-  const int64_t want = (ncalls * rows + kConvWarps - 1) / kConvWarps;
-  const unsigned blocks = static_cast<unsigned>(want < 65535 * 16 ? want : 65535 * 16);
+  const int64_t want = (rows + kConvWarps - 1) / kConvWarps;    // blocks per call
+  const unsigned blocks = static_cast<unsigned>(ncalls * (want < 65535 * 8 ? want : 65535 * 8));
   return launch_kernel(conv1d_kernel<T>, blocks, kConvThreads, 0, stream, conv_call(calls[0]),
                        conv_call(calls[ncalls - 1]), static_cast<int>(rows), ncalls, p.dim, p.length, p.width);
 }
