@@ -210,8 +210,8 @@ class BiMamba(nn.Module):
         side, -> (d_model, B·L). Seven launches: in_proj, both directions' conv1d+SiLU, x_proj and dt_proj
         of both directions (one batched GEMM each), one fused bidirectional scan, out_proj.
 
-        Every projection runs over the whole batch at once (N = B·L; GEMMs of N = L per image ran 10-40%
-        slower on the CPU at b = 8 and, on a GPU, keep N = 197 off the 8-element alignment of tensor-core
+        Every projection runs over the whole batch at once (N = B·L: per-image GEMMs of N = L ran up to 15%
+        slower alone on the CPU at b = 8, and on a GPU N = 197 misses the 8-element alignment of tensor-core
         kernels), and each output is in the kernels' layout already: x and z are row blocks of in_proj's
         output, B and C row blocks of x_proj's, read in place through the kernels' strides as (B, ·, L)
         views. No copies, no transposes."""
@@ -224,13 +224,11 @@ class BiMamba(nn.Module):
 
         xz = self.in_proj.weight @ h  # (2 d_inner, B·L)
         x, z = per_image(xz[:d]), per_image(xz[d:])
-        xc = kernels.causal_conv1d_bidirectional(
-            x, consts["conv_weight"], consts["conv_bias"]
-        )  # (2, B, d, L)
-        x_dbl = torch.bmm(consts["x_proj_weight"], xc.transpose(1, 2).reshape(2, d, -1))  # (2, r + 2n, B·L)
-        delta = torch.bmm(
-            consts["dt_proj_weight"], x_dbl[:, :r]
-        )  # (2, d_inner, B·L); the bias goes in the scan
+        # per direction (causal, anti-causal): conv (2, B, d_inner, L) in x's layout, then x_proj
+        # (2, rank + 2n, B·L) and dt_proj (2, d_inner, B·L; its bias goes in the scan)
+        xc = kernels.causal_conv1d_bidirectional(x, consts["conv_weight"], consts["conv_bias"])
+        x_dbl = torch.bmm(consts["x_proj_weight"], xc.transpose(1, 2).reshape(2, d, -1))
+        delta = torch.bmm(consts["dt_proj_weight"], x_dbl[:, :r])
         fwd, bwd = (
             {"u": xc[i], "delta": per_image(delta[i]), "A": consts[f"A{sfx}"], "B": per_image(x_dbl[i, r : r + n]),
              "C": per_image(x_dbl[i, r + n :]), "D": consts[f"D{sfx}"], "z": z, "delta_bias": consts[f"delta_bias{sfx}"]}

@@ -537,9 +537,10 @@ def _conv1d_bidirectional(x: Tensor, weight: Tensor, bias: Tensor | None, silu: 
 
 
 def _pair_out(x: Tensor) -> Tensor:
-    """An empty (2, *x.shape) kernel output whose halves each have the layout the kernels give x's output."""
-    one = _out_like(x)
-    return one.new_empty_strided((2, *x.shape), (one.numel(), *one.stride()))
+    """An empty (2, *x.shape) kernel output whose halves each have the layout of `_out_like(x)`."""
+    b, d, length = x.shape
+    strides = x.stride() if _dense_rows(x) else (d * length, length, 1)
+    return x.new_empty_strided((2, b, d, length), (x.numel(), *strides), dtype=_out_dtype(x))
 
 
 @torch.library.custom_op("partool::kernels_causal_conv1d_bidirectional", mutates_args=())
