@@ -374,3 +374,44 @@ def test_models_on_kernel_backend_compile_into_one_graph(name, kwargs):
     finally:
         set_backend(None)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+_TINY_HYBRID = {
+    "vit_dim": 32,
+    "vit_depth": 1,
+    "vit_heads": 2,
+    "embed_dim": 16,
+    "depth": 2,
+    "drop_path_rate": 0.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [(name, _TINY_HYBRID) for name in ("pafusion", "nasf", "mahdft", "maformer", "adamtf", "kdtm", "makdf")]
+    + [("asf", {**_TINY_HYBRID, "groups": 1})],
+)
+def test_hybrids_run_their_vim_blocks_flat_on_a_kernel_backend(name, kwargs, monkeypatch):
+    """The hybrids' Vim segments go through `run_blocks`: on the `cpu` kernel backend in inference they run
+    in the flat layout (add + RMSNorm kernels) and give the logits of the chunked PyTorch path."""
+    from partool.ops import available_backends, kernels, set_backend
+
+    if not available_backends().get("cpu"):
+        pytest.skip("kernel library not built (partool plugins build)")
+    torch.manual_seed(0)
+    model = create_model(name, 5, img_size=(64, 32), **kwargs).eval()
+    images = torch.randn(2, 3, 64, 32)
+    calls = []
+    real = kernels.add_rms_norm
+    monkeypatch.setattr(kernels, "add_rms_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    try:
+        with torch.no_grad():
+            set_backend("chunked")
+            want = model(images)
+            assert not calls
+            set_backend("cpu")
+            got = model(images)
+    finally:
+        set_backend(None)
+    assert calls, "the Vim blocks did not run flat"
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

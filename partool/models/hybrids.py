@@ -21,7 +21,7 @@ from partool.errors import UserError
 from partool.models.mamba import BiMamba, RMSNorm, linspace
 from partool.models.par import BackboneOutput, StreamSpec
 from partool.models.registry import register_model
-from partool.models.vim import Block, PatchEmbed, VimBackbone
+from partool.models.vim import Block, PatchEmbed, VimBackbone, run_blocks
 
 
 def _vit(
@@ -119,8 +119,9 @@ class PaFusion(_ViTHybrid):
         residual = None
         for i, block in enumerate(self.vit.blocks):
             x = block(x)
-            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
-                hidden, residual = layer(hidden, residual)
+            hidden, residual = run_blocks(
+                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
+            )
             x = x + self.up_projs[i](hidden.to(x.dtype))
             if i < len(self.down_projs):
                 hidden = self.down_projs[i](x)
@@ -211,8 +212,7 @@ class ASF(_ViTHybrid):
             for block in self.vit.blocks[g * nt : (g + 1) * nt]:
                 x = block(x)
             hidden = self.down_projs[g](x)
-            for layer in self.layers[g * nm : (g + 1) * nm]:
-                hidden, residual = layer(hidden, residual)
+            hidden, residual = run_blocks(self.layers[g * nm : (g + 1) * nm], hidden, residual)
             x = self.up_projs[g](hidden.to(x.dtype))
         return self.vit.norm(x)
 
@@ -269,8 +269,7 @@ class MaHDFT(_ViTHybrid):
             x = block(x)
             joined.append(pool(x))
         hidden, residual = self.dim_proj(torch.cat(joined, 1)), None
-        for layer in self.layers:
-            hidden, residual = layer(hidden, residual)
+        hidden, residual = run_blocks(self.layers, hidden, residual)
         tokens = self.final_pool(self.norm_f(residual + hidden.float()).to(hidden.dtype))
         return BackboneOutput(tokens, fused_tokens=self.vit.norm(x))
 

@@ -22,7 +22,7 @@ from partool.models.hybrids import _check_images, _embed, _vim_layers, _vit, _Vi
 from partool.models.mamba import RMSNorm
 from partool.models.par import BackboneOutput, StreamSpec
 from partool.models.registry import register_model
-from partool.models.vim import PatchEmbed, VimBackbone
+from partool.models.vim import PatchEmbed, VimBackbone, run_blocks
 
 
 def _per_block(name: str, depth: int, vit_depth: int) -> int:
@@ -101,8 +101,9 @@ class MaFormer(_FrozenViTHybrid):
         residual = None
         for i, block in enumerate(self.vit.blocks):
             hidden = self.down_projs[i](x)
-            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
-                hidden, residual = layer(hidden, residual)
+            hidden, residual = run_blocks(
+                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
+            )
             x = block(x) + self.up_projs[i](hidden.to(x.dtype))
         return self.vit.norm(x)
 
@@ -154,8 +155,9 @@ class AdaMTF(_ViTHybrid):
         d = x.shape[-1]
         for i, block in enumerate(self.vit.blocks):
             x = block(x)
-            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
-                hidden, residual = layer(hidden, residual)
+            hidden, residual = run_blocks(
+                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
+            )
             mix = self.adapters[i](torch.cat([x, hidden.to(x.dtype)], -1))
             x, hidden = x + mix[..., :d], hidden + mix[..., d:].to(hidden.dtype)
         return self.vit.norm(x + self.up_final(hidden.to(x.dtype)))
@@ -243,8 +245,9 @@ class MaKDF(_FrozenViTHybrid):
         x = _embed(self.vit, images) if self.training else None
         losses = []
         for i in range(len(self.aux_layers)):
-            for layer in self.layers[i * self.per_block : (i + 1) * self.per_block]:
-                hidden, residual = layer(hidden, residual)
+            hidden, residual = run_blocks(
+                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
+            )
             aux, _ = self.aux_layers[i](hidden, residual)
             guide = self.up_adapters[i](aux)
             hidden = hidden + self.down_adapters[i](guide)

@@ -9,6 +9,7 @@ residual = residual + drop_path(h); h = mixer(norm(residual)); after the last bl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,42 @@ class Block(nn.Module):
         residual = hidden.float() if residual is None else residual + self.drop_path(hidden).float()
         hidden = self.mixer(self.norm(residual).to(hidden.dtype))
         return hidden, residual
+
+
+def run_blocks(layers: Sequence[Block], hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+    """`hidden, residual = block(hidden, residual)` through `layers`, token-major in and out. In inference on a
+    kernel backend the blocks run in the mixers' flat layout instead (`flat_blocks`) and the results are
+    views of it; a residual that is such a view goes back in without a copy."""
+    if not layers or any(layer.training for layer in layers) or not layers[0].mixer._can_fuse(hidden):
+        for layer in layers:
+            hidden, residual = layer(hidden, residual)
+        return hidden, residual
+    batch = hidden.shape[0]
+    h, res = flat_blocks(layers, to_flat(hidden), None if residual is None else to_flat(residual), batch)
+    return from_flat(h, batch), from_flat(res, batch)
+
+
+def flat_blocks(
+    layers: Sequence[Block], h: Tensor, residual: Tensor | None, batch: int
+) -> tuple[Tensor, Tensor]:
+    """Blocks on the kernel library (inference) in the flat layout (1, E, B·T): per block one add + RMSNorm
+    kernel, where PyTorch runs ~10 ops (casts, add, square, mean, rsqrt, products), then the mixer's
+    `fused_forward_flat`. Same function as the blocks' forward with drop path off."""
+    for layer in layers:
+        normed, residual = kernels.add_rms_norm(h, residual, layer.norm.float_weight(), layer.norm.eps)
+        h = layer.mixer.fused_forward_flat(normed[0], batch)[None]
+    return h, residual
+
+
+def to_flat(tokens: Tensor) -> Tensor:
+    """(B, T, E) -> the flat (1, E, B·T): a copy, or a view when `tokens` is a `from_flat` view."""
+    b, t, e = tokens.shape
+    return tokens.permute(2, 0, 1).reshape(1, e, b * t)
+
+
+def from_flat(x: Tensor, batch: int) -> Tensor:
+    """The flat (1, E, B·T) -> (B, T, E), a view."""
+    return x[0].view(x.shape[1], batch, -1).permute(1, 2, 0)
 
 
 def midcls_index(num_patches: int) -> int:
@@ -143,23 +180,17 @@ class VimBackbone(nn.Module):
         return self.patch_embed.grid_size
 
     def _fused_layers(self, hidden: Tensor) -> Tensor:
-        """The blocks and norm_f on the kernel library (inference), in the mixers' flat layout from the first
-        block to the last: one (E, B·T) matrix, so every projection is one GEMM over the batch
-        (`BiMamba.fused_forward_flat`), and between two mixers one add + RMSNorm kernel (over the E rows of
-        each column) where PyTorch runs ~10 ops (casts, add, square, mean, rsqrt, products). Same function as
-        the blocks' forward with drop path off."""
-        b, tokens, dim = hidden.shape
-        h = hidden.permute(2, 0, 1).reshape(1, dim, b * tokens)  # the norm kernel's (1, E, B·T)
-        residual = None
-        for layer in self.layers:
-            normed, residual = kernels.add_rms_norm(h, residual, layer.norm.float_weight(), layer.norm.eps)
-            h = layer.mixer.fused_forward_flat(normed[0], b)[None]
+        """The blocks and norm_f on the kernel library (inference), in the mixers' flat layout (E, B·T) from
+        the first block to the last (`flat_blocks`): every projection one GEMM over the batch, one add +
+        RMSNorm kernel between mixers, and norm_f as one more."""
+        batch = hidden.shape[0]
+        h, residual = flat_blocks(self.layers, to_flat(hidden), None, batch)
         if self.norm_f.weight.dtype == torch.float32:  # norm_f's output has its weight's dtype
             h = h.float()
         out, _ = kernels.add_rms_norm(
             h, residual, self.norm_f.float_weight(), self.norm_f.eps, return_residual=False
         )
-        return out[0].view(dim, b, tokens).permute(1, 2, 0).to(self.norm_f.weight.dtype)
+        return from_flat(out, batch).to(self.norm_f.weight.dtype)
 
     def forward(self, images: Tensor) -> Tensor:
         x = self.patch_embed(images)
