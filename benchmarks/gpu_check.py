@@ -6,6 +6,7 @@ Needs only the built library (`partool plugins build`), PyTorch with CUDA, and p
 
 Parity: the `cuda` scan (and the bidirectional scan, conv1d and add + RMSNorm) against float64
 references on the GPU; the issue's bars are fp32 <= 1e-5 and fp16 <= 2e-3 in max |err| / max |ref|.
+Then a 4-block Vim-S on the `cuda` backend against the chunked PyTorch scan (logits).
 Timing: CUDA graphs of 20 back-to-back kernel calls, replayed (CUDA events, median of rounds), at Vim-S
 shapes (d = 768, n = 16, l = 197, fp16, z + D + delta_bias + softplus) for batch 1 and 64, with the
 library's own choice and each kernel configuration forced (CONFIGS below), against the HBM floor
@@ -206,6 +207,33 @@ def parity(kernels) -> list[dict[str, object]]:
         want = rd * torch.rsqrt(rd.pow(2).mean(1, keepdim=True) + 1e-5) * weight.double()[:, None]
         err = max(rel_err(got, want), rel_err(r, rd))
         rows.append({"case": "add+rmsnorm", "dtype": str(dtype), "rel_err": err, "ok": err <= TOL[dtype]})
+    rows += model_parity()
+    return rows
+
+
+def model_parity() -> list[dict[str, object]]:
+    """Vim-S (4 blocks) logits on the `cuda` backend, the fused path as models run it (flat layouts read
+    through the kernels' strides, paired conv, add + RMSNorm kernels), against the chunked PyTorch scan."""
+    from partool.models import create_model
+    from partool.ops import set_backend
+
+    rows = []
+    torch.manual_seed(0)
+    model = create_model("vim-s", num_attrs=26, img_size=(224, 224), depth=4).cuda().eval()
+    images = torch.randn(2, 3, 224, 224, device="cuda")
+    for dtype, tol in ((torch.float32, 1e-4), (torch.float16, 2e-2)):
+        model.to(dtype)
+        logits = {}
+        for backend in ("chunked", "cuda"):
+            set_backend(backend)
+            try:
+                with torch.inference_mode():
+                    logits[backend] = model(images.to(dtype)).double()
+            finally:
+                set_backend(None)
+        err = rel_err(logits["cuda"], logits["chunked"])
+        rows.append({"case": "vim-s (4 blocks) logits, cuda vs chunked", "dtype": str(dtype), "rel_err": err,
+                     "ok": err <= tol})  # fmt: skip
     return rows
 
 
