@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything issue 4 asks of a GPU, in one run of at most 580 s (the steps' timeouts; a device call may run 600): kernel parity and timings
-# (gpu_check.py), Vim-S vs ViT-S eager and torch.compile'd with a kernel profile (gpu_model.py),
+# Everything issue 4 asks of a GPU, in one run of at most 580 s (the steps' timeouts; a device call may
+# run 600): kernel and model parity and kernel timings (gpu_check.py), Vim-S vs ViT-S eager and
+# torch.compile'd with a kernel profile (gpu_model.py),
 # Nsight Compute's view of the scan kernels, and an AMP training smoke run (most wanted first).
 # Results land in OUT (JSON + logs).
 #
