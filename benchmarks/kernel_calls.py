@@ -28,7 +28,6 @@ from _common import machine_facts, print_table, write_json
 from partool.models import create_model
 from partool.ops import available_backends, kernels, set_backend
 
-LIBRARY_CALLS = ("_scan", "_bidir_scan", "_conv1d", "_conv1d_bidirectional", "_add_rms_norm")
 NO_KERNEL = ("aten::empty", "aten::new_empty", "aten::detach", "aten::lift")
 
 
@@ -53,15 +52,14 @@ class KernelCounter(TorchDispatchMode):
 
 
 def count_library_calls(counts: collections.Counter[str]) -> None:
-    """Wrap the kernels module's library entry points so that each call adds to `counts`."""
-    for name in LIBRARY_CALLS:
-        original = getattr(kernels, name)
+    """Wrap the kernels module's one way into the library (`kernels._launch`): each call adds to `counts`."""
+    launch = kernels._launch
 
-        def counted(*args, _original=original, _name=name, **kwargs):
-            counts[f"partool::{_name.lstrip('_')}"] += 1
-            return _original(*args, **kwargs)
+    def counted(entry, params, device):
+        counts[f"partool::{entry}"] += 1
+        return launch(entry, params, device)
 
-        setattr(kernels, name, counted)
+    kernels._launch = counted
 
 
 def main() -> None:

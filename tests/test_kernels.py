@@ -402,21 +402,19 @@ def test_add_rms_norm_refuses_bad_arguments(kernels):
     lib = kernels.load_library()
     x, weight = torch.randn(1, 4, 3), torch.ones(4)
     out, res = torch.empty_like(x), torch.empty_like(x)
-    cases = {
-        "out must not be x": dict(out=x),
-        "residual_out must not be x": dict(residual_out=x),
-        "weight is NULL": dict(weight=None),
-        "eps=-1 must be >= 0": dict(eps=-1.0),
-        "io_dtype=5": dict(io_dtype=5),
-        "batch, dim and length must be positive": dict(length=0),
+    valid = dict(x=x, residual=None, weight=weight, eps=1e-5, residual_out=res, out=out)
+    cases = {  # message -> (tensor arguments changed, struct fields changed)
+        "out must not be x": ({"out": x}, {}),
+        "residual_out must not be x": ({"residual_out": x}, {}),
+        "weight is NULL": ({"weight": None}, {}),
+        "eps=-1 must be >= 0": ({"eps": -1.0}, {}),
+        "io_dtype=5": ({}, {"io_dtype": 5}),
+        "batch, dim and length must be positive": ({}, {"length": 0}),
     }
-    for message, change in cases.items():
-        fields = dict(x=x, residual=None, weight=weight, eps=1e-5, residual_out=res, out=out)
-        fields.update({k: v for k, v in change.items() if k in fields})
-        params = kernels._add_rms_norm_params(*(fields[k] for k in ("x", "residual", "weight", "eps", "residual_out", "out")))  # fmt: skip
-        for name, value in change.items():
-            if name not in fields:
-                setattr(params, name, value)
+    for message, (arguments, fields) in cases.items():
+        params = kernels._add_rms_norm_params(**{**valid, **arguments})
+        for name, value in fields.items():
+            setattr(params, name, value)
         for call, arg in ((lib.partool_add_rms_norm_fwd_cpu, 1), (lib.partool_add_rms_norm_fwd_cuda, None)):
             assert call(ctypes.byref(params), arg) in (1, 3), message
             assert message in lib.partool_last_error_message().decode()

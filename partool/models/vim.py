@@ -66,13 +66,18 @@ def run_blocks(layers: Sequence[Block], hidden: Tensor, residual: Tensor | None)
     """`hidden, residual = block(hidden, residual)` through `layers`, token-major in and out. In inference on a
     kernel backend the blocks run in the mixers' flat layout instead (`flat_blocks`) and the results are
     views of it; a residual that is such a view goes back in without a copy."""
-    if not layers or any(layer.training for layer in layers) or not layers[0].mixer._can_fuse(hidden):
+    if not runs_flat(layers, hidden):
         for layer in layers:
             hidden, residual = layer(hidden, residual)
         return hidden, residual
     batch = hidden.shape[0]
     h, res = flat_blocks(layers, to_flat(hidden), None if residual is None else to_flat(residual), batch)
     return from_flat(h, batch), from_flat(res, batch)
+
+
+def runs_flat(layers: Sequence[Block], hidden: Tensor) -> bool:
+    """Whether `layers` run in the flat layout on `hidden`: inference (no drop path) on a kernel backend."""
+    return bool(layers) and not any(layer.training for layer in layers) and layers[0].mixer._can_fuse(hidden)
 
 
 def flat_blocks(
@@ -197,11 +202,9 @@ class VimBackbone(nn.Module):
         c = midcls_index(x.shape[1])
         x = torch.cat([x[:, :c], self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x[:, c:]], dim=1)
         hidden = x + self.pos_embed.to(x.dtype)
-        if not self.training and self.layers[0].mixer._can_fuse(hidden):
+        if runs_flat(self.layers, hidden):
             return self._fused_layers(hidden)
-        hidden, residual = self.layers[0](hidden, None)
-        for layer in self.layers[1:]:
-            hidden, residual = layer(hidden, residual)
+        hidden, residual = run_blocks(self.layers, hidden, None)
         return self.norm_f(residual + self.drop_path(hidden).float())
 
 

@@ -346,18 +346,24 @@ def _conv_params(
     )
 
 
+def _launch(entry: str, params: ctypes.Structure, device: torch.device) -> None:
+    """Run `partool_<entry>_fwd_cuda` on the current stream of a CUDA device, or its `_cpu` twin on
+    PyTorch's threads; KernelError on a failing status."""
+    lib = _lib()
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            check(getattr(lib, f"partool_{entry}_fwd_cuda")(ctypes.byref(params), _cuda_stream(device)))
+    else:
+        check(getattr(lib, f"partool_{entry}_fwd_cpu")(ctypes.byref(params), _cpu_threads()))
+
+
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     args = _prepare(u, delta, A, B, C, D, z, delta_bias)
     uu = args[0]
     out = torch.empty_like(uu)  # u's layout and dtype, or float32 for u of another dtype (cast back below)
     last = torch.empty(uu.shape[0], uu.shape[1], A.shape[1], dtype=torch.float32, device=uu.device)
     params = _scan_params(*args, out, last, delta_softplus, reverse)
-    lib = _lib()
-    if uu.is_cuda:
-        with torch.cuda.device(uu.device):
-            check(lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), _cuda_stream(uu.device)))
-    else:
-        check(lib.partool_selective_scan_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    _launch("selective_scan", params, uu.device)
     return out.to(u.dtype), last
 
 
@@ -442,12 +448,7 @@ def _bidir_scan(
     ba = _prepare(*bwd)
     out = torch.empty_like(fa[0])
     params = _bidir_params(fa, ba, out, delta_softplus, out_scale)
-    lib = _lib()
-    if out.is_cuda:
-        with torch.cuda.device(out.device):
-            check(lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(params), _cuda_stream(out.device)))
-    else:
-        check(lib.partool_selective_scan_bidir_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    _launch("selective_scan_bidir", params, out.device)
     return out
 
 
@@ -490,12 +491,7 @@ def _conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse:
     bb = None if bias is None else bias.to(torch.float32).contiguous()
     out = torch.empty_like(x)
     params = _conv_params(x, w, bb, out, silu, reverse)
-    lib = _lib()
-    if x.is_cuda:
-        with torch.cuda.device(x.device):
-            check(lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), _cuda_stream(x.device)))
-    else:
-        check(lib.partool_causal_conv1d_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    _launch("causal_conv1d", params, x.device)
     return out
 
 
@@ -527,12 +523,7 @@ def _conv1d_bidirectional(x: Tensor, weight: Tensor, bias: Tensor | None, silu: 
         first=_conv_params(x, w[0], None if bb is None else bb[0], out[0], silu, False),
         second=_conv_params(x, w[1], None if bb is None else bb[1], out[1], silu, True),
     )
-    lib = _lib()
-    if x.is_cuda:
-        with torch.cuda.device(x.device):
-            check(lib.partool_causal_conv1d_pair_fwd_cuda(ctypes.byref(params), _cuda_stream(x.device)))
-    else:
-        check(lib.partool_causal_conv1d_pair_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    _launch("causal_conv1d_pair", params, x.device)
     return out
 
 
@@ -591,12 +582,7 @@ def _add_rms_norm(
     out = torch.empty_like(x)
     res_out = torch.empty(x.shape, dtype=torch.float32, device=x.device) if return_residual else None
     params = _add_rms_norm_params(x, res, w, eps, res_out, out)
-    lib = _lib()
-    if x.is_cuda:
-        with torch.cuda.device(x.device):
-            check(lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(params), _cuda_stream(x.device)))
-    else:
-        check(lib.partool_add_rms_norm_fwd_cpu(ctypes.byref(params), _cpu_threads()))
+    _launch("add_rms_norm", params, x.device)
     return out, res_out
 
 

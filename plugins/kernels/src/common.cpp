@@ -66,6 +66,22 @@ bool rows_disjoint(int64_t batch, int64_t dim, int64_t length, int64_t batch_str
   return outer_n == 1 || outer_s >= (inner_n - 1) * inner_s + length;
 }
 
+int validate_rows(int batch, int dim, int length, const char* where) {
+  if (batch <= 0 || dim <= 0 || length <= 0) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
+                "%s: batch, dim and length must be positive (got batch=%d dim=%d length=%d)", where, batch, dim, length);
+  }
+  return PARTOOL_OK;
+}
+
+int validate_dtype(partool_dtype_t dtype, const char* where) {
+  if (dtype_size(static_cast<int>(dtype)) == 0) {
+    return fail(PARTOOL_ERR_UNSUPPORTED_DTYPE, "%s: io_dtype=%d is not f32 (0), f16 (1) or bf16 (2)", where,
+                static_cast<int>(dtype));
+  }
+  return PARTOOL_OK;
+}
+
 // Negative strides, and output rows that overlap, are refused.
 int validate_strides(int64_t batch, int64_t dim, int64_t length, int64_t batch_stride, int64_t dim_stride,
                      const char* what, const char* where) {
@@ -100,10 +116,7 @@ int validate_scan(const partool_scan_params_t* p, const char* where) {
     return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: dim=%d is not divisible by groups=%d", where, p->dim,
                 p->groups);
   }
-  if (dtype_size(static_cast<int>(p->io_dtype)) == 0) {
-    return fail(PARTOOL_ERR_UNSUPPORTED_DTYPE, "%s: io_dtype=%d is not f32 (0), f16 (1) or bf16 (2)", where,
-                static_cast<int>(p->io_dtype));
-  }
+  if (int s = validate_dtype(p->io_dtype, where)) return s;
   const struct {
     const void* ptr;
     const char* name;
@@ -151,19 +164,12 @@ int validate_bidir(const partool_bidir_scan_params_t* p, const char* where) {
 
 int validate_conv(const partool_conv1d_params_t* p, const char* where) {
   if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
-  if (p->batch <= 0 || p->dim <= 0 || p->length <= 0) {
-    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
-                "%s: batch, dim and length must be positive (got batch=%d dim=%d length=%d)", where, p->batch,
-                p->dim, p->length);
-  }
+  if (int s = validate_rows(p->batch, p->dim, p->length, where)) return s;
   if (p->width < 1 || p->width > PARTOOL_MAX_CONV_WIDTH) {
     return fail(PARTOOL_ERR_UNSUPPORTED_SHAPE, "%s: width=%d is outside the supported 1..%d", where, p->width,
                 PARTOOL_MAX_CONV_WIDTH);
   }
-  if (dtype_size(static_cast<int>(p->io_dtype)) == 0) {
-    return fail(PARTOOL_ERR_UNSUPPORTED_DTYPE, "%s: io_dtype=%d is not f32 (0), f16 (1) or bf16 (2)", where,
-                static_cast<int>(p->io_dtype));
-  }
+  if (int s = validate_dtype(p->io_dtype, where)) return s;
   if (p->x == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: x is NULL", where);
   if (p->weight == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: weight is NULL", where);
   if (p->out == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: out is NULL", where);
@@ -193,15 +199,8 @@ int validate_conv_pair(const partool_conv1d_pair_params_t* p, const char* where)
 
 int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where) {
   if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
-  if (p->batch <= 0 || p->dim <= 0 || p->length <= 0) {
-    return fail(PARTOOL_ERR_INVALID_ARGUMENT,
-                "%s: batch, dim and length must be positive (got batch=%d dim=%d length=%d)", where, p->batch,
-                p->dim, p->length);
-  }
-  if (dtype_size(static_cast<int>(p->io_dtype)) == 0) {
-    return fail(PARTOOL_ERR_UNSUPPORTED_DTYPE, "%s: io_dtype=%d is not f32 (0), f16 (1) or bf16 (2)", where,
-                static_cast<int>(p->io_dtype));
-  }
+  if (int s = validate_rows(p->batch, p->dim, p->length, where)) return s;
+  if (int s = validate_dtype(p->io_dtype, where)) return s;
   if (!(p->eps >= 0.0f)) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: eps=%g must be >= 0", where, p->eps);
   if (p->x == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: x is NULL", where);
   if (p->weight == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: weight is NULL", where);
