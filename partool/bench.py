@@ -22,8 +22,11 @@ from partool.errors import UserError
 from partool.runtime.base import Backend
 
 
-def open_backend(path: Path, device: str = "cpu", threads: int = 0) -> Backend:
-    """The backend for `path`; ONNX Runtime and PyTorch get `threads` intra-op threads (0 = their default)."""
+def open_backend(
+    path: Path, device: str = "cpu", threads: int = 0, precision: str = "auto", cuda_graphs: bool = True
+) -> Backend:
+    """The backend for `path`; ONNX Runtime and PyTorch get `threads` intra-op threads (0 = their default),
+    PyTorch `precision` and `cuda_graphs` as `load_backend` takes them."""
     from partool.runtime import load_backend
 
     if path.suffix.lower() == ".onnx":
@@ -31,22 +34,29 @@ def open_backend(path: Path, device: str = "cpu", threads: int = 0) -> Backend:
 
         if not path.exists():
             raise UserError(f"model {path} does not exist")
+        if (precision or "auto").strip().lower() != "auto":
+            return load_backend(path, device=device, precision=precision)  # refuses it with the reason
         return OnnxBackend(path, device=device, threads=threads)
     if threads > 0 and (path.is_dir() or path.name == "partool.json"):
         import torch
 
         torch.set_num_threads(threads)
-    return load_backend(path, device=device)
+    return load_backend(path, device=device, precision=precision, cuda_graphs=cuda_graphs)
 
 
 def label(path: Path, backend: Backend) -> str:
-    """'onnxruntime portable int8', 'torch', 'tensorrt plugin fp16'…: backend, scan lowering, precision."""
+    """'vim-s onnxruntime portable int8', 'vit-s torch fp16 graphs'…: model, backend, scan lowering, precision."""
     export = backend.meta.get("export") or {}
     engine = backend.meta.get("engine") or {}
-    parts = [backend.name]
+    parts = [str(backend.meta.get("model", path.name)), backend.name]
     if export.get("scan"):
         parts.append(export["scan"])
-    if backend.name != "torch":
+    if backend.name == "torch":
+        described = backend.describe()
+        parts.append(str(described.get("precision", "fp32")))
+        if described.get("cuda_graphs"):
+            parts.append("graphs")
+    else:
         parts.append(engine.get("precision") or export.get("precision") or "fp32")
     return " ".join(parts)
 
@@ -85,6 +95,8 @@ def run_bench(
     runs: int = 10,
     threads: int = 0,
     device: str = "cpu",
+    precision: str = "auto",
+    cuda_graphs: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time every model; returns the JSON document `partool bench --out` writes."""
@@ -96,7 +108,7 @@ def run_bench(
         raise UserError(f"--warmup must be >= 0 and --runs >= 1, got {warmup} and {runs}")
     results = []
     for path in models:
-        backend = open_backend(Path(path), device, threads)
+        backend = open_backend(Path(path), device, threads, precision, cuda_graphs)
         name = label(Path(path), backend)
         if progress is not None:
             progress(f"{name}: {path}")
@@ -112,6 +124,7 @@ def run_bench(
         "runs": runs,
         "threads": threads,
         "device": device,
+        "precision": precision,
         "results": results,
     }
 

@@ -42,7 +42,7 @@ def test_bench_cli_writes_json_plot_and_table(models, tmp_path):
     assert "onnxruntime portable fp32" in result.output and "torch" in result.output
     report = json.loads(out.read_text())
     assert report["batch_sizes"] == [1, 3] and report["runs"] == 2 and report["threads"] == 1
-    assert [r["label"] for r in report["results"]] == ["torch", "onnxruntime portable fp32"]
+    assert [r["label"] for r in report["results"]] == ["vim-t torch fp32", "vim-t onnxruntime portable fp32"]
     for entry in report["results"]:
         assert [row["batch"] for row in entry["rows"]] == [1, 3]
         for row in entry["rows"]:

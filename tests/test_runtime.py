@@ -84,6 +84,63 @@ def test_torch_backend_matches_the_model_and_chunks_batches(run_dir):
     assert backend.predict([]).shape == (0, len(ATTRS))
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_torch_backend_runs_at_the_precision_asked_for(run_dir, precision):
+    """The model's weights are cast, so the probabilities move off fp32's a little, but not further than
+    half precision's rounding allows."""
+    path, _ = run_dir
+    reference = load_backend(path, device="cpu")
+    assert reference.describe()["precision"] == "fp32"  # auto on the CPU
+    low = load_backend(path, device="cpu", precision=precision.upper())
+    assert low.describe() == {**reference.describe(), "precision": precision}
+    assert {p.dtype for p in low.model.parameters()} == {
+        {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    }
+    crops = _crops()
+    want, got = reference.predict(crops), low.predict(crops)
+    assert got.dtype == np.float32 and not np.array_equal(got, want)
+    np.testing.assert_allclose(got, want, atol=2e-2)
+
+
+def test_precision_choices_and_where_they_apply(run_dir, tmp_path):
+    from partool.runtime.torch_backend import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision(None, torch.device("cpu")) == "fp32"
+    assert resolve_precision(" BF16 ", torch.device("cpu")) == "bf16"
+    path, _ = run_dir
+    with pytest.raises(UserError, match="unknown precision 'int8'"):
+        load_backend(path, device="cpu", precision="int8")
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(b"")
+    with pytest.raises(UserError, match="re-export"):  # exported models keep their precision
+        load_backend(onnx_path, device="cpu", precision="fp16")
+
+
+@pytest.mark.parametrize(
+    ("rows", "max_batch", "expected"),
+    [(1, 64, 1), (3, 64, 4), (4, 64, 4), (33, 64, 64), (64, 64, 64), (40, 48, 48), (100, 64, 100), (5, 1, 5)],
+)
+def test_graph_batch_rounds_up_to_a_power_of_two_within_max_batch(rows, max_batch, expected):
+    from partool.runtime.cuda_graphs import graph_batch
+
+    assert graph_batch(rows, max_batch) == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graphs_match_the_eager_forward(run_dir):
+    """Graphs per rounded-up batch size give the eager forward's probabilities, whatever the padding rows
+    hold from an earlier, larger call."""
+    path, _ = run_dir
+    graphed = load_backend(path, device="cuda", precision="fp32")
+    eager = load_backend(path, device="cuda", precision="fp32", cuda_graphs=False)
+    assert graphed.describe()["cuda_graphs"] and not eager.describe()["cuda_graphs"]
+    batch = graphed.preprocess(_crops() + _crops(1) + _crops(2))  # 15 crops
+    for rows in (15, 1, 3, 5, 15):
+        np.testing.assert_allclose(graphed.predict(batch[:rows]), eager.predict(batch[:rows]), atol=1e-5)
+    assert graphed._graphs.captured == [1, 4, 8, 16]
+
+
 @pytest.mark.parametrize("scan", ["portable", "plugin"])
 def test_onnxruntime_backend_matches_torch(run_dir, tmp_path, scan):
     pytest.importorskip("onnxscript")

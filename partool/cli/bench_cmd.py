@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from partool.cli.options import CUDA_GRAPHS_OPTION, PRECISION_OPTION
 from partool.errors import UserError
 
 
@@ -33,6 +34,8 @@ def bench(
     device: str = typer.Option(
         "cpu", "--device", help="cpu, cuda or cuda:N (engines always run on the GPU)."
     ),
+    precision: str = PRECISION_OPTION,
+    cuda_graphs: bool = CUDA_GRAPHS_OPTION,
     out: Path | None = typer.Option(
         None, "--out", help="JSON file to write; the plot goes beside it (.png)."
     ),
@@ -51,7 +54,7 @@ def bench(
     from partool.cli.output import console, print_json, print_table
 
     report = run_bench(
-        models, parse_batches(batch), warmup, runs, threads, device,
+        models, parse_batches(batch), warmup, runs, threads, device, precision, cuda_graphs,
         progress=None if json_out else lambda text: console.print(f"timing {text}"),
     )  # fmt: skip
     if out is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from partool.cli.options import CUDA_GRAPHS_OPTION, PRECISION_OPTION
 from partool.cli.output import console, print_json, print_table
 from partool.errors import UserError
 from partool.runtime.evaluate import evaluate_run
@@ -18,6 +19,8 @@ def eval_cmd(
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threshold: float | None = typer.Option(None, "--threshold", help="Decision threshold (default: the run's, 0.5)."),
+    precision: str = PRECISION_OPTION,
+    cuda_graphs: bool = CUDA_GRAPHS_OPTION,
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (0 = main process)."),
     out: Path | None = typer.Option(None, "--out", help="Folder for the per-attribute chart (default: the run folder)."),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -37,8 +40,9 @@ def eval_cmd(
     if workers < 0:
         raise UserError(f"--workers must be 0 or more, got {workers}")
     report = evaluate_run(
-        run, data, split, batch_size, device, threshold, workers, out, progress=not json_out
-    )
+        run, data, split, batch_size, device, threshold, workers, out, progress=not json_out,
+        precision=precision, cuda_graphs=cuda_graphs,
+    )  # fmt: skip
     if json_out:
         print_json(report)
         return

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from partool.cli.options import CUDA_GRAPHS_OPTION, PRECISION_OPTION
 from partool.cli.output import print_json, print_table
 from partool.errors import UserError
 
@@ -42,7 +43,13 @@ def read_image(path: Path) -> object:
 
 
 def predict_images(
-    run: Path, images: list[Path], threshold: float | None = None, device: str = "auto", batch_size: int = 32
+    run: Path,
+    images: list[Path],
+    threshold: float | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    precision: str = "auto",
+    cuda_graphs: bool = True,
 ) -> dict[str, object]:
     """Probabilities of every attribute for each image, and the ones above the threshold, best first."""
     import torch
@@ -53,7 +60,9 @@ def predict_images(
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     files = expand_images(images)
-    backend = load_backend(run, device)  # a bad model path fails before any image is decoded
+    backend = load_backend(
+        run, device, precision=precision, cuda_graphs=cuda_graphs
+    )  # a bad model path fails before any image is decoded
     meta = backend.meta
     thr = float(meta["threshold"] if threshold is None else threshold)
     transform = build_transforms(meta["input_size"], meta["mean"], meta["std"], train=False)
@@ -81,6 +90,8 @@ def predict_cmd(
     threshold: float | None = typer.Option(None, "--threshold", help="Show attributes above this probability (default: the run's, 0.5)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    precision: str = PRECISION_OPTION,
+    cuda_graphs: bool = CUDA_GRAPHS_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print every probability as JSON."),
 ) -> None:  # fmt: skip
     """Print the attributes a trained run predicts for pedestrian crops, with their probabilities.
@@ -93,7 +104,7 @@ def predict_cmd(
 
       partool predict runs/vim-s-pa100k crops/ --threshold 0.7 --json
     """
-    report = predict_images(run, images, threshold, device, batch_size)
+    report = predict_images(run, images, threshold, device, batch_size, precision, cuda_graphs)
     if json_out:
         print_json(report)
         return

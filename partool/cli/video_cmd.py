@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from partool.cli.options import CUDA_GRAPHS_OPTION, PRECISION_OPTION
 from partool.errors import UserError
 
 
@@ -21,6 +22,8 @@ def video(
     privacy: bool = typer.Option(False, "--privacy", help="Pixelate people in the shown and saved video."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after N frames."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (PAR model and YOLO)."),
+    precision: str = PRECISION_OPTION,
+    cuda_graphs: bool = CUDA_GRAPHS_OPTION,
     plugin: Path | None = typer.Option(None, "--plugin", help="TensorRT plugin library (default: `partool plugins path`)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:  # fmt: skip
@@ -44,7 +47,7 @@ def video(
         raise UserError(f"--every must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {max_frames}")
-    backend = load_backend(model, device=device, plugin=plugin)
+    backend = load_backend(model, device=device, plugin=plugin, precision=precision, cuda_graphs=cuda_graphs)
     det = make_detector(detector, device=device)
     trk = make_tracker(tracker)
     sinks = []

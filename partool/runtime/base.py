@@ -103,8 +103,18 @@ def read_sidecar_meta(model_file: Path) -> dict[str, Any]:
     return check_meta(meta, path)
 
 
-def load_backend(path: str | Path, device: str = "auto", plugin: str | Path | None = None) -> Backend:
-    """The backend for a run folder (torch), a `.onnx` (onnxruntime) or a `.engine` (tensorrt)."""
+def load_backend(
+    path: str | Path,
+    device: str = "auto",
+    plugin: str | Path | None = None,
+    precision: str = "auto",
+    cuda_graphs: bool = True,
+) -> Backend:
+    """The backend for a run folder (torch), a `.onnx` (onnxruntime) or a `.engine` (tensorrt).
+
+    `precision` and `cuda_graphs` are the PyTorch runtime's: an exported model runs at the precision it
+    was exported or built with, so asking one for another precision is an error, not a silent no-op.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(
@@ -113,7 +123,12 @@ def load_backend(path: str | Path, device: str = "auto", plugin: str | Path | No
     if path.is_dir() or path.name == "partool.json":
         from partool.runtime.torch_backend import TorchBackend
 
-        return TorchBackend(path, device=device)
+        return TorchBackend(path, device=device, precision=precision, cuda_graphs=cuda_graphs)
+    if (precision or "auto").strip().lower() != "auto":
+        raise UserError(
+            f"--precision {precision} applies to run folders (PyTorch); {path.name} runs at the precision it was "
+            "exported with: re-export with `partool export --fp16` or `--int8` for another one"
+        )
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         from partool.runtime.onnx_backend import OnnxBackend

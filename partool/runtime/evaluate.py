@@ -21,6 +21,8 @@ def evaluate_run(
     workers: int = 2,
     out: Path | None = None,
     progress: bool = True,
+    precision: str = "auto",
+    cuda_graphs: bool = True,
 ) -> dict[str, object]:
     """Evaluate a run folder, .onnx or .engine on `split` of `data` (default: the data it was trained on).
 
@@ -37,7 +39,7 @@ def evaluate_run(
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    backend = load_backend(run, device)
+    backend = load_backend(run, device, precision=precision, cuda_graphs=cuda_graphs)
     meta = backend.meta
     spec = data or meta["data"]
     dataset = open_dataset(
