@@ -5,12 +5,14 @@ One CMake project (`plugins/CMakeLists.txt`) builds them all; this module runs i
 outputs, so that `partool plugins build`, the ctypes binding (`partool.ops.kernels`) and the ONNX Runtime
 sessions (`partool.export.ort_custom_op`) agree on where the libraries are. Search order:
 `PARTOOL_KERNELS_LIB` / `PARTOOL_TRT_PLUGIN_LIB` / `PARTOOL_ORT_OPS_LIB`, then `<repo>/build/plugins/lib`,
-then `~/.cache/partool/plugins/lib`.
+then `~/.cache/partool/plugins/lib`. The build also makes `partool_kernels_check`, the kernels' own test
+program, which `run_kernels_check` runs.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from partool.errors import UserError
 
 DEFAULT_CUDA_ARCHS = "80;86;87;89;90"
 KERNELS_LIB = "libpartool_kernels.so" if sys.platform != "darwin" else "libpartool_kernels.dylib"
+KERNELS_CHECK = "partool_kernels_check"
 TRT_PLUGIN_LIB = "libpartool_trt_plugins.so"
 ORT_OPS_LIB = "libpartool_ort_ops.so" if sys.platform != "darwin" else "libpartool_ort_ops.dylib"
 
@@ -183,3 +186,59 @@ def _run_step(title: str, cmd: list[str], sink, log: Path, quiet: bool) -> None:
         errors = [line for line in lines if "error" in line.lower()]
         detail = (errors or lines)[-1].strip()
         raise UserError(f"plugins {title} failed (exit {proc.returncode}): {detail} (full log: {log})")
+
+
+# Kernel choices the CUDA launch heuristics make by shape, each forced once so that `check` covers them all.
+CUDA_KERNEL_VARIANTS: dict[str, dict[str, str]] = {
+    "chunked scan, 8-channel tiles": {"PARTOOL_SCAN_CUDA_TILE": "8"},
+    "chunked scan, 32-channel tiles": {"PARTOOL_SCAN_CUDA_TILE": "32"},
+    "row scan": {"PARTOOL_SCAN_CUDA_KERNEL": "rows"},
+    "row scan, 16 states a lane": {"PARTOOL_SCAN_CUDA_KERNEL": "rows", "PARTOOL_SCAN_CUDA_STATES": "16"},
+    "row scan, 4 states a lane": {"PARTOOL_SCAN_CUDA_KERNEL": "rows", "PARTOOL_SCAN_CUDA_STATES": "4"},
+}
+_KNOBS = ("PARTOOL_CPU_ISA", "PARTOOL_SCAN_CUDA_TILE", "PARTOOL_SCAN_CUDA_KERNEL", "PARTOOL_SCAN_CUDA_STATES")
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    label: str  # which kernels ran: "CPU (widest) + CUDA", "CPU avx2", "CUDA row scan", ...
+    returncode: int
+    output: str
+
+
+def find_kernels_check() -> Path | None:
+    """`partool_kernels_check` beside the kernels library, or None when that build did not make it."""
+    lib = find_kernels_library()
+    program = lib.parent / KERNELS_CHECK if lib is not None else None
+    return program if program is not None and program.is_file() else None
+
+
+def run_kernels_check(
+    cpu_only: bool = False, verbose: bool = False, program: Path | None = None
+) -> list[CheckRun]:
+    """Run the kernels' check program once per code path: each CPU path this machine can take, and, where
+    the first run found a usable GPU (or the emulator), each CUDA kernel variant.
+
+    On x86-64 the library picks AVX-512, AVX2 or its base kernels at run time; PARTOOL_CPU_ISA caps the
+    choice, so the narrower paths, which this CPU would never pick, are checked too. Elsewhere (a Jetson's
+    aarch64) there is one CPU path. `program` defaults to the one beside the kernels library.
+    """
+    program = program or find_kernels_check()
+    if program is None:
+        raise UserError(f"{KERNELS_CHECK} is not built; run `partool plugins build`")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    runs = [_check(program, "CPU (widest)", {}, cpu_only, verbose)]
+    for cap in ("avx2", "base") if x86 else ():
+        runs.append(_check(program, f"CPU {cap}", {"PARTOOL_CPU_ISA": cap}, True, verbose))
+    if "cuda: checked" in runs[0].output:
+        runs[0] = CheckRun("CPU (widest) + CUDA", runs[0].returncode, runs[0].output)
+        for label, env in CUDA_KERNEL_VARIANTS.items():
+            runs.append(_check(program, f"CPU (widest) + CUDA {label}", env, False, verbose))
+    return runs
+
+
+def _check(program: Path, label: str, knobs: dict[str, str], cpu_only: bool, verbose: bool) -> CheckRun:
+    env = {k: v for k, v in os.environ.items() if k not in _KNOBS} | knobs
+    args = [str(program)] + (["--verbose"] if verbose else []) + (["--cpu-only"] if cpu_only else [])
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    return CheckRun(label, proc.returncode, proc.stdout + proc.stderr)

@@ -171,8 +171,8 @@ def emu() -> Emulated:
         if "needs the CUDA headers" in done.stderr:
             pytest.skip("no CUDA headers (cuda_fp16.h) on this machine")
         raise AssertionError(done.stdout + done.stderr)
-    subprocess.run([cmake, "--build", str(build), "--target", "partool_kernels_cudaemu", "-j2"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([cmake, "--build", str(build), "--target", "partool_kernels_cudaemu", "partool_kernels_check_cudaemu",
+                    "-j2"], check=True, capture_output=True)  # fmt: skip
     lib = Emulated(build / "lib" / "libpartool_kernels_cudaemu.so")
     yield lib
     lib.device()
@@ -401,3 +401,17 @@ def test_conv1d_pair_runs_both_directions_in_one_launch(device):
     assert device.last_launch()[3] == before + 1
     for i, reverse in ((0, False), (1, True)):
         assert rel_err(out[i], conv_reference(x.float(), w[i], bias[i], True, reverse)) <= TOL[torch.float16]
+
+
+def test_kernel_check_program_passes_on_the_emulated_cuda_kernels(emu):
+    """partool_kernels_check's cases and tolerances hold for the CUDA kernels, each scan variant forced in
+    turn, so that `partool plugins check` failing on a real GPU points at the device build, not the check."""
+    from partool.plugins import CUDA_KERNEL_VARIANTS, run_kernels_check
+
+    program = source_dir().parent / "build" / "cudaemu" / "lib" / "partool_kernels_check_cudaemu"
+    runs = run_kernels_check(program=program)
+    cuda_runs = [run for run in runs if "CUDA" in run.label]
+    assert len(cuda_runs) == 1 + len(CUDA_KERNEL_VARIANTS)
+    for run in runs:
+        assert run.returncode == 0 and ", 0 failed" in run.output, (run.label, run.output)
+    assert all("cuda-emulated" in run.output for run in cuda_runs)

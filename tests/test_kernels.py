@@ -663,3 +663,27 @@ def test_narrower_row_kernels_match(kernels, tmp_path, isa):
         ref, ref_last = numpy_scan(u, delta, A, B, C, D, z, bias, True, n == 5)
         assert rel_err(out, ref) <= 1e-5
         assert rel_err(last, ref_last) <= 1e-5
+
+
+def test_kernel_check_program_passes_on_every_cpu_path(kernels):
+    """partool_kernels_check (C++, double-precision references of its own) on each CPU code path, through
+    `partool plugins check`; it fails when a case fails."""
+    import platform
+
+    from typer.testing import CliRunner
+
+    from partool.cli.app import app
+    from partool.plugins import run_kernels_check
+
+    runs = run_kernels_check(cpu_only=True)
+    expected = (
+        ["CPU (widest)", "CPU avx2", "CPU base"] if platform.machine() == "x86_64" else ["CPU (widest)"]
+    )
+    assert [run.label for run in runs] == expected
+    for run in runs:
+        assert run.returncode == 0 and ", 0 failed" in run.output, run.output
+        assert "add_rms_norm" not in run.output  # only failing cases are listed without --verbose
+    verbose = run_kernels_check(cpu_only=True, verbose=True)[0].output
+    assert verbose.count("\nok   cpu/2t scan ") >= 20 and "bidir" in verbose and "conv1d pair" in verbose
+    result = CliRunner().invoke(app, ["plugins", "check", "--cpu-only"])
+    assert result.exit_code == 0 and "CPU base" in result.output, result.output

@@ -1,5 +1,5 @@
-"""`partool plugins build | path`: build the native kernels (and the TensorRT plugin and ONNX Runtime custom
-op) and say where they are."""
+"""`partool plugins build | path | check`: build the native kernels (and the TensorRT plugin and ONNX Runtime
+custom op), say where they are, and check the kernels against references."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from partool.plugins import DEFAULT_CUDA_ARCHS
 
 plugins_app = typer.Typer(
     help="Native kernels (libpartool_kernels), the TensorRT plugin and the ONNX Runtime custom op: build them, "
-    "find them.",
+    "find them, check them.",
     no_args_is_help=True,
 )
 
@@ -90,6 +90,31 @@ def path(json_out: bool = typer.Option(False, "--json", help="Print machine-read
             "partool: libpartool_kernels is not built; run `partool plugins build`", err=True, fg="red"
         )
         raise typer.Exit(2)
+
+
+@plugins_app.command("check")
+def check(
+    cpu_only: bool = typer.Option(
+        False, "--cpu-only", help="Skip the CUDA kernels even where a GPU is present."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", help="List every case, not only the failing ones."),
+) -> None:
+    """Check every kernel against double-precision references: scan, bidirectional scan, conv1d and add +
+    RMSNorm, in float32, float16 and bfloat16, strided layouts included; on the CPU (each code path this CPU
+    can take) and on the GPU, each scan kernel variant, when the library has CUDA and a GPU is present. The
+    program, partool_kernels_check beside the library, needs no Python: run it on a Jetson after
+    `partool plugins build --cuda-archs 87`. Exit status 1 when a case fails.
+    """
+    from partool.plugins import run_kernels_check
+
+    failed = False
+    for run in run_kernels_check(cpu_only, verbose):
+        typer.echo(f"== {run.label}")
+        typer.echo(run.output.rstrip())
+        failed = failed or run.returncode != 0
+    if failed:
+        typer.secho("partool: a kernel check failed (the FAIL lines above)", err=True, fg="red")
+        raise typer.Exit(1)
 
 
 def _rows(kernels: Path, trt: Path | None, ort_ops: Path | None, cuda: bool | None) -> list[list[str]]:
