@@ -201,7 +201,7 @@ _KNOBS = ("PARTOOL_CPU_ISA", "PARTOOL_SCAN_CUDA_TILE", "PARTOOL_SCAN_CUDA_KERNEL
 
 @dataclass(frozen=True)
 class CheckRun:
-    label: str  # which kernels ran: "CPU (widest) + CUDA", "CPU avx2", "CUDA row scan", ...
+    label: str  # which kernels ran: "CPU (widest) + CUDA", "CPU avx2", "CPU (widest) + CUDA row scan", ...
     returncode: int
     output: str
 

@@ -60,9 +60,8 @@ def predict_images(
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     files = expand_images(images)
-    backend = load_backend(
-        run, device, precision=precision, cuda_graphs=cuda_graphs
-    )  # a bad model path fails before any image is decoded
+    # a bad model path fails before any image is decoded
+    backend = load_backend(run, device, precision=precision, cuda_graphs=cuda_graphs)
     meta = backend.meta
     thr = float(meta["threshold"] if threshold is None else threshold)
     transform = build_transforms(meta["input_size"], meta["mean"], meta["std"], train=False)
