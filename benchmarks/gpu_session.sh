@@ -5,9 +5,9 @@
 # Nsight Compute's view of the scan kernels, and an AMP training smoke run (most wanted first).
 # Results land in OUT (JSON + logs).
 #
-#   partool plugins build                      # here, or: cmake ... -DCMAKE_CUDA_ARCHITECTURES=90
+#   bash benchmarks/gpu_prepare.sh             # here: sm_90 build of the library + check program into .gpu/
 #   bash benchmarks/gpu_session.sh OUT [LIB]   # on the GPU machine; LIB defaults to partool's lookup
-#                                              # (partool_kernels_check must sit beside LIB)
+#                                              # (carry .gpu; partool_kernels_check must sit beside LIB)
 set -o pipefail
 out=${1:?usage: gpu_session.sh OUT_DIR [libpartool_kernels.so]}
 mkdir -p "$out"
