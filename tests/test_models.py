@@ -270,6 +270,45 @@ def test_vit_small_tokens_and_forward():
         model(torch.randn(1, 3, 32, 32))
 
 
+@pytest.mark.parametrize("img_size", [(64, 32), (96, 96)])  # maps of 2x1 and 3x3 at the last stage
+def test_vmamba_fused_kernel_path_matches_reference(img_size, monkeypatch):
+    """Inference on the `cpu` kernel backend runs SS2D's fused scan (one bidirectional call per block,
+    flat layout, strided merge) and gives the logits of the sequential reference, before and after the
+    weights change in place (the cached constants follow), in float32 and, within rounding, bf16."""
+    from partool.ops import available_backends, kernels, set_backend
+
+    if not available_backends().get("cpu"):
+        pytest.skip("kernel library not built (partool plugins build)")
+    torch.manual_seed(0)
+    model = create_model("vmamba-t", 5, img_size=img_size, depths=[1, 1, 2, 1], dims=16).eval()
+    images = torch.randn(3, 3, *img_size)
+    calls = []
+    real = kernels.scan_bidirectional
+    monkeypatch.setattr(kernels, "scan_bidirectional", lambda *a, **k: calls.append(1) or real(*a, **k))
+    outputs = {}
+    try:
+        with torch.no_grad():
+            for step in ("before", "after"):
+                if step == "after":
+                    for name, param in model.named_parameters():
+                        if name.endswith(
+                            ("x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
+                        ):
+                            param.mul_(1.1)
+                for backend in ("reference", "cpu"):
+                    set_backend(backend)
+                    outputs[step, backend] = model(images)
+            model.to(torch.bfloat16)
+            outputs["bf16"] = model(images.to(torch.bfloat16)).float()
+    finally:
+        set_backend(None)
+    assert len(calls) == 3 * 5  # one call per block (5 blocks), three kernel-backend forwards
+    for step in ("before", "after"):
+        torch.testing.assert_close(outputs[step, "cpu"], outputs[step, "reference"], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(outputs["after", "cpu"], outputs["before", "cpu"])
+    torch.testing.assert_close(outputs["bf16"], outputs["after", "reference"], rtol=0, atol=0.05)
+
+
 def test_vim_fused_kernel_path_matches_reference():
     """Inference on the `cpu` kernel backend runs the fused conv + bidirectional scan; same logits."""
     from partool.ops import available_backends, set_backend

@@ -11,6 +11,8 @@ the mixer and RMSNorm write the same function in the ops ONNX Runtime runs faste
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,34 @@ from torch import Tensor, nn
 from partool.ops import kernels
 from partool.ops.causal_conv1d import causal_conv1d
 from partool.ops.selective_scan import resolve_backend, selective_scan
+
+T = TypeVar("T")
+
+
+def kernel_inference(x: Tensor, weight: Tensor) -> bool:
+    """Whether a mixer may take its fused path through the kernel library: inference (no autograd on x or
+    `weight`, the module's parameters' stand-in), no tracing or ONNX export in play (torch.compile traces the
+    kernels as custom ops), and a `cpu`/`cuda` kernel backend active for x's device."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    if x.device.type not in ("cpu", "cuda"):  # e.g. meta (FLOP counting): no kernel runs there
+        return False
+    return resolve_backend(None, x.device).name in ("cpu", "cuda")
+
+
+def cached_per_version(module: nn.Module, params: list[Tensor], compute: Callable[[], T]) -> T:
+    """compute(), kept on `module` until one of `params` changes (pointer, in-place version, dtype or
+    device). The kernel paths' derived constants (float32 copies, stacked weights) are made once this way
+    instead of on every forward: with CUDA graphs each would be a kernel replayed every time. Under
+    torch.compile they are traced into the graph instead (no data pointers there)."""
+    if torch.compiler.is_compiling():
+        return compute()
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    if getattr(module, "_cached_key", None) != key:
+        module._cached_value, module._cached_key = compute(), key
+    return module._cached_value
 
 
 class RMSNorm(nn.Module):
@@ -33,12 +63,9 @@ class RMSNorm(nn.Module):
         """The weight in float32 for the kernels' add + RMSNorm, converted once per weight version: with
         CUDA graphs a per-call cast of a half model's weight would be one more kernel a layer."""
         w = self.weight
-        if w.dtype == torch.float32 or torch.compiler.is_compiling():
-            return w.float()
-        key = (w.data_ptr(), w._version, w.device)
-        if getattr(self, "_float_weight_key", None) != key:
-            self._float_weight, self._float_weight_key = w.detach().float(), key
-        return self._float_weight
+        if w.dtype == torch.float32:
+            return w
+        return cached_per_version(self, [w], lambda: w.detach().float())
 
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
@@ -175,8 +202,6 @@ class BiMamba(nn.Module):
         (2, d_inner, w) and (2, d_inner) for the paired conv, and x_proj's and dt_proj's weights stacked
         (2, ·, ·) for one batched GEMM each. Under torch.compile they are traced into the graph instead (no
         data pointers there; Inductor fuses them)."""
-        if torch.compiler.is_compiling():
-            return self._compute_kernel_constants()
         params = [getattr(self, name) for name in ("A_log", "D", "A_b_log", "D_b")]
         for sfx in ("", "_b"):
             params += [
@@ -184,10 +209,7 @@ class BiMamba(nn.Module):
                 *getattr(self, f"conv1d{sfx}").parameters(),
             ]
             params.append(getattr(self, f"x_proj{sfx}").weight)
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        if getattr(self, "_constants_key", None) != key:
-            self._constants, self._constants_key = self._compute_kernel_constants(), key
-        return self._constants
+        return cached_per_version(self, params, self._compute_kernel_constants)
 
     def _compute_kernel_constants(self) -> dict[str, Tensor]:
         fwd, bwd = self._params(False), self._params(True)  # conv1d, x_proj, dt_proj, A, D
@@ -244,14 +266,8 @@ class BiMamba(nn.Module):
         return out.view(dim, b, length).permute(1, 2, 0)
 
     def _can_fuse(self, x: Tensor) -> bool:
-        """Inference on an active kernel backend (`cpu`/`cuda`): no autograd, tracing or export in play."""
-        if torch.is_grad_enabled() and (x.requires_grad or self.in_proj.weight.requires_grad):
-            return False
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # torch.compile traces the custom ops
-            return False
-        if x.device.type not in ("cpu", "cuda"):  # e.g. meta (FLOP counting): no kernel runs there
-            return False
-        return resolve_backend(None, x.device).name in ("cpu", "cuda")
+        """Inference on an active kernel backend (`kernel_inference`)."""
+        return kernel_inference(x, self.in_proj.weight)
 
     def _export_forward(self, hidden_states: Tensor) -> Tensor:
         """`forward` as written for ONNX export: the same function in the layout ONNX Runtime runs fastest.

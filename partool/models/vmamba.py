@@ -4,6 +4,8 @@ Module and parameter names equal the official v0 `VSSM` (MzeroMiko/VMamba, `vssm
 classifier `head`. Of the four scan directions (row-major, column-major, and both reversed), the two
 forward ones are stacked on the channel axis and run as one selective-scan call with B/C grouped per
 direction (b, 2, n, l); the reversed two run as one `reverse=True` call over the same unflipped sequences.
+For inference on the `cpu`/`cuda` kernel backends `SS2D.fused_scan` runs both pairs as one bidirectional
+kernel call in a flat (channels, batch·tokens) layout.
 The backbone returns the last stage's tokens after the final LayerNorm: (B, H/32 · W/32, dims[-1]).
 """
 
@@ -18,8 +20,9 @@ from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
 from partool.errors import UserError
-from partool.models.mamba import dt_bias_init, linspace, s4d_real_log
+from partool.models.mamba import cached_per_version, dt_bias_init, kernel_inference, linspace, s4d_real_log
 from partool.models.registry import register_model
+from partool.ops import kernels
 from partool.ops.selective_scan import selective_scan
 
 DIRECTIONS = 4  # row-major, column-major, reversed row-major, reversed column-major
@@ -108,12 +111,76 @@ class SS2D(nn.Module):
             ys = out if ys is None else ys + out
         return cross_merge(ys.view(b, 2, d, length), h, w)
 
+    def _kernel_constants(self) -> dict[str, Tensor]:
+        """The fused path's weights, made once per weight version (`cached_per_version`). Per direction
+        pair p (0: directions 0/1 forward, 1: directions 2/3 reversed) and group g (row-/column-major),
+        direction k = 2p + g. x_proj of both pairs as one (2 [g], 2·rank + 4n, d) weight whose output rows are
+        [dt of p0 | dt of p1 | B, C of p0 | B, C of p1]; dt_proj (2 [p], 2 [g], d, rank); float32 A, D and
+        dt bias (2 [p], 2·d_inner, ·)."""
+
+        def compute() -> dict[str, Tensor]:
+            r, n, d = self.dt_rank, self.d_state, self.d_inner
+            w = self.x_proj_weight  # (4 [k], rank + 2n, d)
+            x_proj = torch.stack([
+                torch.cat([w[g, :r], w[2 + g, :r], w[g, r:], w[2 + g, r:]]) for g in (0, 1)
+            ])  # fmt: skip
+            return {
+                "x_proj": x_proj,
+                "dt_proj": self.dt_projs_weight.view(2, 2, d, r),
+                "A": (-torch.exp(self.A_logs.float())).view(2, 2 * d, n),
+                "D": self.Ds.float().view(2, 2 * d),
+                "delta_bias": self.dt_projs_bias.float().view(2, 2 * d),
+            }
+
+        params = [self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds]
+        return cached_per_version(self, params, compute)
+
+    def fused_scan(self, x: Tensor) -> Tensor:
+        """`scan` + the cross-merge for inference on the kernel library: (B, d_inner, H, W) -> (B, H, W,
+        d_inner), channel-last as out_norm takes it, in nine launches and no flipped or grouped copies.
+
+        Both orders of the map are written once, side by side in the flat layout (2 [g], d_inner, B·H·W),
+        so x_proj is one batched GEMM over the whole batch and each pair's dt_proj another; the kernels read
+        u, delta, B and C in place through their strides (only B and C of a pair are packed, 2n rows). The
+        forward pair and the reversed pair run as one bidirectional scan call whose out_scale = 1 sums
+        them; one strided add then merges row- and column-major outputs into the channel-last result."""
+        b, d, h, w = x.shape
+        tokens, r, n = b * h * w, self.dt_rank, self.d_state
+        c = self._kernel_constants()
+        xs = x.new_empty(2, d, b, h * w)  # [g, channel, image, position]: row-major, then column-major
+        xs[0].view(d, b, h, w).copy_(x.transpose(0, 1))
+        xs[1].view(d, b, w, h).copy_(x.permute(1, 0, 3, 2))
+        x_dbl = torch.bmm(c["x_proj"], xs.view(2, d, tokens))  # (2 [g], 2·rank + 4n, B·L)
+
+        def per_image(m: Tensor) -> Tensor:  # (rows, B·L) -> (B, rows, L), a view
+            return m.view(m.shape[0], b, h * w).transpose(0, 1)
+
+        u = per_image(xs.view(2 * d, tokens))
+        pairs = []
+        for p in (0, 1):
+            delta = torch.bmm(c["dt_proj"][p], x_dbl[:, p * r : (p + 1) * r])  # (2 [g], d, B·L)
+            first = 2 * r + 2 * n * p
+            bc = x_dbl[:, first : first + 2 * n].view(2, 2, n, tokens).transpose(0, 1).contiguous()
+            B, C = (bc[i].view(2, n, b, h * w).permute(2, 0, 1, 3) for i in (0, 1))  # (B, 2 [g], n, L) views
+            pairs.append({"u": u, "delta": per_image(delta.view(2 * d, tokens)), "A": c["A"][p], "B": B, "C": C,
+                          "D": c["D"][p], "delta_bias": c["delta_bias"][p]})  # fmt: skip
+        ys = kernels.scan_bidirectional(pairs[0], pairs[1], delta_softplus=True, out_scale=1.0)
+        ys = ys.transpose(0, 1).view(2, d, b, h * w)  # u's layout
+        y = x.new_empty(b, h, w, d)
+        torch.add(
+            ys[0].view(d, b, h, w).permute(1, 2, 3, 0), ys[1].view(d, b, w, h).permute(1, 3, 2, 0), out=y
+        )
+        return y
+
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, _ = x.shape
         xz = self.in_proj(x)
         x, z = xz[..., : self.d_inner], xz[..., self.d_inner :]
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
-        y = self.scan(x).transpose(1, 2).reshape(b, h, w, self.d_inner)
+        if kernel_inference(x, self.in_proj.weight) and x.dtype == self.x_proj_weight.dtype:
+            y = self.fused_scan(x)
+        else:
+            y = self.scan(x).transpose(1, 2).reshape(b, h, w, self.d_inner)
         return self.out_proj(self.out_norm(y) * F.silu(z))
 
 
