@@ -1,4 +1,5 @@
-"""GPU: Vim-S PAR vs timm ViT-S/16, fp16, CUDA graphs, same input and batches, in one run.
+"""GPU: Vim-S PAR vs timm ViT-S/16 (or --model vmamba-b --baseline vit-b), fp16, CUDA graphs, same input
+and batches, in one run.
 
 For each scan backend that runs here (our `cuda` kernels, with the default and the state-split row
 kernel, and `mamba_ssm` when installed; `--backends chunked` adds the reference as the floor), time the
@@ -137,6 +138,8 @@ def main() -> None:
         "--compile-batches", type=int, nargs="*", default=[],
         help="batches at which to also time torch.compile'd models (each compile takes ~0.5-1 min)",
     )  # fmt: skip
+    parser.add_argument("--model", default="vim-s", help="the Mamba model to time (vim-s, vmamba-b, ...)")
+    parser.add_argument("--baseline", default="vit-s", help="the Transformer it is compared with")
     parser.add_argument("--out", help="write results as JSON here")
     parser.add_argument(
         "--profile", action="store_true", help="also list the costliest GPU kernels of eager forwards"
@@ -150,14 +153,19 @@ def main() -> None:
     ]
     facts = {**machine_facts(), "gpu": torch.cuda.get_device_name(), "img_size": list(img_size)}
     rows: list[dict[str, object]] = []
-    result: dict[str, object] = {"machine": facts, "rows": rows}
+    result: dict[str, object] = {
+        "machine": facts,
+        "model": args.model,
+        "baseline": args.baseline,
+        "rows": rows,
+    }
     for batch in args.batch:
-        vit = model_ms("vit-s", batch, img_size)["ms"]
-        rows.append({"model": "vit-s", "scan": "-", "batch": batch, "ms": vit, "vs_vit_s": 1.0})
+        vit = model_ms(args.baseline, batch, img_size)["ms"]
+        rows.append({"model": args.baseline, "scan": "-", "batch": batch, "ms": vit, "vs_vit_s": 1.0})
         compile_here = batch in args.compile_batches
         if compile_here:
-            compiled_vit = functools.partial(model_ms, "vit-s", batch, img_size, True)
-            rows.append(_timed_row("vit-s", "- + compile", batch, compiled_vit, vit))
+            compiled_vit = functools.partial(model_ms, args.baseline, batch, img_size, True)
+            rows.append(_timed_row(args.baseline, "- + compile", batch, compiled_vit, vit))
         for backend in backends:
             # our cuda backend three ways: the default scan kernel, the state-split row kernel, and the row
             # kernel with the glue around it compiled (Inductor); other backends once
@@ -171,10 +179,10 @@ def main() -> None:
                 set_backend(backend)
                 try:
                     row = _timed_row(
-                        "vim-s",
+                        args.model,
                         label,
                         batch,
-                        functools.partial(model_ms, "vim-s", batch, img_size, compiled),
+                        functools.partial(model_ms, args.model, batch, img_size, compiled),
                         vit,
                     )
                 finally:
@@ -185,7 +193,7 @@ def main() -> None:
         write_json(args.out, result)  # partial results survive a timeout
     print_table(
         f"PAR forward, fp16, CUDA graphs, {args.img_size}, {torch.cuda.get_device_name()}",
-        ["model", "scan", "batch", "ms", "× ViT-S time", "compiled graphs"],
+        ["model", "scan", "batch", "ms", f"× {args.baseline} time", "compiled graphs"],
         [
             [
                 r["model"],
@@ -202,10 +210,10 @@ def main() -> None:
         profiles = result["profile"] = {}
         profiled = "cuda" if "cuda" in backends else backends[0]  # our kernels when they run here
         for batch in (1, args.batch[-1]):
-            profiles[f"vit-s b={batch}"] = kernel_profile("vit-s", batch, img_size)
+            profiles[f"{args.baseline} b={batch}"] = kernel_profile(args.baseline, batch, img_size)
             set_backend(profiled)
             try:
-                profiles[f"vim-s {profiled} b={batch}"] = kernel_profile("vim-s", batch, img_size)
+                profiles[f"{args.model} {profiled} b={batch}"] = kernel_profile(args.model, batch, img_size)
             finally:
                 set_backend(None)
     write_json(args.out, result)
