@@ -253,6 +253,31 @@ def test_a_source_dying_mid_run_keeps_outputs(run_dir, tmp_path):
     assert int(cv2.VideoCapture(str(tmp_path / "v.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
 
 
+def test_the_backend_warms_up_before_the_source_and_a_failed_warmup_releases_it(run_dir, clip):
+    """PAR's first call goes to a blank crop before any frame is read (its cost reported apart from the
+    run's); a warm-up that fails still closes a source the caller opened."""
+    backend = load_backend(run_dir, device="cpu")
+    calls = []
+    real = backend._infer
+    backend._infer = lambda batch: calls.append(batch.copy()) or real(batch)
+    source = open_source(str(clip[0]))
+    summary = run_pipeline(source, backend, MotionDetector(), IoUTracker(), [], PipelineOptions(max_frames=3))
+    assert len(calls) == 1 and calls[0].shape == (1, 3, 64, 32) and not calls[0].any()  # nobody in 3 frames
+    assert summary.frames == 3 and summary.warmup_seconds > 0 and "warmup_seconds" in summary.to_dict()
+
+    def broken(_batch):
+        raise RuntimeError("device lost")
+
+    backend._infer = broken
+    source = open_source(str(clip[0]))
+    closed = []
+    real_close = source.close
+    source.close = lambda: closed.append(1) or real_close()
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_pipeline(source, backend, MotionDetector(), IoUTracker())
+    assert closed
+
+
 # ------------------------------------------------------------------ CLI
 
 

@@ -77,6 +77,11 @@ class Backend(ABC):
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return sigmoid(out) if self.outputs_logits else out
 
+    def warmup(self) -> None:
+        """One call on a blank crop before a live run, so that lazy initialisation (sessions' first run,
+        allocations, kernel libraries) is not paid by the first frame with a person in it."""
+        self.predict(np.zeros((1, 3, *self.input_size), np.float32))
+
     @abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output (logits or probabilities, as meta['output'] says) for min..max_batch rows."""

@@ -64,6 +64,15 @@ class TorchBackend(Backend):
                 self.model, (3, *self.input_size), self.dtype, self.device, max_batch
             )
 
+    def warmup(self, rows: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+        """With CUDA graphs, capture the graphs of the batch sizes a street scene needs most (each capture
+        takes a few forwards), so that none is captured in the middle of a live run; else one call."""
+        if self._graphs is None:
+            super().warmup()
+            return
+        for n in sorted({min(n, self.max_batch) for n in rows}):
+            self.predict(np.zeros((n, 3, *self.input_size), np.float32))
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device).to(self.dtype)

@@ -126,11 +126,20 @@ def run_pipeline(
 ) -> Summary:
     """Run the whole video pipeline until the source ends (or max_frames / a sink stops it)."""
     opts = options or PipelineOptions()
+    warm = time.perf_counter()
+    try:
+        backend.warmup()  # before a camera opens: its first frames are not left waiting
+    except BaseException:
+        if not isinstance(source, str):  # opened by the caller: still released on the way out
+            source.close()
+        raise
+    warmup_seconds = time.perf_counter() - warm
     src = open_source(source) if isinstance(source, str) else source
     run = _Run(opts, backend, sinks, Scheduler(opts.every, opts.grow),
                Smoother(backend.threshold, opts.alpha, opts.margin))  # fmt: skip
     summary = run.summary
     summary.detector, summary.tracker, summary.backend = detector.name, tracker.name, backend.describe()
+    summary.warmup_seconds = warmup_seconds
     draw = any(s.wants_frames for s in sinks)
     start = time.perf_counter()
     try:

@@ -192,7 +192,8 @@ class Summary:
     """The end-of-run report of `run_pipeline` (also the last line of the events file)."""
 
     frames: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the run itself, after the backend's warm-up (warmup_seconds)
+    warmup_seconds: float = 0.0
     fps: float = 0.0
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     tracks: int = 0
