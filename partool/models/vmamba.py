@@ -137,7 +137,7 @@ class SS2D(nn.Module):
 
     def fused_scan(self, x: Tensor) -> Tensor:
         """`scan` + the cross-merge for inference on the kernel library: (B, d_inner, H, W) -> (B, H, W,
-        d_inner), channel-last as out_norm takes it, in nine launches and no flipped or grouped copies.
+        d_inner), channel-last as out_norm takes it, in nine launches and without flipped copies.
 
         Both orders of the map are written once, side by side in the flat layout (2 [g], d_inner, B·H·W),
         so x_proj is one batched GEMM over the whole batch and each pair's dt_proj another; the kernels read
