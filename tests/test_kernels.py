@@ -687,3 +687,28 @@ def test_kernel_check_program_passes_on_every_cpu_path(kernels):
     assert verbose.count("\nok   cpu/2t scan ") >= 20 and "bidir" in verbose and "conv1d pair" in verbose
     result = CliRunner().invoke(app, ["plugins", "check", "--cpu-only"])
     assert result.exit_code == 0 and "CPU base" in result.output, result.output
+
+
+def test_plugins_check_exits_1_when_a_case_fails_and_2_when_not_built(tmp_path, monkeypatch, capsys):
+    """The CLI's verdict follows the program's: any failing run is exit status 1 with its FAIL lines shown;
+    no program is a user error (2) that says to build it."""
+    from typer.testing import CliRunner
+
+    from partool import plugins
+    from partool.cli.app import app, main
+
+    fake = tmp_path / "partool_kernels_check"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$PARTOOL_CPU_ISA" = base ]; then echo "FAIL cpu/2t scan b2 d8 f32"; echo "1 failed"; exit 1; fi\n'
+        'echo "partool_kernels_check: 3 cases, 0 failed"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(plugins, "find_kernels_check", lambda: fake)
+    monkeypatch.setattr(plugins.platform, "machine", lambda: "x86_64")
+    result = CliRunner().invoke(app, ["plugins", "check"])
+    assert result.exit_code == 1 and "FAIL cpu/2t scan" in result.output and "== CPU base" in result.output
+    monkeypatch.setattr(plugins, "find_kernels_check", lambda: None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plugins", "check"])
+    assert exit_info.value.code == 2 and "partool plugins build" in capsys.readouterr().err
