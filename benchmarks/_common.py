@@ -57,3 +57,21 @@ def write_json(path: str | None, payload: dict[str, object]) -> None:
         json.dump(payload, handle, indent=2)
     os.replace(handle.name, target)
     print(f"wrote {target}")
+
+
+def watch_library_calls(record: Callable[[str, float], None]) -> None:
+    """Route every call into libpartool_kernels (`kernels._launch`, the one way in) through `record(entry,
+    seconds)`: the kernel_calls and cpu_time_split benchmarks count and time them this way. On the CPU the
+    calls are synchronous, so the seconds are the kernels' own."""
+    from partool.ops import kernels
+
+    launch = kernels._launch
+
+    def watched(entry, params, device):
+        start = time.perf_counter()
+        try:
+            return launch(entry, params, device)
+        finally:
+            record(f"partool::{entry}", time.perf_counter() - start)
+
+    kernels._launch = watched

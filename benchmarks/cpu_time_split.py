@@ -20,24 +20,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_facts, print_table, write_json
+from _common import machine_facts, print_table, watch_library_calls, write_json
 
 from partool.models import create_model
-from partool.ops import available_backends, kernels, set_backend
-
-
-def time_library_calls(seconds: collections.Counter[str]) -> None:
-    """Wrap `kernels._launch`, the one way into the library: each call adds its wall time to `seconds`."""
-    launch = kernels._launch
-
-    def timed(entry, params, device):
-        start = time.perf_counter()
-        try:
-            return launch(entry, params, device)
-        finally:
-            seconds[f"partool::{entry}"] += time.perf_counter() - start
-
-    kernels._launch = timed
+from partool.ops import available_backends, set_backend
 
 
 def split(model: torch.nn.Module, images: torch.Tensor, runs: int, library: collections.Counter[str]) -> dict:
@@ -76,7 +62,7 @@ def main() -> None:
     img_size = tuple(int(v) for v in args.img_size.lower().split("x"))
     dtype = getattr(torch, args.dtype)
     library: collections.Counter[str] = collections.Counter()
-    time_library_calls(library)
+    watch_library_calls(lambda entry, seconds: library.update({entry: seconds}))
     set_backend("cpu")
     model = create_model(args.model, num_attrs=26, img_size=img_size).eval().to(dtype)
     rows = []

@@ -23,10 +23,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_facts, print_table, write_json
+from _common import machine_facts, print_table, watch_library_calls, write_json
 
 from partool.models import create_model
-from partool.ops import available_backends, kernels, set_backend
+from partool.ops import available_backends, set_backend
 
 NO_KERNEL = ("aten::empty", "aten::new_empty", "aten::detach", "aten::lift")
 
@@ -51,17 +51,6 @@ class KernelCounter(TorchDispatchMode):
         return out
 
 
-def count_library_calls(counts: collections.Counter[str]) -> None:
-    """Wrap the kernels module's one way into the library (`kernels._launch`): each call adds to `counts`."""
-    launch = kernels._launch
-
-    def counted(entry, params, device):
-        counts[f"partool::{entry}"] += 1
-        return launch(entry, params, device)
-
-    kernels._launch = counted
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,7 +64,7 @@ def main() -> None:
         sys.exit("benchmarks/kernel_calls.py needs libpartool_kernels: run `partool plugins build`")
     img_size = tuple(int(v) for v in args.img_size.lower().split("x"))
     library: collections.Counter[str] = collections.Counter()
-    count_library_calls(library)
+    watch_library_calls(lambda entry, _seconds: library.update([entry]))
     rows = []
     for name in args.models:
         model = create_model(name, num_attrs=26, img_size=img_size).eval().half()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from partool.errors import UserError
-from partool.runtime.base import Backend
+from partool.runtime.base import Backend, refuse_export_precision
 
 
 def open_backend(
@@ -34,8 +34,7 @@ def open_backend(
 
         if not path.exists():
             raise UserError(f"model {path} does not exist")
-        if (precision or "auto").strip().lower() != "auto":
-            return load_backend(path, device=device, precision=precision)  # refuses it with the reason
+        refuse_export_precision(path, precision)
         return OnnxBackend(path, device=device, threads=threads)
     if threads > 0 and (path.is_dir() or path.name == "partool.json"):
         import torch

@@ -108,6 +108,15 @@ def read_sidecar_meta(model_file: Path) -> dict[str, Any]:
     return check_meta(meta, path)
 
 
+def refuse_export_precision(path: Path, precision: str | None) -> None:
+    """UserError when an exported model (`path`) is asked for a precision: it runs at its export's."""
+    if (precision or "auto").strip().lower() != "auto":
+        raise UserError(
+            f"--precision {precision} applies to run folders (PyTorch); {path.name} runs at the precision it was "
+            "exported with: re-export with `partool export --fp16` or `--int8` for another one"
+        )
+
+
 def load_backend(
     path: str | Path,
     device: str = "auto",
@@ -129,11 +138,7 @@ def load_backend(
         from partool.runtime.torch_backend import TorchBackend
 
         return TorchBackend(path, device=device, precision=precision, cuda_graphs=cuda_graphs)
-    if (precision or "auto").strip().lower() != "auto":
-        raise UserError(
-            f"--precision {precision} applies to run folders (PyTorch); {path.name} runs at the precision it was "
-            "exported with: re-export with `partool export --fp16` or `--int8` for another one"
-        )
+    refuse_export_precision(path, precision)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         from partool.runtime.onnx_backend import OnnxBackend
