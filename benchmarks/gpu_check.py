@@ -9,7 +9,8 @@ references on the GPU; the issue's bars are fp32 <= 1e-5 and fp16 <= 2e-3 in max
 Then a 4-block Vim-S on the `cuda` backend against the chunked PyTorch scan (logits).
 Timing: CUDA graphs of 20 back-to-back kernel calls, replayed (CUDA events, median of rounds), at Vim-S
 shapes (d = 768, n = 16, l = 197, fp16, z + D + delta_bias + softplus) for batch 1 and 64, with the
-library's own choice and each kernel configuration forced (CONFIGS below), against the HBM floor
+library's default and each scan variant (partool_scan_cuda_variant_t, as TensorRT's tactics and partool's
+tuner choose among them), against the HBM floor
 (bytes the call must move / 3.35 TB/s, H100 SXM). Exit status 1 when a parity case
 fails its bar, so a CI-like run can gate on it; timings never fail.
 """
@@ -17,7 +18,6 @@ fails its bar, so a CI-like run can gate on it; timings never fail.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import functools
 import json
@@ -127,9 +127,7 @@ def parity(kernels) -> list[dict[str, object]]:
                 "ok": ok,
             }
         )
-    for config, env in CONFIGS.items():  # every forced configuration, on shapes the heuristic would not pick
-        if not env:
-            continue
+    for config in variants(kernels):  # every variant, on shapes the heuristic would not pick
         for b, d, n, length, groups, dtype, extras, reverse in (
             (3, 96, 16, 300, 4, torch.float32, True, True),
             (2, 200, 5, 37, 2, torch.float32, False, False),
@@ -137,7 +135,7 @@ def parity(kernels) -> list[dict[str, object]]:
             (64, 768, 16, 197, 1, torch.float16, True, True),  # the timed shape
         ):
             args = inputs(b, d, n, length, groups, dtype, extras, seed=7)
-            with _env(env):
+            with kernels.use_scan_variant(config):
                 out, last = kernels.scan_cuda(*args, delta_softplus=extras, reverse=reverse)
             ref, ref_last = reference(*args, extras, reverse)
             err, err_last = rel_err(out, ref), rel_err(last, ref_last)
@@ -151,8 +149,8 @@ def parity(kernels) -> list[dict[str, object]]:
     fwd, bwd = dict(zip(keys, fwd_args, strict=True)), dict(zip(keys, bwd_args, strict=True))
     bwd["z"] = fwd["z"]
     want = 0.5 * (reference(*fwd.values(), True, False)[0] + reference(*bwd.values(), True, True)[0])
-    for config, env in CONFIGS.items():
-        with _env(env):
+    for config in variants(kernels):
+        with kernels.use_scan_variant(config):
             got = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.5)
         err = rel_err(got, want)
         rows.append({"case": f"bidirectional {config}", "rel_err": err, "ok": err <= 1e-5})
@@ -273,40 +271,20 @@ def graph_us(call: Callable[[], None], per_graph: int = 20, rounds: int = 15) ->
     return statistics.median(samples), method
 
 
-# Kernel configurations timed and checked: the library's own choice, each channel tile of the chunked
-# kernel, and the state-split row kernel (scan_rows_cuda.cu) with its own choice and each split.
-CONFIGS: dict[str, dict[str, str]] = {
-    "auto": {},
-    **{f"chunked tile={t}": {"PARTOOL_SCAN_CUDA_TILE": t} for t in ("4", "8", "32")},
-    "rows auto": {"PARTOOL_SCAN_CUDA_KERNEL": "rows"},
-    **{
-        f"rows S={s}": {"PARTOOL_SCAN_CUDA_KERNEL": "rows", "PARTOOL_SCAN_CUDA_STATES": s}
-        for s in ("1", "4", "16")
-    },
-}
-_KNOBS = ("PARTOOL_SCAN_CUDA_TILE", "PARTOOL_SCAN_CUDA_KERNEL", "PARTOOL_SCAN_CUDA_STATES")
+def variants(kernels) -> list[str]:
+    """The library's default ("auto") and every explicit scan variant (the heuristic "chunked" and "rows"
+    resolve to one of those), by the library's names."""
+    from partool.ops.scan_tuning import HEURISTIC
+
+    return [name for name in kernels.scan_tuner().names if name == "auto" or name not in HEURISTIC]
 
 
-@contextlib.contextmanager
-def _env(env: dict[str, str]):
-    """Set the library's kernel knobs (read at launch, so before graph capture) for a block."""
-    for key in _KNOBS:
-        os.environ.pop(key, None)
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key in _KNOBS:
-            os.environ.pop(key, None)
-
-
-def _time_configs(kernel: str, call, b: int, moved: int) -> list[dict[str, object]]:
-    """One row per kernel configuration: CUDA-graph time of `call` against the HBM floor of `moved` bytes."""
+def _time_configs(kernels, kernel: str, call, b: int, moved: int) -> list[dict[str, object]]:
+    """One row per scan variant: CUDA-graph time of `call(variant number)` against the HBM floor of `moved` bytes."""
     floor = moved / HBM_BYTES_PER_S * 1e6
     rows = []
-    for config, env in CONFIGS.items():
-        with _env(env):
-            us, method = graph_us(call)
+    for config in variants(kernels):
+        us, method = graph_us(functools.partial(call, kernels.scan_tuner().variant(config)))
         rows.append(
             {"kernel": kernel, "config": config, "b": b, "us": us, "hbm_floor_us": floor,
              "x_floor": us / floor, "method": method}
@@ -324,12 +302,12 @@ def timings(kernels) -> list[dict[str, object]]:
         params = kernels._scan_params(u, delta, A, B, C, D, z, bias, out, None, True, False)
         stream = ctypes.c_void_p()
 
-        def call(params=params, stream=stream) -> None:
+        def call(variant: int, params=params, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernels.check(lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), stream))
+            kernels.check(lib.partool_selective_scan_fwd_cuda_variant(ctypes.byref(params), variant, stream))
 
         moved = 4 * b * d * length * 2 + 2 * b * n * length * 2  # u, delta, z, out; B, C (fp16)
-        rows += _time_configs("scan fp16 (z, D, bias, softplus)", call, b, moved)
+        rows += _time_configs(kernels, "scan fp16 (z, D, bias, softplus)", call, b, moved)
 
         keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
         fwd = dict(zip(keys, (u, delta, A, B, C, D, z, bias), strict=True))
@@ -339,12 +317,12 @@ def timings(kernels) -> list[dict[str, object]]:
         ba = kernels._prepare(*bwd.values())
         bparams = kernels._bidir_params(fa, ba, out, True, 0.5)
 
-        def bcall(bparams=bparams, stream=stream) -> None:
+        def bcall(variant: int, bparams=bparams, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernels.check(lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(bparams), stream))
+            kernels.check(lib.partool_selective_scan_bidir_fwd_cuda_variant(ctypes.byref(bparams), variant, stream))
 
         moved = 6 * b * d * length * 2 + 4 * b * n * length * 2  # u, delta x2, z, out; B, C x2
-        rows += _time_configs("bidirectional scan fp16", bcall, b, moved)
+        rows += _time_configs(kernels, "bidirectional scan fp16", bcall, b, moved)
 
         x = torch.randn(b, d, length, device="cuda", dtype=torch.float16)
         w = torch.randn(d, 4, device="cuda")

@@ -17,7 +17,7 @@ nvidia-smi -L; nvcc --version | tail -1
 t0=$(date +%s)
 elapsed() { echo "== $1 rc=$2 at $(( $(date +%s) - t0 )) s"; }
 
-# The kernels against double-precision references, each CUDA scan variant forced in turn (the check
+# The kernels against double-precision references, every CUDA scan variant included (the check
 # program beside the library: copy build/plugins/lib/partool_kernels_check next to LIB).
 timeout 25 python3 -m partool plugins check 2>&1 | tee "$out/kernels_check.log"
 elapsed kernels_check $?
@@ -46,19 +46,18 @@ timeout 70 bash -c "python3 '$out/make_runs.py' $runs &&
   python3 -m pytest -q -p no:cacheprovider tests/test_runtime.py -k cuda_graphs" 2>&1 | tee "$out/bench.log"
 elapsed bench $?
 
-# Where the scan kernels' time goes: throughput, occupancy and warp stalls of one launch of each
-# configuration at Vim-S shapes (fp16, b = 64 and 1).
+# Where the scan kernels' time goes: throughput, occupancy and warp stalls of the default scan kernel and
+# the row kernel at Vim-S shapes (fp16, b = 64 and 1).
 cat > "$out/ncu_scan.py" <<'PY'
-import os, sys
+import sys
 sys.path.insert(0, "benchmarks")
 import gpu_check as g
 import partool.ops.kernels as k
-for env in ({}, {"PARTOOL_SCAN_CUDA_KERNEL": "rows"}):
-    os.environ.pop("PARTOOL_SCAN_CUDA_KERNEL", None)
-    os.environ.update(env)
-    for b in (64, 1):
-        a = g.inputs(b, 768, 16, 197, 1, g.torch.float16, True)
-        k.scan_cuda(*a, delta_softplus=True)
+for variant in ("auto", "rows"):
+    with k.use_scan_variant(variant):
+        for b in (64, 1):
+            a = g.inputs(b, 768, 16, 197, 1, g.torch.float16, True)
+            k.scan_cuda(*a, delta_softplus=True)
 PY
 timeout 70 ncu --kernel-name regex:scan --launch-count 6 --section SpeedOfLight --section Occupancy \
   --section WarpStateStats python3 "$out/ncu_scan.py" 2>&1 | tee "$out/ncu.log" | grep -E "scan_|Throughput|Occupancy|Duration|Registers" | head -80

@@ -30,6 +30,9 @@ from partool.plugins import source_dir
 GUARD = 64  # NaN elements before and after every tensor handed to a kernel
 STATUS_CUDA, STATUS_UNSUPPORTED_SHAPE = 4, 6
 KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+# partool_scan_cuda_variant_t, written out here so that a renumbering in the header fails these tests
+VARIANT = {"auto": 0, "chunked": 1, "chunked/tile4": 2, "chunked/tile8": 3, "chunked/tile32": 4, "rows": 5,
+           "rows/states1": 6, "rows/states2": 7, "rows/states4": 8, "rows/states8": 9, "rows/states16": 10}  # fmt: skip
 
 
 class Emulated:
@@ -111,21 +114,24 @@ class Emulated:
         return self.guard_flat(torch.empty_like(u), 1, 1)
 
     def scan(
-        self, args, softplus: bool, reverse: bool, flat: bool = False
+        self, args, softplus: bool, reverse: bool, flat: bool = False, variant: str = "auto"
     ) -> tuple[int, torch.Tensor, torch.Tensor]:
         prepared = self._prepared(args, flat)
         u = prepared[0]
         out = self._out_like(u)
         last = self.guard(torch.empty(u.shape[0], u.shape[1], args[2].shape[1]))
         params = self.k._scan_params(*prepared, out, last, softplus, reverse)
-        status = self.lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), None)
+        status = self.lib.partool_selective_scan_fwd_cuda_variant(ctypes.byref(params), VARIANT[variant], None)
         return status, out, last
 
-    def bidir(self, fwd, bwd, out_scale: float, flat: bool = False) -> tuple[int, torch.Tensor]:
+    def bidir(
+        self, fwd, bwd, out_scale: float, flat: bool = False, variant: str = "auto"
+    ) -> tuple[int, torch.Tensor]:
         fa, ba = self._prepared(fwd, flat), self._prepared(bwd, flat)
         out = self._out_like(fa[0])
         params = self.k._bidir_params(fa, ba, out, True, out_scale)
-        return self.lib.partool_selective_scan_bidir_fwd_cuda(ctypes.byref(params), None), out
+        status = self.lib.partool_selective_scan_bidir_fwd_cuda_variant(ctypes.byref(params), VARIANT[variant], None)
+        return status, out
 
     def conv(self, x, w, bias, silu: bool, reverse: bool, flat: bool = False) -> tuple[int, torch.Tensor]:
         x, w, bias = (self.guard_flat(x, 2, 1) if flat else self.guard(x)), self.guard(w), self.guard(bias)
@@ -241,10 +247,10 @@ def as_float(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.float()
 
 
-def check_scan(device, case, seed: int, flat: bool = False) -> None:
+def check_scan(device, case, seed: int, flat: bool = False, variant: str = "auto") -> None:
     b, d, n, length, groups, extras, reverse, dtype = case
     args = make_inputs(b, d, n, length, groups, dtype, extras, seed)
-    status, out, last = device.scan(args, softplus=extras, reverse=reverse, flat=flat)
+    status, out, last = device.scan(args, softplus=extras, reverse=reverse, flat=flat, variant=variant)
     assert status == 0, device.error()
     u, delta, A, B, C, D, z, bias = args
     ref, ref_last = numpy_scan(*map(as_float, (u, delta, A, B, C, D, z, bias)), extras, reverse)
@@ -254,22 +260,19 @@ def check_scan(device, case, seed: int, flat: bool = False) -> None:
 
 @pytest.mark.parametrize("tile", [4, 8, 32])
 @pytest.mark.parametrize("case", range(len(SCAN_CASES)))
-def test_chunked_kernel_matches_numpy(device, monkeypatch, tile, case):
-    monkeypatch.setenv("PARTOOL_SCAN_CUDA_TILE", str(tile))
+def test_chunked_kernel_matches_numpy(device, tile, case):
     device.device(seed=case)
-    check_scan(device, SCAN_CASES[case], seed=case)
+    check_scan(device, SCAN_CASES[case], seed=case, variant=f"chunked/tile{tile}")
     b, d, _, _, groups, *_ = SCAN_CASES[case]
     assert device.last_launch()[:2] == (b * groups * -(-d // groups // tile), 128)
 
 
 @pytest.mark.parametrize("states", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("case", [0, 2, 3, 4])
-def test_row_kernel_matches_numpy(device, monkeypatch, states, case):
-    monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
-    monkeypatch.setenv("PARTOOL_SCAN_CUDA_STATES", str(states))
+def test_row_kernel_matches_numpy(device, states, case):
     # 12 KiB of shared memory a block: the row kernel walks long sequences in several tiles
     device.device(smem_optin=12 * 1024, seed=case)
-    check_scan(device, SCAN_CASES[case], seed=case)
+    check_scan(device, SCAN_CASES[case], seed=case, variant=f"rows/states{states}")
     b, d, _, _, groups, *_ = SCAN_CASES[case]
     rows_per_block = 128 // (16 // states)
     assert device.last_launch()[:2] == (b * groups * -(-d // groups // rows_per_block), 128)
@@ -277,13 +280,11 @@ def test_row_kernel_matches_numpy(device, monkeypatch, states, case):
 
 @pytest.mark.parametrize("kernel", ["chunked", "rows"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_bidirectional_is_the_sum_of_two_scans(device, monkeypatch, kernel, dtype):
-    if kernel == "rows":
-        monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
+def test_bidirectional_is_the_sum_of_two_scans(device, kernel, dtype):
     fwd = make_inputs(2, 40, 16, 150, 2, dtype, True, seed=1)
     bwd = make_inputs(2, 40, 16, 150, 2, dtype, True, seed=2)
     before = device.last_launch()[3]
-    status, out = device.bidir(fwd, bwd, out_scale=0.5)
+    status, out = device.bidir(fwd, bwd, out_scale=0.5, variant=kernel)
     assert status == 0, device.error()
     assert device.last_launch()[3] == before + 1  # both directions in one launch
     ref = sum(
@@ -294,22 +295,19 @@ def test_bidirectional_is_the_sum_of_two_scans(device, monkeypatch, kernel, dtyp
 
 @pytest.mark.parametrize("kernel", ["chunked", "rows"])
 @pytest.mark.parametrize("case", [0, 2, 4])
-def test_kernels_read_flat_layouts_in_place(device, monkeypatch, kernel, case):
+def test_kernels_read_flat_layouts_in_place(device, kernel, case):
     """u, delta, z and out as rows of one (d, b·l) matrix, B and C as row slices of a wider one (the fused
     Vim path's layouts, strides in the ABI): read and written in place, NaN rows around them untouched."""
     if kernel == "rows":
-        monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
         device.device(smem_optin=12 * 1024, seed=case)  # several tiles along the sequence
-    check_scan(device, SCAN_CASES[case], seed=case, flat=True)
+    check_scan(device, SCAN_CASES[case], seed=case, flat=True, variant=kernel)
 
 
 @pytest.mark.parametrize("kernel", ["chunked", "rows"])
-def test_bidirectional_reads_flat_layouts(device, monkeypatch, kernel):
-    if kernel == "rows":
-        monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
+def test_bidirectional_reads_flat_layouts(device, kernel):
     fwd = make_inputs(3, 40, 16, 90, 1, torch.float16, True, seed=1)
     bwd = make_inputs(3, 40, 16, 90, 1, torch.float16, True, seed=2)
-    status, out = device.bidir(fwd, bwd, out_scale=0.5, flat=True)
+    status, out = device.bidir(fwd, bwd, out_scale=0.5, flat=True, variant=kernel)
     assert status == 0, device.error()
     assert out.stride() == (90, 3 * 90, 1)
     ref = sum(
@@ -327,7 +325,7 @@ def test_launch_heuristics_follow_the_device(device):
         assert device.last_launch()[0] == 64 // tile
 
 
-def test_launch_failures_are_reported(device, monkeypatch):
+def test_launch_failures_are_reported(device):
     # the bidirectional chunked kernel keeps a whole direction in shared memory: too long for 48 KiB
     device.device(smem_optin=48 * 1024)
     fwd = make_inputs(1, 8, 16, 2000, 1, torch.float32, True, seed=1)
@@ -335,11 +333,10 @@ def test_launch_failures_are_reported(device, monkeypatch):
     assert status == STATUS_UNSUPPORTED_SHAPE
     assert "run two single scans instead" in device.error()
     # a device whose blocks cannot hold even the smallest row tile: the launch fails, the call says why
-    monkeypatch.setenv("PARTOOL_SCAN_CUDA_KERNEL", "rows")
-    monkeypatch.setenv("PARTOOL_SCAN_CUDA_STATES", "16")  # 128 rows a block: 8 KiB at the shortest tile
+    # rows/states16: 128 rows a block, 8 KiB at the shortest tile
     device.device(smem_optin=1024)
     status, *_ = device.scan(
-        make_inputs(1, 8, 16, 64, 1, torch.float32, False), softplus=False, reverse=False
+        make_inputs(1, 8, 16, 64, 1, torch.float32, False), softplus=False, reverse=False, variant="rows/states16"
     )
     assert status == STATUS_CUDA
     assert (
@@ -404,14 +401,46 @@ def test_conv1d_pair_runs_both_directions_in_one_launch(device):
 
 
 def test_kernel_check_program_passes_on_the_emulated_cuda_kernels(emu):
-    """partool_kernels_check's cases and tolerances hold for the CUDA kernels, each scan variant forced in
-    turn, so that `partool plugins check` failing on a real GPU points at the device build, not the check."""
-    from partool.plugins import CUDA_KERNEL_VARIANTS, run_kernels_check
+    """partool_kernels_check's cases and tolerances hold for the CUDA kernels, with the default scan and each
+    explicit scan variant, so that `partool plugins check` failing on a real GPU points at the device build,
+    not the check."""
+    from partool.plugins import run_kernels_check
 
     program = source_dir().parent / "build" / "cudaemu" / "lib" / "partool_kernels_check_cudaemu"
     runs = run_kernels_check(program=program)
-    cuda_runs = [run for run in runs if "CUDA" in run.label]
-    assert len(cuda_runs) == 1 + len(CUDA_KERNEL_VARIANTS)
+    assert runs[0].label == "CPU (widest) + CUDA, 9 scan variants"
     for run in runs:
         assert run.returncode == 0 and ", 0 failed" in run.output, (run.label, run.output)
-    assert all("cuda-emulated" in run.output for run in cuda_runs)
+    explicit = [name for name, v in VARIANT.items() if name not in ("auto", "chunked", "rows")]
+    for name in ["auto", *explicit]:
+        assert f"cuda-emulated/{name} f32" in runs[0].output, name
+
+
+def test_tuner_launches_every_explicit_variant(device, monkeypatch):
+    """partool.ops.scan_tuning driving the library's variants, the emulator standing in for a GPU and
+    perf_counter for CUDA events: each explicit variant launches, and the winner's result is the reference's."""
+    import time
+
+    from partool.ops import scan_tuning
+
+    monkeypatch.delenv(scan_tuning.ENV, raising=False)
+    case = (2, 40, 16, 60, 1, True, False, torch.float32)
+    args = make_inputs(*case[:5], case[7], True, seed=3)
+    tuner = scan_tuning.ScanTuner(list(VARIANT), lambda: False)
+
+    def run(variant: int) -> None:
+        status, *_ = device.scan(args, softplus=True, reverse=False, variant=tuner.names[variant])
+        assert status == 0, device.error()
+
+    def timer(run, variant: int, runs: int) -> float:
+        start = time.perf_counter()
+        for _ in range(runs):
+            run(variant)
+        return (time.perf_counter() - start) / runs
+
+    before = device.last_launch()[3]
+    best = tuner.choose(("scan",), run, timer)
+    explicit = [name for name in VARIANT if name not in scan_tuning.HEURISTIC]
+    assert device.last_launch()[3] - before == len(explicit) * (scan_tuning.WARMUP_RUNS + scan_tuning.TIMED_RUNS)
+    assert tuner.names[best] in explicit
+    check_scan(device, case, seed=3, variant=tuner.names[best])

@@ -10,23 +10,29 @@ Each kernel is also a `torch.library` custom op (`torch.ops.partool.*`, with a f
 shapes), which is what torch.compile traces: a model on these backends compiles as one graph, the glue
 around the kernels fused by Inductor, instead of breaking the graph at every ctypes call. Eager calls go
 straight to ctypes (the dispatcher costs ~8 µs a call).
+
+On CUDA the scans run the library's fastest variant for their shape, timed on a shape's first eager call
+(`scan_tuning`); `use_scan_variant` forces one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from partool.errors import UserError
+from partool.ops.scan_tuning import ScanTuner, cuda_event_timer
 from partool.ops.selective_scan import ScanBackend, register_backend
 from partool.plugins import find_kernels_library
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 MAX_DSTATE = 16
 MAX_CONV_WIDTH = 4
 STATUS_NO_CUDA = 5
@@ -159,6 +165,12 @@ def _load(lib_path: str) -> ctypes.CDLL:
             ctypes.c_int,
         ),
         "partool_selective_scan_bidir_fwd_cuda": ([ctypes.POINTER(BidirScanParams), _p], ctypes.c_int),
+        "partool_scan_cuda_variant_name": ([ctypes.c_int], ctypes.c_char_p),
+        "partool_selective_scan_fwd_cuda_variant": ([ctypes.POINTER(ScanParams), ctypes.c_int, _p], ctypes.c_int),
+        "partool_selective_scan_bidir_fwd_cuda_variant": (
+            [ctypes.POINTER(BidirScanParams), ctypes.c_int, _p],
+            ctypes.c_int,
+        ),
         "partool_causal_conv1d_fwd_cpu": ([ctypes.POINTER(Conv1dParams), ctypes.c_int], ctypes.c_int),
         "partool_causal_conv1d_fwd_cuda": ([ctypes.POINTER(Conv1dParams), _p], ctypes.c_int),
         "partool_causal_conv1d_pair_fwd_cpu": (
@@ -346,15 +358,53 @@ def _conv_params(
     )
 
 
+_SCAN_ENTRIES = ("selective_scan", "selective_scan_bidir")
+_tuner: ScanTuner | None = None
+
+
+def scan_tuner() -> ScanTuner:
+    """The process's choice of CUDA scan variant per shape (made on first use, with the library's names)."""
+    global _tuner
+    if _tuner is None:
+        lib = _lib()
+        names = []
+        while (name := lib.partool_scan_cuda_variant_name(len(names))) is not None:
+            names.append(name.decode())
+        _tuner = ScanTuner(names, torch.cuda.is_current_stream_capturing)
+    return _tuner
+
+
+@contextlib.contextmanager
+def use_scan_variant(name: str | None) -> Iterator[None]:
+    """CUDA scans in the block run variant `name` ("auto", "rows/states16", ...; None: the tuned one)."""
+    with scan_tuner().forced(name):
+        yield
+
+
+def _scan_key(entry: str, params: ctypes.Structure, device: torch.device) -> tuple:
+    p = params.fwd if entry == "selective_scan_bidir" else params
+    shape = (p.batch, p.dim, p.dstate, p.length, p.groups, p.io_dtype, p.batch_stride, p.dim_stride)
+    return (entry, device.index, *shape)
+
+
 def _launch(entry: str, params: ctypes.Structure, device: torch.device) -> None:
-    """Run `partool_<entry>_fwd_cuda` on the current stream of a CUDA device, or its `_cpu` twin on
-    PyTorch's threads; KernelError on a failing status."""
+    """Run `partool_<entry>_fwd_cuda` on the current stream of a CUDA device (a scan: with its tuned
+    variant), or its `_cpu` twin on PyTorch's threads; KernelError on a failing status."""
     lib = _lib()
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            check(getattr(lib, f"partool_{entry}_fwd_cuda")(ctypes.byref(params), _cuda_stream(device)))
-    else:
+    if device.type != "cuda":
         check(getattr(lib, f"partool_{entry}_fwd_cpu")(ctypes.byref(params), _cpu_threads()))
+        return
+    with torch.cuda.device(device):
+        stream = _cuda_stream(device)
+        if entry not in _SCAN_ENTRIES:
+            check(getattr(lib, f"partool_{entry}_fwd_cuda")(ctypes.byref(params), stream))
+            return
+        fn = getattr(lib, f"partool_{entry}_fwd_cuda_variant")
+
+        def run(variant: int) -> None:
+            check(fn(ctypes.byref(params), variant, stream))
+
+        run(scan_tuner().choose(_scan_key(entry, params, device), run, cuda_event_timer(device)))
 
 
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):

@@ -34,7 +34,7 @@ extern "C" {
 #define PARTOOL_API __attribute__((visibility("default")))
 #endif
 
-#define PARTOOL_KERNELS_ABI_VERSION 2  /* 2: element strides at the end of the scan and conv1d structs */
+#define PARTOOL_KERNELS_ABI_VERSION 3  /* 2: element strides in the scan and conv1d structs; 3: CUDA scan variants */
 
 /* Largest d_state the kernels accept (d_state is any value in 1..PARTOOL_MAX_DSTATE). */
 #define PARTOOL_MAX_DSTATE 16
@@ -119,6 +119,38 @@ typedef struct {
 
 PARTOOL_API int partool_selective_scan_bidir_fwd_cpu(const partool_bidir_scan_params_t* p, int num_threads);
 PARTOOL_API int partool_selective_scan_bidir_fwd_cuda(const partool_bidir_scan_params_t* p, void* cuda_stream);
+
+/*
+ * CUDA scan variants (ABI 3). The library has two scan designs: the sequence-chunked kernel (a block scans a
+ * tile of channels along the whole sequence in chunks, then fixes up the chunk boundaries) and the
+ * state-split row kernel (each row's recurrence runs forward in registers, its 16 states split over 1-16
+ * lanes). Every variant computes the same scan within the dtype's tolerance; which is fastest depends on the
+ * shape and the GPU, so callers that can time them choose per shape: the TensorRT plugin advertises the
+ * explicit variants as tactics, and partool's PyTorch binding times them on a shape's first call.
+ * PARTOOL_SCAN_CUDA_AUTO is the library's own heuristic, and what partool_selective_scan_fwd_cuda runs.
+ * A chunked tile whose shared memory does not fit the device for a shape falls back to the heuristic tile.
+ */
+typedef enum {
+  PARTOOL_SCAN_CUDA_AUTO = 0,
+  PARTOOL_SCAN_CUDA_CHUNKED = 1,         /* chunked, channel tile by heuristic */
+  PARTOOL_SCAN_CUDA_CHUNKED_TILE4 = 2,   /* chunked, 4 channels a block */
+  PARTOOL_SCAN_CUDA_CHUNKED_TILE8 = 3,
+  PARTOOL_SCAN_CUDA_CHUNKED_TILE32 = 4,
+  PARTOOL_SCAN_CUDA_ROWS = 5,            /* rows, states per lane by heuristic */
+  PARTOOL_SCAN_CUDA_ROWS_STATES1 = 6,    /* rows, 1 state a lane (16 lanes a row) */
+  PARTOOL_SCAN_CUDA_ROWS_STATES2 = 7,
+  PARTOOL_SCAN_CUDA_ROWS_STATES4 = 8,
+  PARTOOL_SCAN_CUDA_ROWS_STATES8 = 9,
+  PARTOOL_SCAN_CUDA_ROWS_STATES16 = 10,  /* rows, a row's 16 states in one lane */
+  PARTOOL_SCAN_CUDA_VARIANT_COUNT = 11
+} partool_scan_cuda_variant_t;
+
+/* "auto", "chunked", "chunked/tile4", ..., "rows", "rows/states1", ...; NULL outside 0..VARIANT_COUNT-1. */
+PARTOOL_API const char* partool_scan_cuda_variant_name(int variant);
+/* The scan calls above with a variant; PARTOOL_ERR_INVALID_ARGUMENT for a variant outside the enum. */
+PARTOOL_API int partool_selective_scan_fwd_cuda_variant(const partool_scan_params_t* p, int variant, void* cuda_stream);
+PARTOOL_API int partool_selective_scan_bidir_fwd_cuda_variant(const partool_bidir_scan_params_t* p, int variant,
+                                                              void* cuda_stream);
 
 /*
  * Depthwise conv1d over the sequence, with optional SiLU: for channel c,

@@ -215,6 +215,21 @@ int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* wh
   return PARTOOL_OK;
 }
 
+namespace {
+// Indexed by partool_scan_cuda_variant_t.
+constexpr const char* kScanVariantNames[PARTOOL_SCAN_CUDA_VARIANT_COUNT] = {
+    "auto",         "chunked",      "chunked/tile4", "chunked/tile8", "chunked/tile32", "rows",
+    "rows/states1", "rows/states2", "rows/states4",  "rows/states8",  "rows/states16"};
+}  // namespace
+
+int validate_scan_variant(int variant, const char* where) {
+  if (variant < 0 || variant >= PARTOOL_SCAN_CUDA_VARIANT_COUNT) {
+    return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: scan variant %d is not one of 0..%d (partool_scan_cuda_variant_t)",
+                where, variant, PARTOOL_SCAN_CUDA_VARIANT_COUNT - 1);
+  }
+  return PARTOOL_OK;
+}
+
 int resolve_threads(int num_threads, int64_t work_items) {
   int n = num_threads > 0 ? num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, work_items)));
@@ -250,5 +265,10 @@ const char* partool_status_string(int status) {
 }
 
 const char* partool_last_error_message(void) { return partool::g_message; }
+
+const char* partool_scan_cuda_variant_name(int variant) {
+  if (variant < 0 || variant >= PARTOOL_SCAN_CUDA_VARIANT_COUNT) return nullptr;
+  return partool::kScanVariantNames[variant];
+}
 
 }  // extern "C"

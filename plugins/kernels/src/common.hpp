@@ -27,6 +27,9 @@ int validate_conv_pair(const partool_conv1d_pair_params_t* p, const char* where)
 // Checks an add + RMSNorm call.
 int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where);
 
+// Checks a CUDA scan variant (partool_scan_cuda_variant_t).
+int validate_scan_variant(int variant, const char* where);
+
 // The call with its zero (default) strides replaced by the contiguous ones; every kernel reads the
 // strides of such a copy.
 partool_scan_params_t with_strides(const partool_scan_params_t& p);

@@ -8,9 +8,23 @@ int partool_kernels_has_cuda(void) { return 0; }
 
 size_t partool_selective_scan_workspace_size(const partool_scan_params_t*) { return 0; }
 
+int partool_selective_scan_fwd_cuda_variant(const partool_scan_params_t* p, int variant, void*) {
+  static const char* where = "partool_selective_scan_fwd_cuda_variant";
+  if (int s = partool::validate_scan(p, where)) return s;
+  if (int s = partool::validate_scan_variant(variant, where)) return s;
+  return partool::fail(PARTOOL_ERR_NO_CUDA, "%s: library built without CUDA", where);
+}
+
 int partool_selective_scan_fwd_cuda(const partool_scan_params_t* p, void*) {
   if (int s = partool::validate_scan(p, "partool_selective_scan_fwd_cuda")) return s;
   return partool::fail(PARTOOL_ERR_NO_CUDA, "partool_selective_scan_fwd_cuda: library built without CUDA");
+}
+
+int partool_selective_scan_bidir_fwd_cuda_variant(const partool_bidir_scan_params_t* p, int variant, void*) {
+  static const char* where = "partool_selective_scan_bidir_fwd_cuda_variant";
+  if (int s = partool::validate_bidir(p, where)) return s;
+  if (int s = partool::validate_scan_variant(variant, where)) return s;
+  return partool::fail(PARTOOL_ERR_NO_CUDA, "%s: library built without CUDA", where);
 }
 
 int partool_selective_scan_bidir_fwd_cuda(const partool_bidir_scan_params_t* p, void*) {

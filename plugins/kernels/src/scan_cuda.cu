@@ -27,8 +27,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #include "common.hpp"
 #include "cuda_common.hpp"
@@ -340,18 +338,16 @@ int launch_cfg(ScanArgs args, size_t smem, cudaStream_t stream, const char* wher
   return PARTOOL_OK;
 }
 
+// `tile` 4, 8 or 32 forces the channel tile where shared memory allows it; 0 (or a tile that does not fit)
+// takes the heuristic: the widest tile that still gives every multiprocessor two blocks.
 template <typename T>
-int launch_typed(const ScanArgs& args, const DeviceInfo& dev, cudaStream_t stream, const char* where) {
+int launch_typed(const ScanArgs& args, const DeviceInfo& dev, int tile, cudaStream_t stream, const char* where) {
   const int cpg = args.dim / args.groups;
   auto blocks = [&](int cb) { return static_cast<int64_t>(args.batch) * args.groups * ((cpg + cb - 1) / cb); };
   const size_t s32 = smem_bytes<32>(args.ndir, args.length), s8 = smem_bytes<8>(args.ndir, args.length),
                s4 = smem_bytes<4>(args.ndir, args.length);
   const size_t limit = static_cast<size_t>(dev.smem_optin);
   const int64_t enough = 2 * static_cast<int64_t>(dev.sms);  // two resident blocks per multiprocessor
-  // Benchmark knob: PARTOOL_SCAN_CUDA_TILE=4|8|32 forces the channel tile where shared memory allows
-  // (benchmarks/gpu_check.py times each to check the heuristic below).
-  const char* forced = std::getenv("PARTOOL_SCAN_CUDA_TILE");
-  const int tile = forced != nullptr ? std::atoi(forced) : 0;
   if (tile == 32 && s32 <= limit) return launch_cfg<T, 32>(args, s32, stream, where);
   if (tile == 8 && s8 <= limit) return launch_cfg<T, 8>(args, s8, stream, where);
   if (tile == 4 && s4 <= limit) return launch_cfg<T, 4>(args, s4, stream, where);
@@ -366,20 +362,74 @@ int launch_typed(const ScanArgs& args, const DeviceInfo& dev, cudaStream_t strea
               where, args.length, s32 < s4 ? s32 : s4, dev.smem_optin);
 }
 
-int launch(const ScanArgs& args, partool_dtype_t dtype, const DeviceInfo& dev, void* stream, const char* where) {
+// Runs `variant` (partool_scan_cuda_variant_t, validated). AUTO is the chunked kernel with its heuristic
+// tile: the one design measured on a GPU so far (benchmarks/gpu_check.py times every variant).
+int launch(const ScanArgs& args, partool_dtype_t dtype, int variant, const DeviceInfo& dev, void* stream,
+           const char* where) {
   auto st = static_cast<cudaStream_t>(stream);
-  // PARTOOL_SCAN_CUDA_KERNEL=rows selects the state-split row kernel (scan_rows_cuda.cu) until GPU
-  // measurements decide the default per shape (benchmarks/gpu_check.py times both).
-  const char* kernel = std::getenv("PARTOOL_SCAN_CUDA_KERNEL");
-  if (kernel != nullptr && std::strcmp(kernel, "rows") == 0) return launch_scan_rows(args, dtype, dev, st, where);
+  if (variant >= PARTOOL_SCAN_CUDA_ROWS) {
+    static constexpr int kStatesPerLane[] = {0, 1, 2, 4, 8, 16};  // ROWS, ROWS_STATES1 .. ROWS_STATES16
+    return launch_scan_rows(args, dtype, kStatesPerLane[variant - PARTOOL_SCAN_CUDA_ROWS], dev, st, where);
+  }
+  static constexpr int kTile[] = {0, 0, 4, 8, 32};  // AUTO, CHUNKED, CHUNKED_TILE4 .. CHUNKED_TILE32
+  const int tile = kTile[variant];
   switch (dtype) {
     case PARTOOL_DTYPE_F16:
-      return launch_typed<__half>(args, dev, st, where);
+      return launch_typed<__half>(args, dev, tile, st, where);
     case PARTOOL_DTYPE_BF16:
-      return launch_typed<__nv_bfloat16>(args, dev, st, where);
+      return launch_typed<__nv_bfloat16>(args, dev, tile, st, where);
     default:
-      return launch_typed<float>(args, dev, st, where);
+      return launch_typed<float>(args, dev, tile, st, where);
   }
+}
+
+int scan_fwd(const partool_scan_params_t* p, int variant, void* cuda_stream, const char* where) {
+  if (int s = validate_scan(p, where)) return s;
+  if (int s = validate_scan_variant(variant, where)) return s;
+  DeviceInfo dev;
+  if (int s = device_info(&dev, where)) return s;
+  if (int s = check_dir_ptrs(*p, where)) return s;
+  if (int s = check_device_ptr(p->out, "out", where)) return s;
+  const partool_scan_params_t q = with_strides(*p);
+  ScanArgs args{};
+  args.dir[0] = dir_args(q);
+  args.dir[1] = args.dir[0];
+  args.out = p->out;
+  args.batch_stride = q.batch_stride;
+  args.dim_stride = q.dim_stride;
+  args.batch = p->batch;
+  args.dim = p->dim;
+  args.dstate = p->dstate;
+  args.length = p->length;
+  args.groups = p->groups;
+  args.ndir = 1;
+  args.out_scale = 1.0f;
+  return launch(args, p->io_dtype, variant, dev, cuda_stream, where);
+}
+
+int bidir_fwd(const partool_bidir_scan_params_t* p, int variant, void* cuda_stream, const char* where) {
+  if (int s = validate_bidir(p, where)) return s;
+  if (int s = validate_scan_variant(variant, where)) return s;
+  DeviceInfo dev;
+  if (int s = device_info(&dev, where)) return s;
+  if (int s = check_dir_ptrs(p->fwd, where)) return s;
+  if (int s = check_dir_ptrs(p->bwd, where)) return s;
+  if (int s = check_device_ptr(p->out, "out", where)) return s;
+  const partool_scan_params_t fwd = with_strides(p->fwd), bwd = with_strides(p->bwd);
+  ScanArgs args{};
+  args.dir[0] = dir_args(fwd);
+  args.dir[1] = dir_args(bwd);
+  args.out = p->out;
+  args.batch_stride = fwd.batch_stride;  // validate_bidir: the same in both directions
+  args.dim_stride = fwd.dim_stride;
+  args.batch = p->fwd.batch;
+  args.dim = p->fwd.dim;
+  args.dstate = p->fwd.dstate;
+  args.length = p->fwd.length;
+  args.groups = p->fwd.groups;
+  args.ndir = 2;
+  args.out_scale = p->out_scale;
+  return launch(args, p->fwd.io_dtype, variant, dev, cuda_stream, where);
 }
 
 }  // namespace
@@ -392,52 +442,20 @@ int partool_kernels_has_cuda(void) { return 1; }
 size_t partool_selective_scan_workspace_size(const partool_scan_params_t*) { return 0; }
 
 int partool_selective_scan_fwd_cuda(const partool_scan_params_t* p, void* cuda_stream) {
-  static const char* where = "partool_selective_scan_fwd_cuda";
-  if (int s = partool::validate_scan(p, where)) return s;
-  partool::DeviceInfo dev;
-  if (int s = partool::device_info(&dev, where)) return s;
-  if (int s = partool::check_dir_ptrs(*p, where)) return s;
-  if (int s = partool::check_device_ptr(p->out, "out", where)) return s;
-  const partool_scan_params_t q = partool::with_strides(*p);
-  partool::ScanArgs args{};
-  args.dir[0] = partool::dir_args(q);
-  args.dir[1] = args.dir[0];
-  args.out = p->out;
-  args.batch_stride = q.batch_stride;
-  args.dim_stride = q.dim_stride;
-  args.batch = p->batch;
-  args.dim = p->dim;
-  args.dstate = p->dstate;
-  args.length = p->length;
-  args.groups = p->groups;
-  args.ndir = 1;
-  args.out_scale = 1.0f;
-  return partool::launch(args, p->io_dtype, dev, cuda_stream, where);
+  return partool::scan_fwd(p, PARTOOL_SCAN_CUDA_AUTO, cuda_stream, "partool_selective_scan_fwd_cuda");
+}
+
+int partool_selective_scan_fwd_cuda_variant(const partool_scan_params_t* p, int variant, void* cuda_stream) {
+  return partool::scan_fwd(p, variant, cuda_stream, "partool_selective_scan_fwd_cuda_variant");
 }
 
 int partool_selective_scan_bidir_fwd_cuda(const partool_bidir_scan_params_t* p, void* cuda_stream) {
-  static const char* where = "partool_selective_scan_bidir_fwd_cuda";
-  if (int s = partool::validate_bidir(p, where)) return s;
-  partool::DeviceInfo dev;
-  if (int s = partool::device_info(&dev, where)) return s;
-  if (int s = partool::check_dir_ptrs(p->fwd, where)) return s;
-  if (int s = partool::check_dir_ptrs(p->bwd, where)) return s;
-  if (int s = partool::check_device_ptr(p->out, "out", where)) return s;
-  const partool_scan_params_t fwd = partool::with_strides(p->fwd), bwd = partool::with_strides(p->bwd);
-  partool::ScanArgs args{};
-  args.dir[0] = partool::dir_args(fwd);
-  args.dir[1] = partool::dir_args(bwd);
-  args.out = p->out;
-  args.batch_stride = fwd.batch_stride;  // validate_bidir: the same in both directions
-  args.dim_stride = fwd.dim_stride;
-  args.batch = p->fwd.batch;
-  args.dim = p->fwd.dim;
-  args.dstate = p->fwd.dstate;
-  args.length = p->fwd.length;
-  args.groups = p->fwd.groups;
-  args.ndir = 2;
-  args.out_scale = p->out_scale;
-  return partool::launch(args, p->fwd.io_dtype, dev, cuda_stream, where);
+  return partool::bidir_fwd(p, PARTOOL_SCAN_CUDA_AUTO, cuda_stream, "partool_selective_scan_bidir_fwd_cuda");
+}
+
+int partool_selective_scan_bidir_fwd_cuda_variant(const partool_bidir_scan_params_t* p, int variant,
+                                                  void* cuda_stream) {
+  return partool::bidir_fwd(p, variant, cuda_stream, "partool_selective_scan_bidir_fwd_cuda_variant");
 }
 
 }  // extern "C"

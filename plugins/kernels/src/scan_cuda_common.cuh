@@ -99,8 +99,9 @@ struct ScanArgs {
   int tiles_per_group;
 };
 
-// Launches the state-split row kernel (scan_rows_cuda.cu) for `args`; a PARTOOL_* status.
-int launch_scan_rows(const ScanArgs& args, partool_dtype_t dtype, const DeviceInfo& dev, cudaStream_t stream,
-                     const char* where);
+// Launches the state-split row kernel (scan_rows_cuda.cu) for `args` with `states` per lane (1, 2, 4, 8 or
+// 16; 0: by heuristic); a PARTOOL_* status.
+int launch_scan_rows(const ScanArgs& args, partool_dtype_t dtype, int states, const DeviceInfo& dev,
+                     cudaStream_t stream, const char* where);
 
 }  // namespace partool

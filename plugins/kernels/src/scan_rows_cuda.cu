@@ -23,7 +23,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "common.hpp"
 #include "cuda_common.hpp"
@@ -233,13 +232,10 @@ int launch_rows_cfg(ScanArgs args, const DeviceInfo& dev, cudaStream_t stream, c
   return PARTOOL_OK;
 }
 
-// States per lane: the most (fewest lanes per row, no shuffles at S = 16) that still gives every
-// multiprocessor four warps; PARTOOL_SCAN_CUDA_STATES=1|2|4|8|16 forces it (benchmarks).
-int states_per_lane(const ScanArgs& args, const DeviceInfo& dev) {
-  if (const char* forced = std::getenv("PARTOOL_SCAN_CUDA_STATES")) {
-    const int s = std::atoi(forced);
-    if (s == 1 || s == 2 || s == 4 || s == 8 || s == 16) return s;
-  }
+// States per lane: `forced` (1, 2, 4, 8 or 16) when given, else the most (fewest lanes per row, no
+// shuffles at S = 16) that still gives every multiprocessor four warps.
+int states_per_lane(const ScanArgs& args, const DeviceInfo& dev, int forced) {
+  if (forced == 1 || forced == 2 || forced == 4 || forced == 8 || forced == 16) return forced;
   const int64_t rows = static_cast<int64_t>(args.batch) * args.dim;
   const int64_t want = static_cast<int64_t>(dev.sms) * 4 * 32;
   for (int s = 16; s > 1; s /= 2) {
@@ -249,8 +245,9 @@ int states_per_lane(const ScanArgs& args, const DeviceInfo& dev) {
 }
 
 template <typename T>
-int launch_rows_typed(const ScanArgs& args, const DeviceInfo& dev, cudaStream_t stream, const char* where) {
-  switch (states_per_lane(args, dev)) {
+int launch_rows_typed(const ScanArgs& args, int states, const DeviceInfo& dev, cudaStream_t stream,
+                      const char* where) {
+  switch (states_per_lane(args, dev, states)) {
     case 16:
       return launch_rows_cfg<T, 16>(args, dev, stream, where);
     case 8:
@@ -266,15 +263,15 @@ int launch_rows_typed(const ScanArgs& args, const DeviceInfo& dev, cudaStream_t 
 
 }  // namespace
 
-int launch_scan_rows(const ScanArgs& args, partool_dtype_t dtype, const DeviceInfo& dev, cudaStream_t stream,
-                     const char* where) {
+int launch_scan_rows(const ScanArgs& args, partool_dtype_t dtype, int states, const DeviceInfo& dev,
+                     cudaStream_t stream, const char* where) {
   switch (dtype) {
     case PARTOOL_DTYPE_F16:
-      return launch_rows_typed<__half>(args, dev, stream, where);
+      return launch_rows_typed<__half>(args, states, dev, stream, where);
     case PARTOOL_DTYPE_BF16:
-      return launch_rows_typed<__nv_bfloat16>(args, dev, stream, where);
+      return launch_rows_typed<__nv_bfloat16>(args, states, dev, stream, where);
     default:
-      return launch_rows_typed<float>(args, dev, stream, where);
+      return launch_rows_typed<float>(args, states, dev, stream, where);
   }
 }
 

@@ -4,7 +4,8 @@
 // Why a C++ program beside the Python tests: it runs wherever the library is built, so it checks builds
 // the Python suite never sees: the aarch64 CPU kernels (a Jetson's CPU; CI cross-builds them and runs this
 // under qemu-aarch64) and, when the library has CUDA and a GPU is present, the CUDA kernels on that GPU
-// (a Jetson without PyTorch included). Each case fills strided buffers with random values rounded to the io
+// (a Jetson without PyTorch included), the whole sweep with the default scan kernel and then the scans with
+// every explicit partool_scan_cuda_variant_t (the choices TensorRT's tactics and partool's tuner make). Each case fills strided buffers with random values rounded to the io
 // dtype, runs the kernel, and compares with the reference computed on the same rounded values:
 // max |kernel - reference| / max |reference| within 1e-5 (float32), 2e-3 (float16) or 1e-2 (bfloat16),
 // the padding between rows untouched, and on the CPU the same bits from 1 and 3 threads.
@@ -19,7 +20,6 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -158,14 +158,23 @@ class CpuTarget : public Target {
 };
 
 #if defined(PARTOOL_CHECK_CUDA) || defined(PARTOOL_CHECK_CUDA_EMULATED)
-// The CUDA entry points, on the default stream.
+// The CUDA entry points, on the default stream; the scans with one partool_scan_cuda_variant_t.
 class CudaCalls : public Target {
  public:
-  int scan(const partool_scan_params_t* p) override { return partool_selective_scan_fwd_cuda(p, nullptr); }
-  int bidir(const partool_bidir_scan_params_t* p) override { return partool_selective_scan_bidir_fwd_cuda(p, nullptr); }
+  explicit CudaCalls(int variant) : variant_(variant) {}
+  int scan(const partool_scan_params_t* p) override {
+    return partool_selective_scan_fwd_cuda_variant(p, variant_, nullptr);
+  }
+  int bidir(const partool_bidir_scan_params_t* p) override {
+    return partool_selective_scan_bidir_fwd_cuda_variant(p, variant_, nullptr);
+  }
   int conv(const partool_conv1d_params_t* p) override { return partool_causal_conv1d_fwd_cuda(p, nullptr); }
   int conv_pair(const partool_conv1d_pair_params_t* p) override { return partool_causal_conv1d_pair_fwd_cuda(p, nullptr); }
   int norm(const partool_add_rms_norm_params_t* p) override { return partool_add_rms_norm_fwd_cuda(p, nullptr); }
+
+ protected:
+  std::string variant_name() const { return partool_scan_cuda_variant_name(variant_); }
+  int variant_;
 };
 #endif
 
@@ -175,7 +184,8 @@ class CudaCalls : public Target {
 // points at the GPU build or the device, not at this program.
 class EmulatedCudaTarget : public CudaCalls {
  public:
-  std::string name() const override { return "cuda-emulated"; }
+  using CudaCalls::CudaCalls;
+  std::string name() const override { return "cuda-emulated/" + variant_name(); }
   void* place(Buffer& b, bool) override { return b.data(); }
 };
 #endif
@@ -183,8 +193,9 @@ class EmulatedCudaTarget : public CudaCalls {
 #ifdef PARTOOL_CHECK_CUDA
 class CudaTarget : public CudaCalls {
  public:
+  using CudaCalls::CudaCalls;
   ~CudaTarget() override { release(); }
-  std::string name() const override { return "cuda"; }
+  std::string name() const override { return "cuda/" + variant_name(); }
   void* place(Buffer& b, bool output) override {
     auto it = copies_.find(&b);
     if (it != copies_.end()) {
@@ -677,15 +688,41 @@ std::vector<NormCase> norm_cases() {
   return cases;
 }
 
-void run_sweep(Report& report, Target& target) {
+void run_sweep(Report& report, Target& target, bool scans_only = false) {
   uint32_t seed = 1;
   for (const auto& c : scan_cases()) {
     check_scan(report, target, c, seed++, nullptr);
     check_bidir(report, target, c, seed++, nullptr);
   }
+  if (scans_only) return;
   for (const auto& c : conv_cases()) check_conv(report, target, c, seed++, nullptr);
   for (const auto& c : norm_cases()) check_norm(report, target, c, seed++, nullptr);
 }
+
+#if defined(PARTOOL_CHECK_CUDA) || defined(PARTOOL_CHECK_CUDA_EMULATED)
+// The CUDA scan variants TensorRT and the PyTorch binding may pick: each forced tile or state split (the
+// heuristic ones, CHUNKED and ROWS, always resolve to one of these).
+std::vector<int> explicit_scan_variants() {
+  std::vector<int> out;
+  for (int v = PARTOOL_SCAN_CUDA_AUTO + 1; v < PARTOOL_SCAN_CUDA_VARIANT_COUNT; ++v) {
+    if (v != PARTOOL_SCAN_CUDA_CHUNKED && v != PARTOOL_SCAN_CUDA_ROWS) out.push_back(v);
+  }
+  return out;
+}
+
+// The whole sweep with the library's default variant, then the scans with every explicit variant.
+template <typename CudaTargetType>
+int run_cuda_sweeps(Report& report) {
+  CudaTargetType auto_target(PARTOOL_SCAN_CUDA_AUTO);
+  run_sweep(report, auto_target);
+  const std::vector<int> variants = explicit_scan_variants();
+  for (int v : variants) {
+    CudaTargetType target(v);
+    run_sweep(report, target, true);
+  }
+  return 1 + static_cast<int>(variants.size());
+}
+#endif
 
 bool same_bytes(const Buffer& a, const Buffer& b) { return a.bytes == b.bytes; }
 
@@ -741,6 +778,20 @@ void check_errors(Report& report) {
                 "io_dtype 9: PARTOOL_ERR_UNSUPPORTED_DTYPE");
   report.expect(call([](partool_scan_params_t& p) { p.groups = 3; }) == PARTOOL_ERR_INVALID_ARGUMENT,
                 "dim 4 in 3 groups: PARTOOL_ERR_INVALID_ARGUMENT");
+  {
+    partool_scan_params_t p = d.params(cpu, false);
+    p.out = out.data();
+    report.expect(partool_selective_scan_fwd_cuda_variant(&p, PARTOOL_SCAN_CUDA_VARIANT_COUNT, nullptr) ==
+                      PARTOOL_ERR_INVALID_ARGUMENT,
+                  "scan variant 11: PARTOOL_ERR_INVALID_ARGUMENT");
+    const char* first = partool_scan_cuda_variant_name(PARTOOL_SCAN_CUDA_AUTO);
+    const char* last = partool_scan_cuda_variant_name(PARTOOL_SCAN_CUDA_ROWS_STATES16);
+    report.expect(first != nullptr && std::strcmp(first, "auto") == 0 && last != nullptr &&
+                      std::strcmp(last, "rows/states16") == 0 &&
+                      partool_scan_cuda_variant_name(PARTOOL_SCAN_CUDA_VARIANT_COUNT) == nullptr &&
+                      partool_scan_cuda_variant_name(-1) == nullptr,
+                  "scan variant names: auto .. rows/states16, NULL outside the enum");
+  }
   if (!partool_kernels_has_cuda()) {  // (the emulation library reports CUDA)
     partool_scan_params_t p = d.params(cpu, false);
     p.out = out.data();
@@ -765,27 +816,30 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::vector<std::unique_ptr<Target>> targets;
-  targets.push_back(std::make_unique<CpuTarget>(2));
+  CpuTarget cpu(2);
+  run_sweep(report, cpu);
   std::string cuda_note = "cuda: not built in";
 #ifdef PARTOOL_CHECK_CUDA
   const std::string unusable = cpu_only ? "--cpu-only" : cuda_unusable();
   if (unusable.empty()) {
-    targets.push_back(std::make_unique<CudaTarget>());
+    const int variants = run_cuda_sweeps<CudaTarget>(report);
+    cuda_note = "cuda: checked (" + std::to_string(variants) + " scan variants)";
   } else {
     cuda_note = "cuda: skipped (" + unusable + ")";
   }
 #elif defined(PARTOOL_CHECK_CUDA_EMULATED)
   cuda_note = "cuda: emulated on the CPU";
-  if (!cpu_only) targets.push_back(std::make_unique<EmulatedCudaTarget>());
+  if (!cpu_only) {
+    const int variants = run_cuda_sweeps<EmulatedCudaTarget>(report);
+    cuda_note += " (" + std::to_string(variants) + " scan variants)";
+  }
 #else
   (void)cpu_only;
 #endif
-  for (auto& target : targets) run_sweep(report, *target);
   check_thread_counts(report);
   check_errors(report);
   for (const auto& [key, err] : report.worst) std::printf("worst relative error %-10s %.2e\n", key.c_str(), err);
-  std::printf("%s\n", targets.size() == 1 ? cuda_note.c_str() : "cuda: checked");
+  std::printf("%s\n", cuda_note.c_str());
   std::printf("partool_kernels_check: %d cases, %d failed\n", report.cases, report.failures);
   return report.failures == 0 ? 0 : 1;
 }
