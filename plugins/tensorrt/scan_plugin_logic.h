@@ -398,5 +398,42 @@ inline partool_scan_params_t makeParams(ScanShape const& s, Attributes const& at
     return p;
 }
 
+// Tactics. TensorRT times every tactic a plugin advertises when it builds an engine, keeps the fastest per
+// layer and shape profile, and calls setTactic with it before enqueue at run time. The tactics here are the
+// kernel library's explicit CUDA scan variants (partool_scan_cuda_variant_t: each chunked tile, each state
+// split of the row kernel), so the engine runs the scan kernel that is fastest on the GPU it was built on;
+// tactic 0, TensorRT's default, is the library's own heuristic (PARTOOL_SCAN_CUDA_AUTO).
+constexpr int32_t kTactics[] = {PARTOOL_SCAN_CUDA_CHUNKED_TILE4, PARTOOL_SCAN_CUDA_CHUNKED_TILE8,
+    PARTOOL_SCAN_CUDA_CHUNKED_TILE32, PARTOOL_SCAN_CUDA_ROWS_STATES1, PARTOOL_SCAN_CUDA_ROWS_STATES2,
+    PARTOOL_SCAN_CUDA_ROWS_STATES4, PARTOOL_SCAN_CUDA_ROWS_STATES8, PARTOOL_SCAN_CUDA_ROWS_STATES16};
+constexpr int32_t kNumTactics = static_cast<int32_t>(sizeof(kTactics) / sizeof(kTactics[0]));
+
+//! True for 0 (the default) and for each advertised tactic.
+inline bool validTactic(int32_t tactic)
+{
+    if (tactic == 0)
+    {
+        return true;
+    }
+    for (int32_t t : kTactics)
+    {
+        if (t == tactic)
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
+//! The timing-cache key suffix: what, besides the shapes and formats TensorRT adds itself, decides a tactic's
+//! speed. The scan's attributes change the work per element; the ABI version changes the kernels.
+inline std::string timingCacheId(Attributes const& attrs)
+{
+    return std::string{kPluginNamespace} + "::" + kPluginName + "/v" + kPluginVersion + "/abi"
+        + std::to_string(PARTOOL_KERNELS_ABI_VERSION) + "/softplus" + std::to_string(attrs.deltaSoftplus)
+        + "/reverse" + std::to_string(attrs.reverse) + "/D" + std::to_string(attrs.hasD) + "/z"
+        + std::to_string(attrs.hasZ) + "/bias" + std::to_string(attrs.hasDeltaBias);
+}
+
 } // namespace scanplugin
 } // namespace partool

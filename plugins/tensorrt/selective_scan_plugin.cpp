@@ -2,7 +2,9 @@
 // Every entry point is noexcept and reports failure by logging and returning nonzero / nullptr / false.
 #include "selective_scan_plugin.h"
 
+#include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <cstdio>
 #include <exception>
 #include <utility>
@@ -304,6 +306,49 @@ size_t SelectiveScanPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc c
     return 0;
 }
 
+int32_t SelectiveScanPlugin::getNbTactics() noexcept
+{
+    return scanplugin::kNumTactics;
+}
+
+int32_t SelectiveScanPlugin::getValidTactics(int32_t* tactics, int32_t nbTactics) noexcept
+{
+    if (tactics == nullptr || nbTactics != scanplugin::kNumTactics)
+    {
+        logError("getValidTactics: room for " + std::to_string(nbTactics) + " tactics, the plugin has "
+            + std::to_string(scanplugin::kNumTactics));
+        return 1;
+    }
+    std::copy(std::begin(scanplugin::kTactics), std::end(scanplugin::kTactics), tactics);
+    return 0;
+}
+
+char const* SelectiveScanPlugin::getTimingCacheID() noexcept
+{
+    try
+    {
+        mTimingCacheId = scanplugin::timingCacheId(mAttrs);
+        return mTimingCacheId.c_str();
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string{"getTimingCacheID: "} + e.what());
+    }
+    return nullptr; // no timing cache for this layer: it is timed on every build
+}
+
+int32_t SelectiveScanPlugin::setTactic(int32_t tactic) noexcept
+{
+    if (!scanplugin::validTactic(tactic))
+    {
+        logError("setTactic: " + std::to_string(tactic) + " is not one of the plugin's tactics (an engine from "
+            "another plugin version? rebuild it)");
+        return 1;
+    }
+    mTactic = tactic;
+    return 0;
+}
+
 int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
@@ -356,7 +401,7 @@ int32_t SelectiveScanPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc
         }
         partool_scan_params_t const p = scanplugin::makeParams(
             shape, mAttrs, mLayout, kernelDtype(inputDesc[scanplugin::kU].type), inputs, outputs[0]);
-        int const status = partool_selective_scan_fwd_cuda(&p, static_cast<void*>(stream));
+        int const status = partool_selective_scan_fwd_cuda_variant(&p, mTactic, static_cast<void*>(stream));
         if (status != 0)
         {
             char const* what = partool_status_string(status);

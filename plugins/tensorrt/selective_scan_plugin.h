@@ -50,8 +50,12 @@ public:
     int32_t getNbOutputs() const noexcept override;
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
+    int32_t getNbTactics() noexcept override;
+    int32_t getValidTactics(int32_t* tactics, int32_t nbTactics) noexcept override;
+    char const* getTimingCacheID() noexcept override;
 
     // IPluginV3OneRuntime
+    int32_t setTactic(int32_t tactic) noexcept override;
     int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
@@ -68,6 +72,8 @@ private:
     scanplugin::Attributes mAttrs;
     scanplugin::InputLayout mLayout;
     bool mLayoutResolved{false};
+    int32_t mTactic{0}; //!< a partool_scan_cuda_variant_t (scanplugin::kTactics), 0: the library's heuristic
+    std::string mTimingCacheId;
     std::vector<nvinfer1::PluginField> mSerialFields;
     nvinfer1::PluginFieldCollection mSerialCollection{0, nullptr};
 };

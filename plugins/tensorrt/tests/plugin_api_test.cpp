@@ -8,6 +8,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,29 @@ int main(int argc, char** argv)
     io[1].desc.dims = makeDims({-1, 6, -1});
     CHECK(build->configurePlugin(io, nbIn, &io[nbIn], 1) != 0);
     io[1].desc.dims = u;
+
+    // Tactics: the kernel library's explicit CUDA scan variants (unique, non-zero, each named by the library),
+    // which TensorRT times at build; setTactic takes them and the default 0, and refuses anything else.
+    int32_t const nbTactics = build->getNbTactics();
+    CHECK(nbTactics == 8);
+    std::vector<int32_t> tactics(static_cast<size_t>(nbTactics), 0);
+    CHECK(build->getValidTactics(tactics.data(), nbTactics) == 0);
+    CHECK(std::set<int32_t>(tactics.begin(), tactics.end()).size() == tactics.size());
+    using VariantName = char const* (*) (int);
+    auto variantName = reinterpret_cast<VariantName>(dlsym(lib, "partool_scan_cuda_variant_name"));
+    CHECK(variantName != nullptr);
+    for (int32_t t : tactics)
+    {
+        char const* name = variantName != nullptr ? variantName(t) : nullptr;
+        CHECK(t != 0 && name != nullptr && std::strchr(name, '/') != nullptr); // "chunked/tile8", "rows/states16"
+        CHECK(rt->setTactic(t) == 0);
+    }
+    CHECK(build->getValidTactics(tactics.data(), nbTactics - 1) != 0);
+    CHECK(rt->setTactic(0) == 0);
+    CHECK(rt->setTactic(99) != 0);
+    char const* cacheId = build->getTimingCacheID();
+    CHECK(cacheId != nullptr && std::strstr(cacheId, "SelectiveScan") != nullptr
+        && std::strstr(cacheId, "softplus1/reverse1/D1/z0/bias1") != nullptr);
 
     // Serialize and re-create as the runtime does.
     auto serialized = intFields(rt->getFieldsToSerialize());

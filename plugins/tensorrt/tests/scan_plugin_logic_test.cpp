@@ -173,6 +173,31 @@ void testParams()
     partool_scan_params_t const q = makeParams(s, Attributes{}, l, PARTOOL_DTYPE_F32, nullptr, nullptr);
     CHECK(q.u == nullptr && q.z == nullptr && q.delta_softplus == 0 && q.reverse == 0 && q.dim == 16);
 }
+
+void testTactics()
+{
+    // Every explicit variant of partool_kernels.h's enum, and nothing else: the heuristic ones (AUTO is tactic 0,
+    // CHUNKED and ROWS resolve to one of these) and values past the enum are not tactics.
+    CHECK(kNumTactics == 8);
+    for (int32_t v = 0; v < PARTOOL_SCAN_CUDA_VARIANT_COUNT + 2; ++v)
+    {
+        bool const heuristic = v == PARTOOL_SCAN_CUDA_AUTO || v == PARTOOL_SCAN_CUDA_CHUNKED || v == PARTOOL_SCAN_CUDA_ROWS;
+        bool advertised = false;
+        for (int32_t t : kTactics)
+        {
+            advertised = advertised || t == v;
+        }
+        CHECK(advertised == (!heuristic && v < PARTOOL_SCAN_CUDA_VARIANT_COUNT));
+        CHECK(validTactic(v) == (advertised || v == 0));
+    }
+    CHECK(!validTactic(-1));
+    Attributes a;
+    a.deltaSoftplus = 1;
+    Attributes b = a;
+    b.reverse = 1;
+    CHECK(timingCacheId(a) != timingCacheId(b));
+    CHECK(timingCacheId(a) == "partool::SelectiveScan/v1/abi3/softplus1/reverse0/D-1/z-1/bias-1");
+}
 } // namespace
 
 int main()
@@ -181,6 +206,7 @@ int main()
     testFields();
     testShapes();
     testParams();
+    testTactics();
     std::printf("%d failure(s)\n", gFailures);
     return gFailures;
 }
