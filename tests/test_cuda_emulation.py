@@ -9,12 +9,11 @@ hand-computed answers, and kernels with the bugs it has to catch."""
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from emulation_build import CHECK_PROGRAM, build_emulation
 from scan_references import (
     TOL,
     add_rms_norm_reference,
@@ -24,8 +23,6 @@ from scan_references import (
     numpy_scan,
     rel_err,
 )
-
-from partool.plugins import source_dir
 
 GUARD = 64  # NaN elements before and after every tensor handed to a kernel
 STATUS_CUDA, STATUS_UNSUPPORTED_SHAPE = 4, 6
@@ -166,20 +163,7 @@ class Emulated:
 @pytest.fixture(scope="module")
 def emu() -> Emulated:
     """The emulation library, built (incrementally) into build/cudaemu with CMake."""
-    cmake = shutil.which("cmake")
-    if cmake is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        pytest.skip("cmake or a C++ compiler is missing")
-    build = source_dir().parent / "build" / "cudaemu"
-    configure = [cmake, "-S", str(source_dir()), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                 "-DPARTOOL_BUILD_CUDA=OFF", "-DPARTOOL_BUILD_TRT_PLUGIN=OFF", "-DPARTOOL_BUILD_CUDA_EMULATION=ON"]  # fmt: skip
-    done = subprocess.run(configure, capture_output=True, text=True)
-    if done.returncode != 0:
-        if "needs the CUDA headers" in done.stderr:
-            pytest.skip("no CUDA headers (cuda_fp16.h) on this machine")
-        raise AssertionError(done.stdout + done.stderr)
-    subprocess.run([cmake, "--build", str(build), "--target", "partool_kernels_cudaemu", "partool_kernels_check_cudaemu",
-                    "-j2"], check=True, capture_output=True)  # fmt: skip
-    lib = Emulated(build / "lib" / "libpartool_kernels_cudaemu.so")
+    lib = Emulated(build_emulation())
     yield lib
     lib.device()
 
@@ -406,8 +390,7 @@ def test_kernel_check_program_passes_on_the_emulated_cuda_kernels(emu):
     not the check."""
     from partool.plugins import run_kernels_check
 
-    program = source_dir().parent / "build" / "cudaemu" / "lib" / "partool_kernels_check_cudaemu"
-    runs = run_kernels_check(program=program)
+    runs = run_kernels_check(program=CHECK_PROGRAM)
     assert runs[0].label == "CPU (widest) + CUDA, 9 scan variants"
     for run in runs:
         assert run.returncode == 0 and ", 0 failed" in run.output, (run.label, run.output)

@@ -1,9 +1,14 @@
 // Drives the built libpartool_trt_plugins.so through TensorRT's plugin interfaces the way TensorRT's builder and
 // runtime do, without TensorRT itself (only its headers): getCreators, createPlugin from ONNX-style fields,
-// output types/shapes, format combinations, configure, serialize and re-create, runtime shape checks.
-// Usage: plugin_api_test /path/to/libpartool_trt_plugins.so ; exits with the number of failed checks.
+// output types/shapes, format combinations, tactics, configure, serialize and re-create, runtime shape checks;
+// with libpartool_kernels_cudaemu preloaded, enqueue under every tactic against a reference scan.
+// Usage: [LD_PRELOAD=libpartool_kernels_cudaemu.so] plugin_api_test /path/to/libpartool_trt_plugins.so
+// Exits with the number of failed checks.
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
@@ -68,6 +73,115 @@ DynamicPluginTensorDesc dyn(Dims dims, DataType type)
     t.opt = dims;
     t.max = dims;
     return t;
+}
+
+// Deterministic values in [lo, hi).
+std::vector<float> values(size_t n, float lo, float hi, uint32_t seed)
+{
+    std::vector<float> v(n);
+    for (auto& x : v)
+    {
+        seed = seed * 1664525u + 1013904223u;
+        x = lo + (hi - lo) * static_cast<float>(seed >> 8) / 16777216.0f;
+    }
+    return v;
+}
+
+// The scan of the plugin's node in double precision: softplus(delta + delta_bias), D, no z, reverse, B and C
+// grouped (b, g, n, l); written from the formulas in partool_kernels.h.
+std::vector<double> referenceScan(std::vector<float> const& u, std::vector<float> const& delta,
+    std::vector<float> const& A, std::vector<float> const& B, std::vector<float> const& C, std::vector<float> const& D,
+    std::vector<float> const& bias, int b, int d, int n, int l, int g)
+{
+    std::vector<double> y(u.size());
+    for (int bi = 0; bi < b; ++bi)
+    {
+        for (int c = 0; c < d; ++c)
+        {
+            int const gi = c / (d / g);
+            std::vector<double> h(static_cast<size_t>(n), 0.0);
+            for (int t = l - 1; t >= 0; --t)
+            {
+                size_t const at = (static_cast<size_t>(bi) * d + c) * l + t;
+                double const x = static_cast<double>(delta[at]) + bias[c];
+                double const dt = x > 20.0 ? x : std::log1p(std::exp(x));
+                double acc = 0.0;
+                for (int k = 0; k < n; ++k)
+                {
+                    size_t const bc = ((static_cast<size_t>(bi) * g + gi) * n + k) * l + t;
+                    h[k] = std::exp(dt * A[c * n + k]) * h[k] + dt * B[bc] * u[at];
+                    acc += C[bc] * h[k];
+                }
+                y[at] = acc + static_cast<double>(D[c]) * u[at];
+            }
+        }
+    }
+    return y;
+}
+
+// With libpartool_kernels_cudaemu preloaded (LD_PRELOAD: it defines the same partool_* entry points and runs the
+// CUDA kernels on the CPU, on host pointers), enqueue computes for real: under each tactic the output matches the
+// double-precision reference, and each tactic launches a kernel configuration of its own.
+void checkEnqueueOnEmulator(IPluginV3OneRuntime* rt, std::vector<int32_t> const& tactics)
+{
+    using LastLaunch = unsigned long long (*)(unsigned*, unsigned*, size_t*);
+    auto lastLaunch = reinterpret_cast<LastLaunch>(dlsym(RTLD_DEFAULT, "partool_cudaemu_last_launch"));
+    if (lastLaunch == nullptr)
+    {
+        std::printf("enqueue on the emulated kernels: skipped (libpartool_kernels_cudaemu not preloaded)\n");
+        return;
+    }
+    int const b = 2, d = 8, n = 4, l = 37, g = 2;
+    auto u = values(static_cast<size_t>(b * d * l), -1.0f, 1.0f, 1);
+    auto delta = values(u.size(), -3.0f, 1.0f, 2);
+    auto A = values(static_cast<size_t>(d * n), -2.0f, -0.1f, 3);
+    auto B = values(static_cast<size_t>(b * g * n * l), -1.0f, 1.0f, 4);
+    auto C = values(B.size(), -1.0f, 1.0f, 5);
+    auto D = values(static_cast<size_t>(d), -1.0f, 1.0f, 6);
+    auto bias = values(static_cast<size_t>(d), -1.0f, 0.5f, 7);
+    std::vector<double> const want = referenceScan(u, delta, A, B, C, D, bias, b, d, n, l, g);
+    double scale = 0.0;
+    for (double v : want)
+    {
+        scale = std::max(scale, std::fabs(v));
+    }
+    int32_t const nbIn = 7; // u, delta, A, B, C, D, delta_bias (the plugin's has_* fields)
+    PluginTensorDesc desc[nbIn + 1]{};
+    Dims const dims[nbIn + 1] = {makeDims({b, d, l}), makeDims({b, d, l}), makeDims({d, n}), makeDims({b, g, n, l}),
+        makeDims({b, g, n, l}), makeDims({d}), makeDims({d}), makeDims({b, d, l})};
+    for (int32_t i = 0; i <= nbIn; ++i)
+    {
+        desc[i].dims = dims[i];
+        desc[i].type = DataType::kFLOAT;
+        desc[i].format = TensorFormat::kLINEAR;
+    }
+    CHECK(rt->onShapeChange(desc, nbIn, &desc[nbIn], 1) == 0);
+    void const* inputs[nbIn] = {u.data(), delta.data(), A.data(), B.data(), C.data(), D.data(), bias.data()};
+    std::set<size_t> configurations;
+    for (int32_t tactic : tactics)
+    {
+        std::vector<float> out(u.size(), std::nanf(""));
+        void* outputs[1] = {out.data()};
+        CHECK(rt->setTactic(tactic) == 0);
+        unsigned long long const before = lastLaunch(nullptr, nullptr, nullptr);
+        CHECK(rt->enqueue(desc, &desc[nbIn], inputs, outputs, nullptr, nullptr) == 0);
+        size_t smem = 0;
+        unsigned threads = 0;
+        CHECK(lastLaunch(nullptr, &threads, &smem) == before + 1 && threads == 128);
+        configurations.insert(smem);
+        double err = 0.0;
+        for (size_t i = 0; i < out.size(); ++i)
+        {
+            err = std::max(err, std::isnan(out[i]) ? 1e9 : std::fabs(out[i] - want[i]));
+        }
+        if (!(err <= 1e-5 * scale))
+        {
+            std::printf("tactic %d: max |enqueue - reference| = %g (max |reference| %g)\n", tactic, err, scale);
+        }
+        CHECK(err <= 1e-5 * scale);
+    }
+    CHECK(configurations.size() == tactics.size());
+    std::printf("enqueue on the emulated kernels: %zu tactics\n", tactics.size());
 }
 
 std::map<std::string, int32_t> intFields(PluginFieldCollection const* fc)
@@ -244,6 +358,7 @@ int main(int argc, char** argv)
         concrete[4].dims = makeDims({0, 2, 4, 6});
         CHECK(rt3->enqueue(concrete, &concrete[nbIn], ptrs, outs, nullptr, nullptr) != 0);
         CHECK(rt3->onShapeChange(concrete, nbIn, &concrete[nbIn], 1) != 0);
+        checkEnqueueOnEmulator(rt3, tactics);
         delete attached;
         delete runtimePlugin;
     }
