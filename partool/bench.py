@@ -111,11 +111,12 @@ def run_bench(
         name = label(Path(path), backend)
         if progress is not None:
             progress(f"{name}: {path}")
+        rows = time_backend(backend, batch_sizes, warmup, runs)
         results.append({
             "model": str(path),
             "label": name,
-            "backend": backend.describe(),
-            "rows": time_backend(backend, batch_sizes, warmup, runs),
+            "backend": backend.describe(),  # after the runs: it reports what they chose (CUDA scan variants)
+            "rows": rows,
         })  # fmt: skip
     return {
         "batch_sizes": [int(b) for b in batch_sizes],

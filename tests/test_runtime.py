@@ -141,6 +141,10 @@ def test_cuda_graphs_match_the_eager_forward(run_dir):
     assert graphed._graphs.captured == [1, 4, 8, 16]
     graphed.warmup()  # what a video run captures before its first frame
     assert graphed._graphs.captured == [1, 2, 4, 8, 16]
+    from partool.ops import kernels
+
+    if kernels.cuda_available():  # the scans ran the variant the warm-up forwards timed, and the summary says which
+        assert graphed.describe()["scan_variants"]
 
 
 @pytest.mark.parametrize("scan", ["portable", "plugin"])

@@ -374,6 +374,11 @@ def scan_tuner() -> ScanTuner:
     return _tuner
 
 
+def tuned_scan_variants() -> dict[tuple, str]:
+    """Each CUDA scan shape timed so far in this process, with its winning variant's name."""
+    return {} if _tuner is None else _tuner.chosen()
+
+
 @contextlib.contextmanager
 def use_scan_variant(name: str | None) -> Iterator[None]:
     """CUDA scans in the block run variant `name` ("auto", "rows/states16", ...; None: the tuned one)."""

@@ -94,9 +94,14 @@ class TorchBackend(Backend):
             return self.model(x)
 
     def describe(self) -> dict[str, object]:
-        return {
+        described = {
             **super().describe(),
             "device": str(self.device),
             "precision": self.precision,
             "cuda_graphs": self._graphs is not None,
         }
+        if self.device.type == "cuda":  # which CUDA scan kernels the tuner picked (after the first forward)
+            from partool.ops.kernels import tuned_scan_variants
+
+            described["scan_variants"] = sorted(set(tuned_scan_variants().values()))
+        return described
