@@ -10,7 +10,8 @@ being captured never times: it takes the shape's winner, or the library's defaul
 seen; a warm-up forward before capture (the torch runtime does two) is what tunes.
 
 PARTOOL_SCAN_CUDA_VARIANT=auto|<variant name> (e.g. rows/states16) picks instead of timing, for the whole
-process; `use_variant(name)` does the same for a block of code (benchmarks comparing variants).
+process; `partool.ops.kernels.use_scan_variant(name)` does the same for a block of code (benchmarks comparing
+variants).
 """
 
 from __future__ import annotations
