@@ -427,3 +427,44 @@ def test_tuner_launches_every_explicit_variant(device, monkeypatch):
     assert device.last_launch()[3] - before == len(explicit) * (scan_tuning.WARMUP_RUNS + scan_tuning.TIMED_RUNS)
     assert tuner.names[best] in explicit
     check_scan(device, case, seed=3, variant=tuner.names[best])
+
+
+def test_cuda_launch_path_tunes_once_per_shape(device, monkeypatch):
+    """partool.ops.kernels' CUDA branch as a model's scans take it (`_launch` on a CUDA device), with the
+    emulation library standing in for the GPU one: the first call of a shape times every explicit variant,
+    later calls of it launch once with the winner, and the winner is recorded under the shape's key."""
+    import contextlib
+    import time
+
+    from partool.ops import kernels, scan_tuning
+
+    monkeypatch.delenv(scan_tuning.ENV, raising=False)
+    monkeypatch.setenv("PARTOOL_KERNELS_LIB", str(build_emulation()))
+    monkeypatch.setattr(kernels, "_tuner", scan_tuning.ScanTuner(list(VARIANT), lambda: False))
+    monkeypatch.setattr(kernels, "_cuda_stream", lambda _device: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda _device: contextlib.nullcontext())
+
+    def perf_timer(_device):
+        def timer(run, variant: int, runs: int) -> float:
+            start = time.perf_counter()
+            for _ in range(runs):
+                run(variant)
+            return (time.perf_counter() - start) / runs
+
+        return timer
+
+    monkeypatch.setattr(kernels, "cuda_event_timer", perf_timer)
+    args = make_inputs(2, 24, 16, 40, 1, torch.float32, True, seed=5)
+    prepared = device._prepared(args)
+    u = prepared[0]
+    ref, _ = numpy_scan(*map(as_float, args), True, False)
+    explicit = [name for name in VARIANT if name not in scan_tuning.HEURISTIC]
+    for launches in (len(explicit) * (scan_tuning.WARMUP_RUNS + scan_tuning.TIMED_RUNS) + 1, 1):
+        out, last = device.guard(torch.empty_like(u)), device.guard(torch.empty(2, 24, 16))
+        params = kernels._scan_params(*prepared, out, last, True, False)
+        before = device.last_launch()[3]
+        kernels._launch("selective_scan", params, torch.device("cuda", 0))
+        assert device.last_launch()[3] - before == launches
+        assert rel_err(out, ref) <= TOL[torch.float32]
+    (key, name), = kernels.tuned_scan_variants().items()
+    assert key == ("selective_scan", 0, 2, 24, 16, 40, 1, 0, 24 * 40, 40) and name in explicit
