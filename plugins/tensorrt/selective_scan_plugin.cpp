@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <iterator>
 #include <cstdio>
 #include <exception>
+#include <iterator>
 #include <utility>
 
 namespace partool
@@ -313,14 +313,21 @@ int32_t SelectiveScanPlugin::getNbTactics() noexcept
 
 int32_t SelectiveScanPlugin::getValidTactics(int32_t* tactics, int32_t nbTactics) noexcept
 {
-    if (tactics == nullptr || nbTactics != scanplugin::kNumTactics)
+    if (tactics != nullptr && nbTactics == scanplugin::kNumTactics)
+    {
+        std::copy(std::begin(scanplugin::kTactics), std::end(scanplugin::kTactics), tactics);
+        return 0;
+    }
+    try
     {
         logError("getValidTactics: room for " + std::to_string(nbTactics) + " tactics, the plugin has "
             + std::to_string(scanplugin::kNumTactics));
-        return 1;
     }
-    std::copy(std::begin(scanplugin::kTactics), std::end(scanplugin::kTactics), tactics);
-    return 0;
+    catch (std::exception const&)
+    {
+        // No memory for the message: the status still reports the failure.
+    }
+    return 1;
 }
 
 char const* SelectiveScanPlugin::getTimingCacheID() noexcept
@@ -339,14 +346,21 @@ char const* SelectiveScanPlugin::getTimingCacheID() noexcept
 
 int32_t SelectiveScanPlugin::setTactic(int32_t tactic) noexcept
 {
-    if (!scanplugin::validTactic(tactic))
+    if (scanplugin::validTactic(tactic))
     {
-        logError("setTactic: " + std::to_string(tactic) + " is not one of the plugin's tactics (an engine from "
-            "another plugin version? rebuild it)");
-        return 1;
+        mTactic = tactic;
+        return 0;
     }
-    mTactic = tactic;
-    return 0;
+    try
+    {
+        logError("setTactic: " + std::to_string(tactic)
+            + " is not one of the plugin's tactics (an engine from another plugin version? rebuild it)");
+    }
+    catch (std::exception const&)
+    {
+        // No memory for the message: the status still reports the failure.
+    }
+    return 1;
 }
 
 int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
