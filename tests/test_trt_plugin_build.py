@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from emulation_build import build_emulation
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
@@ -153,33 +154,36 @@ def test_plugin_library_symbols(trt_build: tuple[Path, Path]) -> None:
     assert "libnvinfer" not in needed
 
 
-def test_plugin_through_tensorrt_interfaces(trt_build: tuple[Path, Path], tmp_path: Path) -> None:
-    """Creator and plugin driven through the IPluginV3 interfaces as TensorRT's builder and runtime call them."""
-    include, build = trt_build
+def _api_test_program(include: Path, out: Path) -> Path:
+    """plugin_api_test.cpp compiled against the TensorRT headers in `include` (skips without the CUDA headers)."""
     cuda_include = _cuda_include_dir()
     if cuda_include is None:
         pytest.skip("no cuda_runtime_api.h (TensorRT's headers include it)")
-    exe = tmp_path / "plugin_api_test"
-    compiled = _run(
-        [
-            "g++",
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-isystem",
-            str(include),
-            "-isystem",
-            str(cuda_include),
-            str(TRT_DIR / "tests" / "plugin_api_test.cpp"),
-            "-ldl",
-            "-o",
-            str(exe),
-        ]
-    )
+    exe = out / "plugin_api_test"
+    compiled = _run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", str(include), "-isystem",
+                     str(cuda_include), str(TRT_DIR / "tests" / "plugin_api_test.cpp"), "-ldl", "-o", str(exe)])  # fmt: skip
     assert compiled.returncode == 0, compiled.stderr
-    run = _run([str(exe), str(_find_lib(build, "partool_trt_plugins"))])
+    return exe
+
+
+def test_plugin_through_tensorrt_interfaces(trt_build: tuple[Path, Path], tmp_path: Path) -> None:
+    """Creator and plugin driven through the IPluginV3 interfaces as TensorRT's builder and runtime call them."""
+    include, build = trt_build
+    run = _run([str(_api_test_program(include, tmp_path)), str(_find_lib(build, "partool_trt_plugins"))])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 failure(s)" in run.stdout
     # Refusals are explained in the log, naming the input and both shapes.
     assert "input C has shape (0, 2, 4, 6), expected B's shape (0, 2, 4, 5)" in run.stderr
+
+
+def test_plugin_enqueue_under_every_tactic(trt_build: tuple[Path, Path], tmp_path: Path) -> None:
+    """enqueue computing for real: the CUDA kernels on the CPU emulator stand in for the GPU (the emulation
+    library, preloaded, defines the same entry points and takes host pointers); under each tactic the output in
+    float32 and float16 matches a double-precision scan, and each tactic launches its own kernel configuration."""
+    include, build = trt_build
+    exe, emulated = _api_test_program(include, tmp_path), build_emulation()
+    run = _run([str(exe), str(_find_lib(build, "partool_trt_plugins"))], env=os.environ | {"LD_PRELOAD": str(emulated)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    for dtype in ("float32", "float16"):
+        assert f"enqueue on the emulated kernels: {dtype}, 8 tactics" in run.stdout, run.stdout
+    assert "0 failure(s)" in run.stdout

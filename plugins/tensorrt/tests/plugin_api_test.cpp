@@ -119,10 +119,26 @@ std::vector<double> referenceScan(std::vector<float> const& u, std::vector<float
     return y;
 }
 
+// `v` rounded to T in place (so that the reference sees what the kernel reads), and its copy in T.
+template <typename T>
+std::vector<T> roundTo(std::vector<float>& v)
+{
+    std::vector<T> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i)
+    {
+        out[i] = static_cast<T>(v[i]);
+        v[i] = static_cast<float>(out[i]);
+    }
+    return out;
+}
+
 // With libpartool_kernels_cudaemu preloaded (LD_PRELOAD: it defines the same partool_* entry points and runs the
-// CUDA kernels on the CPU, on host pointers), enqueue computes for real: under each tactic the output matches the
-// double-precision reference, and each tactic launches a kernel configuration of its own.
-void checkEnqueueOnEmulator(IPluginV3OneRuntime* rt, std::vector<int32_t> const& tactics)
+// CUDA kernels on the CPU, on host pointers), enqueue computes for real: with u, delta, B, C and the output in
+// T (`type`), under each tactic the output matches the double-precision reference within `tolerance` (relative
+// to its largest value), and each tactic launches a kernel configuration of its own.
+template <typename T>
+void checkEnqueueOnEmulator(
+    IPluginV3OneRuntime* rt, std::vector<int32_t> const& tactics, DataType type, double tolerance, char const* name)
 {
     using LastLaunch = unsigned long long (*)(unsigned*, unsigned*, size_t*);
     auto lastLaunch = reinterpret_cast<LastLaunch>(dlsym(RTLD_DEFAULT, "partool_cudaemu_last_launch"));
@@ -139,6 +155,7 @@ void checkEnqueueOnEmulator(IPluginV3OneRuntime* rt, std::vector<int32_t> const&
     auto C = values(B.size(), -1.0f, 1.0f, 5);
     auto D = values(static_cast<size_t>(d), -1.0f, 1.0f, 6);
     auto bias = values(static_cast<size_t>(d), -1.0f, 0.5f, 7);
+    std::vector<T> const uT = roundTo<T>(u), deltaT = roundTo<T>(delta), BT = roundTo<T>(B), CT = roundTo<T>(C);
     std::vector<double> const want = referenceScan(u, delta, A, B, C, D, bias, b, d, n, l, g);
     double scale = 0.0;
     for (double v : want)
@@ -152,16 +169,16 @@ void checkEnqueueOnEmulator(IPluginV3OneRuntime* rt, std::vector<int32_t> const&
     for (int32_t i = 0; i <= nbIn; ++i)
     {
         desc[i].dims = dims[i];
-        desc[i].type = DataType::kFLOAT;
+        desc[i].type = (i == 2 || i == 5 || i == 6) ? DataType::kFLOAT : type; // A, D, delta_bias stay float32
         desc[i].format = TensorFormat::kLINEAR;
     }
     CHECK(rt->onShapeChange(desc, nbIn, &desc[nbIn], 1) == 0);
-    void const* inputs[nbIn] = {u.data(), delta.data(), A.data(), B.data(), C.data(), D.data(), bias.data()};
+    void const* inputs[nbIn] = {uT.data(), deltaT.data(), A.data(), BT.data(), CT.data(), D.data(), bias.data()};
     std::set<size_t> configurations;
     double worst = 0.0;
     for (int32_t tactic : tactics)
     {
-        std::vector<float> out(u.size(), std::nanf(""));
+        std::vector<T> out(u.size(), static_cast<T>(std::nanf("")));
         void* outputs[1] = {out.data()};
         CHECK(rt->setTactic(tactic) == 0);
         unsigned long long const before = lastLaunch(nullptr, nullptr, nullptr);
@@ -173,17 +190,20 @@ void checkEnqueueOnEmulator(IPluginV3OneRuntime* rt, std::vector<int32_t> const&
         double err = 0.0;
         for (size_t i = 0; i < out.size(); ++i)
         {
-            err = std::max(err, std::isnan(out[i]) ? 1e9 : std::fabs(out[i] - want[i]));
+            float const got = static_cast<float>(out[i]);
+            err = std::max(err, std::isnan(got) ? 1e9 : std::fabs(got - want[i]));
         }
-        if (!(err <= 1e-5 * scale))
+        if (!(err <= tolerance * scale))
         {
-            std::printf("tactic %d: max |enqueue - reference| = %g (max |reference| %g)\n", tactic, err, scale);
+            std::printf("%s, tactic %d: max |enqueue - reference| = %g (max |reference| %g)\n", name, tactic, err,
+                scale);
         }
-        CHECK(err <= 1e-5 * scale);
+        CHECK(err <= tolerance * scale);
         worst = std::max(worst, err / scale);
     }
     CHECK(configurations.size() == tactics.size());
-    std::printf("enqueue on the emulated kernels: %zu tactics, worst relative error %.1e\n", tactics.size(), worst);
+    std::printf("enqueue on the emulated kernels: %s, %zu tactics, worst relative error %.1e\n", name,
+        tactics.size(), worst);
 }
 
 std::map<std::string, int32_t> intFields(PluginFieldCollection const* fc)
@@ -360,7 +380,8 @@ int main(int argc, char** argv)
         concrete[4].dims = makeDims({0, 2, 4, 6});
         CHECK(rt3->enqueue(concrete, &concrete[nbIn], ptrs, outs, nullptr, nullptr) != 0);
         CHECK(rt3->onShapeChange(concrete, nbIn, &concrete[nbIn], 1) != 0);
-        checkEnqueueOnEmulator(rt3, tactics);
+        checkEnqueueOnEmulator<float>(rt3, tactics, DataType::kFLOAT, 1e-5, "float32");
+        checkEnqueueOnEmulator<_Float16>(rt3, tactics, DataType::kHALF, 2e-3, "float16");
         delete attached;
         delete runtimePlugin;
     }
