@@ -8,6 +8,10 @@ import torch
 import torch.nn.functional as F
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+# partool_scan_cuda_variant_t's names in enum order, written out here so that a renumbering in the header
+# fails the tests
+SCAN_VARIANTS = ["auto", "chunked", "chunked/tile4", "chunked/tile8", "chunked/tile32", "rows",
+                 "rows/states1", "rows/states2", "rows/states4", "rows/states8", "rows/states16"]  # fmt: skip
 
 
 def numpy_scan(u, delta, A, B, C, D, z, delta_bias, softplus, reverse):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from emulation_build import CHECK_PROGRAM, build_emulation
 from scan_references import (
+    SCAN_VARIANTS,
     TOL,
     add_rms_norm_reference,
     conv_reference,
@@ -27,9 +28,7 @@ from scan_references import (
 GUARD = 64  # NaN elements before and after every tensor handed to a kernel
 STATUS_CUDA, STATUS_UNSUPPORTED_SHAPE = 4, 6
 KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-# partool_scan_cuda_variant_t, written out here so that a renumbering in the header fails these tests
-VARIANT = {"auto": 0, "chunked": 1, "chunked/tile4": 2, "chunked/tile8": 3, "chunked/tile32": 4, "rows": 5,
-           "rows/states1": 6, "rows/states2": 7, "rows/states4": 8, "rows/states8": 9, "rows/states16": 10}  # fmt: skip
+VARIANT = {name: i for i, name in enumerate(SCAN_VARIANTS)}  # partool_scan_cuda_variant_t
 
 
 class Emulated:
@@ -444,16 +443,13 @@ def test_cuda_launch_path_tunes_once_per_shape(device, monkeypatch):
     monkeypatch.setattr(kernels, "_cuda_stream", lambda _device: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda _device: contextlib.nullcontext())
 
-    def perf_timer(_device):
-        def timer(run, variant: int, runs: int) -> float:
-            start = time.perf_counter()
-            for _ in range(runs):
-                run(variant)
-            return (time.perf_counter() - start) / runs
+    def perf_timer(run, variant: int, runs: int) -> float:
+        start = time.perf_counter()
+        for _ in range(runs):
+            run(variant)
+        return (time.perf_counter() - start) / runs
 
-        return timer
-
-    monkeypatch.setattr(kernels, "cuda_event_timer", perf_timer)
+    monkeypatch.setattr(kernels, "cuda_event_time", perf_timer)
     args = make_inputs(2, 24, 16, 40, 1, torch.float32, True, seed=5)
     prepared = device._prepared(args)
     u = prepared[0]

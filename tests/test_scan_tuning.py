@@ -9,15 +9,12 @@ import shutil
 
 import pytest
 import torch
-from scan_references import TOL, make_inputs, numpy_scan, rel_err
+from scan_references import SCAN_VARIANTS, TOL, make_inputs, numpy_scan, rel_err
 
 from partool.errors import UserError
 from partool.ops import scan_tuning
 from partool.ops.scan_tuning import AUTO, TIMED_RUNS, WARMUP_RUNS, ScanTuner
 
-# partool_scan_cuda_variant_t, as the header numbers it
-NAMES = ["auto", "chunked", "chunked/tile4", "chunked/tile8", "chunked/tile32", "rows",
-         "rows/states1", "rows/states2", "rows/states4", "rows/states8", "rows/states16"]  # fmt: skip
 EXPLICIT = [2, 3, 4, 6, 7, 8, 9, 10]
 
 
@@ -42,7 +39,7 @@ class FakeGpu:
 
 
 def make_tuner(capturing: bool = False) -> ScanTuner:
-    return ScanTuner(NAMES, lambda: capturing)
+    return ScanTuner(SCAN_VARIANTS, lambda: capturing)
 
 
 def test_times_every_explicit_variant_once_and_keeps_the_fastest(monkeypatch):
@@ -74,7 +71,7 @@ def test_variants_that_fail_are_skipped_and_none_left_means_auto(monkeypatch):
 def test_graph_capture_never_times(monkeypatch):
     monkeypatch.delenv(scan_tuning.ENV, raising=False)
     capturing = {"now": False}
-    tuner = ScanTuner(NAMES, lambda: capturing["now"])
+    tuner = ScanTuner(SCAN_VARIANTS, lambda: capturing["now"])
     gpu = FakeGpu({v: 1e-3 for v in EXPLICIT} | {7: 1e-4})
     capturing["now"] = True
     assert tuner.choose(("new",), gpu.run, gpu.timer) == AUTO  # unseen shape: the library's default
@@ -121,7 +118,7 @@ def kernels():
 
 
 def test_library_names_its_variants_in_header_order(kernels):
-    assert kernels.scan_tuner().names == NAMES
+    assert kernels.scan_tuner().names == SCAN_VARIANTS
     with (
         pytest.raises(UserError, match="unknown CUDA scan variant"),
         kernels.use_scan_variant("rows/states32"),

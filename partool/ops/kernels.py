@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from partool.errors import UserError
-from partool.ops.scan_tuning import ScanTuner, cuda_event_timer
+from partool.ops.scan_tuning import ScanTuner, cuda_event_time
 from partool.ops.selective_scan import ScanBackend, register_backend
 from partool.plugins import find_kernels_library
 
@@ -409,7 +409,7 @@ def _launch(entry: str, params: ctypes.Structure, device: torch.device) -> None:
         def run(variant: int) -> None:
             check(fn(ctypes.byref(params), variant, stream))
 
-        run(scan_tuner().choose(_scan_key(entry, params, device), run, cuda_event_timer(device)))
+        run(scan_tuner().choose(_scan_key(entry, params, device), run, cuda_event_time))
 
 
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
