@@ -413,7 +413,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "capability": list(torch.cuda.get_device_capability()),
         "torch": torch.__version__,
-        "library": str(kernels.find_kernels_library()),
+        "library": kernels.find_kernels_library().name,  # a file name: where it lay is this machine's business
     }
     result["parity"] = parity(kernels)
     for row in result["parity"]:

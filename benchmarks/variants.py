@@ -145,6 +145,7 @@ def main() -> None:
     if missing and not args.skip_train:
         sys.exit(f"variants.py: no reduced configuration for {', '.join(missing)}; add it to REDUCED")
     facts = machine_facts()
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "markdown")}  # no local paths in results
     rows: list[dict[str, Any]] = []
     trained: dict[tuple[str, str], float] = {}
     exported: dict[str, Path] = {}
@@ -172,12 +173,12 @@ def main() -> None:
                 row["synth_ma"] = trained[key]
             rows.append(row)
             print(row, flush=True)
-            write_json(args.out, {"machine": facts, "config": vars(args), "rows": rows})
+            write_json(args.out, {"machine": facts, "config": config, "rows": rows})
         if exported:  # every model's runs interleaved: a slow phase of a shared machine hits all alike
             timings = time_sessions(list(exported.values()), args.threads, args.runs, args.rounds)
             for row, timing in zip((r for r in rows if r["model"] in exported), timings, strict=True):
                 row["latency_ms"] = timing["median_ms"]
-            write_json(args.out, {"machine": facts, "config": vars(args), "rows": rows})
+            write_json(args.out, {"machine": facts, "config": config, "rows": rows})
     print_table(
         "model variants",
         ["model", "params M", "GFLOPs", "ORT CPU ms", "synth mA"],

@@ -5,8 +5,14 @@ One CMake project (`plugins/CMakeLists.txt`) builds them all; this module runs i
 outputs, so that `partool plugins build`, the ctypes binding (`partool.ops.kernels`) and the ONNX Runtime
 sessions (`partool.export.ort_custom_op`) agree on where the libraries are. Search order:
 `PARTOOL_KERNELS_LIB` / `PARTOOL_TRT_PLUGIN_LIB` / `PARTOOL_ORT_OPS_LIB`, then `<repo>/build/plugins/lib`,
-then `~/.cache/partool/plugins/lib`. The build also makes `partool_kernels_check`, the kernels' own test
+then `<cache>/plugins/lib`. The build also makes `partool_kernels_check`, the kernels' own test
 program, which `run_kernels_check` runs.
+
+`<cache>` is `$XDG_CACHE_HOME/partool`, by default `~/.cache/partool`. It is also where the external
+headers are looked for when no variable names them (the same rule as plugins/CMakeLists.txt):
+TensorRT's in `TENSORRT_INCLUDE_DIR`, else `<cache>/tensorrt/<version>/include`; ONNX Runtime's in
+`ONNXRUNTIME_ROOT/include`, else `<cache>/onnxruntime/<version>/include` (what
+`plugins/fetch_ort_headers.sh` writes, from Debian's libonnxruntime-dev), else `/usr/include/onnxruntime`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,16 +42,55 @@ def source_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "plugins"
 
 
+def cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/partool` (default `~/.cache/partool`): per-user builds and fetched headers."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "partool"
+
+
 def default_build_dir() -> Path:
-    """`<repo>/build/plugins` when the checkout is writable, else `~/.cache/partool/plugins`."""
+    """`<repo>/build/plugins` when the checkout is writable, else `<cache>/plugins`."""
     repo = source_dir().parent
     if os.access(repo, os.W_OK):
         return repo / "build" / "plugins"
-    return Path.home() / ".cache" / "partool" / "plugins"
+    return cache_dir() / "plugins"
 
 
 def _candidate_dirs() -> list[Path]:
-    return [source_dir().parent / "build" / "plugins", Path.home() / ".cache" / "partool" / "plugins"]
+    return [source_dir().parent / "build" / "plugins", cache_dir() / "plugins"]
+
+
+def _version_key(path: Path) -> list[int]:
+    """`<cache>/<lib>/<version>/include` sorts by its version folder, numerically (10.16 > 10.9)."""
+    return [int(part) for part in re.findall(r"\d+", path.parent.name)]
+
+
+def _cached_include_dirs(library: str, header: str) -> list[Path]:
+    found = [d for d in (cache_dir() / library).glob("*/include") if (d / header).is_file()]
+    return sorted(found, key=_version_key, reverse=True)
+
+
+def tensorrt_include_dirs() -> list[Path]:
+    """TensorRT include/ folders (holding NvInferRuntime.h), newest first: `TENSORRT_INCLUDE_DIR` alone when
+    it is set, else every `<cache>/tensorrt/<version>/include`."""
+    explicit = os.environ.get("TENSORRT_INCLUDE_DIR")
+    if explicit:
+        path = Path(explicit).expanduser()
+        return [path] if (path / "NvInferRuntime.h").is_file() else []
+    return _cached_include_dirs("tensorrt", "NvInferRuntime.h")
+
+
+def onnxruntime_include_dir() -> Path | None:
+    """The folder holding onnxruntime_c_api.h: `ONNXRUNTIME_ROOT/include` alone when the variable is set,
+    else the newest `<cache>/onnxruntime/<version>/include`, else Debian's `/usr/include/onnxruntime`."""
+    root = os.environ.get("ONNXRUNTIME_ROOT")
+    if root:
+        candidates = [Path(root).expanduser() / "include"]
+    else:
+        candidates = [
+            *_cached_include_dirs("onnxruntime", "onnxruntime_c_api.h"),
+            Path("/usr/include/onnxruntime"),
+        ]
+    return next((d for d in candidates if (d / "onnxruntime_c_api.h").is_file()), None)
 
 
 def _find(env_var: str, name: str) -> Path | None:
@@ -111,9 +157,9 @@ def build_plugins(
     """Configure and build `plugins/` with CMake; returns where the libraries are.
 
     `cuda_archs=None` builds the CPU kernels only, even where nvcc exists. `ort_include` is ONNX Runtime's
-    include/ (onnxruntime_c_api.h) for the custom-op library; without it CMake looks in ONNXRUNTIME_ROOT,
-    /work/ort-headers/*/include and the system paths. Progress goes to stderr through rich unless `quiet`;
-    a failing step raises UserError with the tail of its log.
+    include/ (onnxruntime_c_api.h) for the custom-op library, `tensorrt_include` TensorRT's for the plugin;
+    without them CMake looks where `onnxruntime_include_dir` and `tensorrt_include_dirs` do. Progress goes
+    to stderr through rich unless `quiet`; a failing step raises UserError with the tail of its log.
     """
     cmake, ninja = _require_tools()
     src = source_dir()
@@ -207,30 +253,41 @@ def find_kernels_check() -> Path | None:
 
 
 def run_kernels_check(
-    cpu_only: bool = False, verbose: bool = False, program: Path | None = None
+    cpu_only: bool = False,
+    verbose: bool = False,
+    program: Path | None = None,
+    cuda_variants: Sequence[str] | None = None,
 ) -> list[CheckRun]:
     """Run the kernels' check program once per CPU code path this machine can take; the first run also checks
     the CUDA kernels (every scan variant) where the library has them and a GPU is usable.
 
     On x86-64 the library picks AVX-512, AVX2 or its base kernels at run time; PARTOOL_CPU_ISA caps the
     choice, so the narrower paths, which this CPU would never pick, are checked too. Elsewhere (a Jetson's
-    aarch64) there is one CPU path. `program` defaults to the one beside the kernels library.
+    aarch64) there is one CPU path. `program` defaults to the one beside the kernels library. `cuda_variants`
+    narrows the CUDA part to those scan variants ("auto" and explicit names); by default all of them run.
     """
     program = program or find_kernels_check()
     if program is None:
         raise UserError(f"{KERNELS_CHECK} is not built; run `partool plugins build`")
     x86 = platform.machine().lower() in ("x86_64", "amd64")
-    runs = [_check(program, "CPU (widest)", {}, cpu_only, verbose)]
+    variants = ["--variants", ",".join(cuda_variants)] if cuda_variants else []
+    runs = [_check(program, "CPU (widest)", {}, cpu_only, verbose, variants)]
     for cap in ("avx2", "base") if x86 else ():
         runs.append(_check(program, f"CPU {cap}", {"PARTOOL_CPU_ISA": cap}, True, verbose))
     cuda = re.search(r"^cuda: (?:checked|emulated on the CPU) \((\d+) scan variants\)", runs[0].output, re.M)
     if cuda:
-        runs[0] = CheckRun(f"CPU (widest) + CUDA, {cuda[1]} scan variants", runs[0].returncode, runs[0].output)
+        runs[0] = CheckRun(
+            f"CPU (widest) + CUDA, {cuda[1]} scan variants", runs[0].returncode, runs[0].output
+        )
     return runs
 
 
-def _check(program: Path, label: str, knobs: dict[str, str], cpu_only: bool, verbose: bool) -> CheckRun:
+def _check(
+    program: Path, label: str, knobs: dict[str, str], cpu_only: bool, verbose: bool, extra: Sequence[str] = ()
+) -> CheckRun:
     env = {k: v for k, v in os.environ.items() if k not in _KNOBS} | knobs
-    args = [str(program)] + (["--verbose"] if verbose else []) + (["--cpu-only"] if cpu_only else [])
+    args = (
+        [str(program)] + (["--verbose"] if verbose else []) + (["--cpu-only"] if cpu_only else []) + [*extra]
+    )
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     return CheckRun(label, proc.returncode, proc.stdout + proc.stderr)

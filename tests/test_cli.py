@@ -29,7 +29,7 @@ def test_doctor_json_reports_backends_and_tools():
     info = json.loads(result.stdout)
     assert info["torch"] and info["scan_backends"]["reference"] is True
     assert info["scan_auto_cpu"] in info["scan_backends"]
-    assert {"nvcc", "cmake", "onnxruntime_providers", "kernels_library", "tensorrt"} <= set(info)
+    assert {"nvcc", "cmake", "onnxruntime_providers", "kernels_library", "tensorrt", "onnxruntime_headers"} <= set(info)
     if info["openmp_runtimes"] is not None and info["scan_backends"].get("cpu"):
         assert len(info["openmp_runtimes"]) == 1  # the kernels share PyTorch's OpenMP runtime
 

@@ -35,8 +35,8 @@ def ort_ops():
     built = build_plugins(quiet=True)
     if built.ort_ops is None:
         pytest.skip(
-            "onnxruntime_c_api.h not found (the onnxruntime wheel has no headers): put ONNX Runtime's "
-            "include/ in ONNXRUNTIME_ROOT/include or /work/ort-headers/<version>/include to build the custom op"
+            "onnxruntime_c_api.h not found (the onnxruntime wheel has no headers): set ONNXRUNTIME_ROOT, "
+            "or run `bash plugins/fetch_ort_headers.sh` (Debian's libonnxruntime-dev, into ~/.cache/partool)"
         )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PARTOOL_ORT_OPS_LIB", str(built.ort_ops))

@@ -1,5 +1,5 @@
 """The TensorRT SelectiveScan plugin: its TensorRT-free logic (always, with g++) and, when TensorRT headers are
-found (env TENSORRT_INCLUDE_DIR, or /work/trt-headers/*/include), the CMake build of both plugin libraries,
+found (TENSORRT_INCLUDE_DIR, else every ~/.cache/partool/tensorrt/<version>/include), the CMake build of both plugin libraries,
 their exported/undefined symbols, and a driver program that exercises the creator and plugin through
 TensorRT's interfaces. TensorRT itself is never needed: the plugin compiles against its public headers."""
 
@@ -14,18 +14,11 @@ from pathlib import Path
 import pytest
 from emulation_build import build_emulation
 
+from partool.plugins import tensorrt_include_dirs
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 TRT_DIR = PLUGINS / "tensorrt"
-HEADER_GLOB_ROOT = Path("/work/trt-headers")
-
-
-def _trt_include_dirs() -> list[Path]:
-    """TensorRT include/ folders to build against: the env var if set, else every /work/trt-headers/*/include."""
-    env = os.environ.get("TENSORRT_INCLUDE_DIR")
-    candidates = [Path(env)] if env else sorted(HEADER_GLOB_ROOT.glob("*/include"))
-    return [d for d in candidates if (d / "NvInferRuntime.h").is_file()]
-
 
 def _cuda_include_dir() -> Path | None:
     """Where cuda_runtime_api.h lives (TensorRT's headers include it)."""
@@ -86,14 +79,15 @@ def _defined_symbols(lib: Path) -> set[str]:
 
 
 @pytest.fixture(
-    scope="module", params=_trt_include_dirs() or [None], ids=lambda d: d.parent.name if d else "none"
+    scope="module", params=tensorrt_include_dirs() or [None], ids=lambda d: d.parent.name if d else "none"
 )
 def trt_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Build plugins/ with the plugin enabled against one header folder; returns (include dir, build dir)."""
     include = request.param
     if include is None:
         pytest.skip(
-            "no TensorRT headers (set TENSORRT_INCLUDE_DIR or put them in /work/trt-headers/*/include)"
+            "no TensorRT headers: set TENSORRT_INCLUDE_DIR to TensorRT's include/ (or unpack it as "
+            "~/.cache/partool/tensorrt/<version>/include)"
         )
     for tool in ("cmake", "nm", "nvcc", "g++"):
         if shutil.which(tool) is None:

@@ -50,7 +50,13 @@ def collect() -> dict[str, Any]:
     import torch
 
     from partool.ops import available_backends, resolve_backend
-    from partool.plugins import find_kernels_library, find_ort_custom_op_library, find_trt_plugin_library
+    from partool.plugins import (
+        find_kernels_library,
+        find_ort_custom_op_library,
+        find_trt_plugin_library,
+        onnxruntime_include_dir,
+        tensorrt_include_dirs,
+    )
 
     cuda = torch.cuda.is_available()
     gpus = (
@@ -81,6 +87,7 @@ def collect() -> dict[str, Any]:
         find_trt_plugin_library(),
         find_ort_custom_op_library(),
     )
+    ort_headers, trt_headers = onnxruntime_include_dir(), tensorrt_include_dirs()
     return {
         "partool": _version("partool"),
         "torch": torch.__version__,
@@ -102,6 +109,8 @@ def collect() -> dict[str, Any]:
         "kernels_library": str(kernels) if kernels else None,
         "trt_plugin_library": str(trt_plugin) if trt_plugin else None,
         "ort_custom_op_library": str(ort_ops) if ort_ops else None,
+        "onnxruntime_headers": str(ort_headers) if ort_headers else None,
+        "tensorrt_headers": [str(d) for d in trt_headers],
         "openmp_runtimes": _openmp_runtimes(),  # after available_backends() loaded the kernel library
     }
 
@@ -123,6 +132,12 @@ def _hints(info: dict[str, Any]) -> list[str]:
         )
     if info["tensorrt"] is None:
         hints.append("no TensorRT here: TensorRT engines are built on the target device")
+    if not info["onnxruntime_headers"]:
+        hints.append(
+            "no ONNX Runtime C headers for the scan custom op: `bash plugins/fetch_ort_headers.sh` "
+            "(Debian's libonnxruntime-dev, into ~/.cache/partool) or set ONNXRUNTIME_ROOT, then "
+            "`partool plugins build`"
+        )
     return hints
 
 
@@ -152,6 +167,8 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-re
     console.print(f"kernel library: {info['kernels_library'] or '[dim]not built[/]'}")
     console.print(f"TensorRT plugin: {info['trt_plugin_library'] or '[dim]not built[/]'}")
     console.print(f"ONNX Runtime scan op: {info['ort_custom_op_library'] or '[dim]not built[/]'}")
+    console.print(f"ONNX Runtime C headers: {info['onnxruntime_headers'] or '[dim]not found[/]'}")
+    console.print(f"TensorRT headers: {', '.join(info['tensorrt_headers']) or '[dim]not found[/]'}")
     if info["openmp_runtimes"] is not None:
         console.print(f"OpenMP runtimes: {', '.join(info['openmp_runtimes']) or '[dim]none[/]'}")
     for hint in _hints(info):

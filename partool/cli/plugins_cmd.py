@@ -25,18 +25,22 @@ def build(
         help="CUDA compute capabilities, ';'-separated (CMAKE_CUDA_ARCHITECTURES); 'none' for CPU only.",
     ),
     tensorrt_include: Path | None = typer.Option(
-        None, "--tensorrt-include", help="TensorRT include/ directory (holds NvInfer.h) to build the plugin."
+        None, "--tensorrt-include", help="TensorRT include/ directory (holds NvInfer.h) to build the plugin (default: "
+        "$TENSORRT_INCLUDE_DIR, else the newest ~/.cache/partool/tensorrt/<version>/include, else system paths).",
     ),
     ort_include: Path | None = typer.Option(
         None,
         "--ort-include",
         help="ONNX Runtime include/ directory (holds onnxruntime_c_api.h) to build the custom-op library "
-        "(default: ONNXRUNTIME_ROOT, /work/ort-headers/*/include, system paths).",
+        "(default: $ONNXRUNTIME_ROOT/include, else the newest ~/.cache/partool/onnxruntime/<version>/include, "
+        "which `bash plugins/fetch_ort_headers.sh` fills from Debian's libonnxruntime-dev, else "
+        "/usr/include/onnxruntime).",
     ),
     build_dir: Path | None = typer.Option(
         None,
         "--build-dir",
-        help="CMake build directory (default <repo>/build/plugins or ~/.cache/partool/plugins).",
+        help="CMake build directory (default <repo>/build/plugins, or ~/.cache/partool/plugins when the "
+        "checkout is read-only).",
     ),
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Parallel compile jobs."),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),

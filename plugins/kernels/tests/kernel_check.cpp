@@ -10,7 +10,11 @@
 // max |kernel - reference| / max |reference| within 1e-5 (float32), 2e-3 (float16) or 1e-2 (bfloat16),
 // the padding between rows untouched, and on the CPU the same bits from 1 and 3 threads.
 //
-//   partool_kernels_check [--cpu-only] [--verbose]     exit status 0 when every case passes, 1 otherwise
+//   partool_kernels_check [--cpu-only] [--verbose] [--variants auto,NAME,...]
+//
+// exit status 0 when every case passes, 1 otherwise, 2 for bad arguments. --variants narrows the CUDA part to
+// the named scan variants ("auto" runs the whole sweep, an explicit name such as rows/states4 its scans); the
+// default is auto and every explicit variant.
 //
 // Built against libpartool_kernels_cudaemu (PARTOOL_CHECK_CUDA_EMULATED) as partool_kernels_check_cudaemu,
 // it runs the same cases through the CUDA kernels on the CPU emulator.
@@ -710,17 +714,38 @@ std::vector<int> explicit_scan_variants() {
   return out;
 }
 
-// The whole sweep with the library's default variant, then the scans with every explicit variant.
+// The whole sweep with the library's default variant ("auto"), then the scans with each explicit variant
+// of `variants` (all of them by default).
 template <typename CudaTargetType>
-int run_cuda_sweeps(Report& report) {
-  CudaTargetType auto_target(PARTOOL_SCAN_CUDA_AUTO);
-  run_sweep(report, auto_target);
-  const std::vector<int> variants = explicit_scan_variants();
+int run_cuda_sweeps(Report& report, const std::vector<int>& variants) {
+  int ran = 0;
   for (int v : variants) {
     CudaTargetType target(v);
-    run_sweep(report, target, true);
+    run_sweep(report, target, v != PARTOOL_SCAN_CUDA_AUTO);
+    ++ran;
   }
-  return 1 + static_cast<int>(variants.size());
+  return ran;
+}
+
+// "auto,rows/states4" -> their enum values; an unknown name is reported and ends the program (exit 2).
+bool parse_variants(const std::string& list, std::vector<int>& out) {
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    const std::string name = list.substr(start, comma - start);
+    int found = -1;
+    for (int v = 0; v < PARTOOL_SCAN_CUDA_VARIANT_COUNT; ++v) {
+      if (name == partool_scan_cuda_variant_name(v) && v != PARTOOL_SCAN_CUDA_CHUNKED && v != PARTOOL_SCAN_CUDA_ROWS) found = v;
+    }
+    if (found < 0) {
+      std::fprintf(stderr, "--variants: unknown scan variant '%s'; use auto or explicit ones such as chunked/tile8, rows/states4\n",
+                   name.c_str());
+      return false;
+    }
+    out.push_back(found);
+    start = comma + 1;
+  }
+  return true;
 }
 #endif
 
@@ -805,36 +830,48 @@ void check_errors(Report& report) {
 int main(int argc, char** argv) {
   Report report;
   bool cpu_only = false;
+  std::string variant_list;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--verbose") {
       report.verbose = true;
     } else if (arg == "--cpu-only") {
       cpu_only = true;
+    } else if (arg == "--variants" && i + 1 < argc) {
+      variant_list = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--cpu-only] [--verbose]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--cpu-only] [--verbose] [--variants auto,NAME,...]\n", argv[0]);
       return 2;
     }
   }
+#if defined(PARTOOL_CHECK_CUDA) || defined(PARTOOL_CHECK_CUDA_EMULATED)
+  std::vector<int> variants{PARTOOL_SCAN_CUDA_AUTO};
+  if (variant_list.empty()) {
+    for (int v : explicit_scan_variants()) variants.push_back(v);
+  } else if (variants.clear(); !parse_variants(variant_list, variants)) {
+    return 2;
+  }
+#endif
   CpuTarget cpu(2);
   run_sweep(report, cpu);
   std::string cuda_note = "cuda: not built in";
 #ifdef PARTOOL_CHECK_CUDA
   const std::string unusable = cpu_only ? "--cpu-only" : cuda_unusable();
   if (unusable.empty()) {
-    const int variants = run_cuda_sweeps<CudaTarget>(report);
-    cuda_note = "cuda: checked (" + std::to_string(variants) + " scan variants)";
+    const int ran = run_cuda_sweeps<CudaTarget>(report, variants);
+    cuda_note = "cuda: checked (" + std::to_string(ran) + " scan variants)";
   } else {
     cuda_note = "cuda: skipped (" + unusable + ")";
   }
 #elif defined(PARTOOL_CHECK_CUDA_EMULATED)
   cuda_note = "cuda: emulated on the CPU";
   if (!cpu_only) {
-    const int variants = run_cuda_sweeps<EmulatedCudaTarget>(report);
-    cuda_note += " (" + std::to_string(variants) + " scan variants)";
+    const int ran = run_cuda_sweeps<EmulatedCudaTarget>(report, variants);
+    cuda_note += " (" + std::to_string(ran) + " scan variants)";
   }
 #else
   (void)cpu_only;
+  (void)variant_list;
 #endif
   check_thread_counts(report);
   check_errors(report);
