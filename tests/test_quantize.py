@@ -4,6 +4,11 @@ and the accuracy report `partool export --int8` stores."""
 from __future__ import annotations
 
 import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +19,7 @@ from typer.testing import CliRunner
 
 from partool.artifacts import build_meta, save_run
 from partool.data.synth import ATTRIBUTES
+from partool.errors import UserError
 from partool.export import export_onnx
 from partool.export.ort_custom_op import create_session
 from partool.export.quantize import (
@@ -32,7 +38,8 @@ DATA = "synth:16"  # 16 train images, 4 test
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
-    """{scan: (fp32 proto, int8 proto, fp16 proto, fp32 path)} of one random tiny Vim, calibrated on synth."""
+    """{scan: (fp32 proto, int8 proto (7-bit weights), fp16 proto, fp32 path)} of one random tiny Vim,
+    calibrated on synth; "full-range" holds the portable graph's 8-bit-weight INT8 proto and its FP32 path."""
     torch.manual_seed(0)
     model = create_model("vim-t", len(ATTRIBUTES), img_size=IMG, depth=1).eval()
     meta = build_meta(model, list(ATTRIBUTES), DATA)
@@ -42,6 +49,8 @@ def graphs(tmp_path_factory):
         path = export_onnx(model, tmp_path_factory.mktemp(scan) / "model.onnx", scan=scan, meta=meta)
         fp32 = onnx.load(str(path))
         out[scan] = (fp32, quantize_int8(fp32, batches)[0], convert_fp16(fp32)[0], path)
+    fp32, path = out["portable"][0], out["portable"][3]
+    out["full-range"] = (quantize_int8(fp32, batches, weight_bits=8)[0], path)
     return out
 
 
@@ -108,10 +117,14 @@ def test_qdq_only_feeds_weight_ops_and_the_scan_stays_float(graphs, scan):
                 assert kept[name].data_type == onnx.TensorProto.FLOAT
 
 
-def test_first_input_weights_are_quantized_per_output_row(graphs):
+@pytest.mark.parametrize(("bits", "qmax"), [(7, 64), (8, 127)])
+def test_first_input_weights_are_quantized_per_output_row(graphs, bits, qmax):
     """x_proj/dt_proj export as MatMul(W, x): their int8 weights carry one scale per ROW of W (its output
-    channels), each scale max|row| / 127, and dequantize to W within half a step."""
-    fp32, int8, _, _ = graphs["plugin"]
+    channels), each scale max|row| / qmax (±64 for 7-bit weights, ±127 for 8-bit), and dequantize to W within
+    half a step."""
+    fp32, int8, _, _ = graphs["portable"]
+    if bits == 8:
+        int8 = graphs["full-range"][0]
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in fp32.graph.initializer}
     firsts = [n for n in weight_nodes(fp32) if n.op_type == "MatMul" and n.input[0] in inits]
     assert len(firsts) == 4  # one layer, two directions: x_proj and dt_proj each
@@ -123,13 +136,15 @@ def test_first_input_weights_are_quantized_per_output_row(graphs):
         axis = next(a.i for a in dq.attribute if a.name == "axis")
         q, scale = q_inits[dq.input[0]], q_inits[dq.input[1]]
         assert axis == 0 and q.dtype == np.int8 and scale.shape == (weight.shape[0],)
-        np.testing.assert_allclose(scale, np.abs(weight).max(axis=1) / 127, rtol=1e-6)
+        assert np.abs(q.astype(int)).max() == qmax
+        np.testing.assert_allclose(scale, np.abs(weight).max(axis=1) / qmax, rtol=1e-6)
         assert np.abs(q * scale[:, None] - weight).max() <= 0.5 * scale.max() * (1 + 1e-6)
 
 
 def test_vmamba_stacked_projection_weights_are_quantized_per_row(tmp_path):
     """VMamba's per-direction projections export as one MatMul(W (2, rows, cols), x) each: INT8 quantizes
-    W with one scale per row shared by the two directions (max |W[:, row, :]| / 127), and the INT8 graph
+    W with one scale per row shared by the two directions (max |W[:, row, :]| / 64 for the default 7-bit
+    weights), and the INT8 graph
     stays close to FP32 on ORT."""
     torch.manual_seed(1)
     model = create_model("vmamba-t", len(ATTRIBUTES), img_size=IMG, depths=[1, 1, 1, 1], dims=16).eval()
@@ -147,7 +162,7 @@ def test_vmamba_stacked_projection_weights_are_quantized_per_row(tmp_path):
         dq = dq_of[next(n.input[0] for n in int8.graph.node if n.name == node.name)]
         scale = q_inits[dq.input[1]]
         assert next(a.i for a in dq.attribute if a.name == "axis") in (-2, 1)
-        np.testing.assert_allclose(scale, np.abs(weight).max(axis=(0, 2)) / 127, rtol=1e-6)
+        np.testing.assert_allclose(scale, np.abs(weight).max(axis=(0, 2)) / 64, rtol=1e-6)
     images = _images()
     ref, out = _run(fp32, images), _run(int8, images)
     assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.99 and not np.array_equal(out, ref)
@@ -164,6 +179,73 @@ def test_int8_runs_on_ort_close_to_fp32_and_is_smaller(graphs, scan):
     assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.99
     assert not np.array_equal(out, ref)  # it really is quantized
     assert len(int8.SerializeToString()) < 0.5 * path.stat().st_size
+
+
+_QEMU_X86 = shutil.which("qemu-x86_64")
+
+
+@pytest.mark.skipif(
+    _QEMU_X86 is None or platform.machine() != "x86_64",
+    reason="needs qemu-x86_64 (Debian's qemu-user) on an x86-64 machine to run ONNX Runtime on a CPU without VNNI",
+)
+def test_7bit_weights_give_the_same_int8_outputs_on_a_cpu_without_vnni(graphs, tmp_path):
+    """ONNX Runtime's x86 int8 GEMM on an AVX2-only CPU (here an emulated Haswell) adds pairs of u8×s8 products in
+    saturating int16: full-range weights overflow it, 7-bit ones cannot. So the 7-bit file gives the same
+    outputs as on this CPU, and the full-range file may not; each stays the same Q/DQ graph."""
+    fp32, int8, _, _ = graphs["portable"]
+    full_range = graphs["full-range"][0]
+    images = _images()
+    np.save(tmp_path / "images.npy", images)
+    for name, proto in (("fp32", fp32), ("int8-7bit", int8), ("int8-8bit", full_range)):
+        onnx.save(proto, tmp_path / f"{name}.onnx")
+    script = (
+        "import sys, numpy as np, onnxruntime as ort\n"
+        "o = ort.SessionOptions(); o.intra_op_num_threads = 1\n"
+        "x = np.load(sys.argv[1] + '/images.npy')\n"
+        "for n in ('fp32', 'int8-7bit', 'int8-8bit'):\n"
+        "    s = ort.InferenceSession(f'{sys.argv[1]}/{n}.onnx', o, providers=['CPUExecutionProvider'])\n"
+        "    np.save(f'{sys.argv[1]}/{n}-haswell.npy', s.run(None, {'images': x})[0])\n"
+    )
+    haswell = subprocess.run(
+        [_QEMU_X86, "-cpu", "Haswell", sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert haswell.returncode == 0, haswell.stderr[-2000:]
+    emulated = {n: np.load(tmp_path / f"{n}-haswell.npy") for n in ("fp32", "int8-7bit", "int8-8bit")}
+    here = {"fp32": _run(fp32, images), "int8-7bit": _run(int8, images), "int8-8bit": _run(full_range, images)}
+    scale = np.abs(here["fp32"]).max()
+    np.testing.assert_allclose(emulated["fp32"], here["fp32"], atol=1e-4 * scale, rtol=0)
+    np.testing.assert_allclose(emulated["int8-7bit"], here["int8-7bit"], atol=1e-4 * scale, rtol=0)
+    assert np.abs(emulated["int8-7bit"] - here["fp32"]).max() <= 0.1 * scale
+    # the full-range file on the AVX2-only CPU: the saturation this test is about, when this CPU has VNNI
+    drift = np.abs(emulated["int8-8bit"] - here["int8-8bit"]).max()
+    if _has_vnni():
+        assert drift > 10 * np.abs(emulated["int8-7bit"] - here["int8-7bit"]).max() and drift > 1e-3 * scale
+
+
+def _has_vnni() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_vnni" in flags or " avx_vnni" in flags
+
+
+@pytest.mark.parametrize(
+    ("fmt", "platform_", "explicit", "bits"),
+    [("onnx", "onnxruntime", None, 7), ("engine", "onnxruntime", None, 8), ("triton", "tensorrt", None, 8),
+     ("triton", "onnxruntime", None, 7), ("engine", "onnxruntime", 7, 7), ("onnx", "onnxruntime", 8, 8)],
+)  # fmt: skip
+def test_int8_weight_bits_follow_the_target(fmt, platform_, explicit, bits):
+    from partool.export.pipeline import ExportPlan, TritonOptions, int8_weight_bits
+
+    plan = ExportPlan(format=fmt, precision="int8", weight_bits=explicit, triton=TritonOptions(platform_))
+    assert int8_weight_bits(plan) == bits
+
+
+def test_quantize_refuses_other_weight_bits(graphs):
+    with pytest.raises(UserError, match="7 or 8"):
+        quantize_int8(graphs["portable"][0], [], weight_bits=6)
 
 
 @pytest.mark.parametrize("scan", ["plugin", "portable"])
@@ -199,6 +281,7 @@ def test_cli_int8_stores_the_accuracy_report(tmp_path):
     export = meta["export"]
     report = export["accuracy"]
     assert export["precision"] == "int8" and export["conversion"]["calib_count"] == 8
+    assert export["conversion"]["weight_bits"] == 7  # an ONNX file: ONNX Runtime may run it on any x86 CPU
     assert report["eval"] == {"data": DATA, "split": "test", "num_images": 4}
     assert report["int8"]["bytes"] == (folder / "model.onnx").stat().st_size
     assert report["fp32"]["bytes"] == (run / "onnx-portable" / "model.onnx").stat().st_size

@@ -42,6 +42,7 @@ def build_plan(
     plugin: Path | None,
     triton_platform: str | None,
     triton_name: str | None,
+    weight_bits: int | None = None,
 ):
     """Merge the command line and `--profile` into an ExportPlan (validated)."""
     from partool.export.onnx_export import DEFAULT_OPSET
@@ -55,6 +56,9 @@ def build_plan(
     if fp16 and int8:
         raise UserError("--fp16 and --int8 exclude each other; pick one")
     precision = "fp16" if fp16 else "int8" if int8 else get("precision.mode", "fp32")
+    weight_bits = _pick(weight_bits, get("precision.weight_bits"), None)
+    if weight_bits not in (None, 7, 8):
+        raise UserError(f"--int8-weight-bits {weight_bits}: choose 7 or 8")
     fmt = _pick(fmt, get("format"), "onnx")
     scan = _pick(scan, get("onnx.scan"), "plugin")
     if fmt not in FORMATS:
@@ -82,6 +86,7 @@ def build_plan(
         opset=_pick(opset, get("onnx.opset"), DEFAULT_OPSET),
         calib=calib,
         calib_count=_pick(calib_count, get("precision.calib_count"), DEFAULT_CALIB_COUNT),
+        weight_bits=weight_bits,
         eval=eval_spec,
         batch=batch,
         plugin=plugin,
@@ -110,6 +115,10 @@ def export(
     ),
     calib: str | None = typer.Option(None, "--calib", help="Dataset spec to calibrate INT8 on (default: the run's; train split)."),
     calib_count: int | None = typer.Option(None, "--calib-count", help="Calibration images (default 256)."),
+    weight_bits: int | None = typer.Option(
+        None, "--int8-weight-bits", help="INT8 weight range: 8 (±127) or 7 (±64). Default: 8 for TensorRT "
+        "engines; 7 for ONNX files, because ONNX Runtime on x86 CPUs without VNNI saturates full-range weights."
+    ),
     eval_spec: str | None = typer.Option(None, "--eval", help="Dataset spec whose test split measures the drop (default: the run's)."),
     fmt: str | None = typer.Option(None, "--format", help="onnx, engine (TensorRT) or triton (model repository)."),
     profile: str | None = typer.Option(None, "--profile", help="Export profile: a shipped NAME (export/NAME.toml) or a PATH."),
@@ -147,6 +156,7 @@ def export(
         profile=profile, scan=scan, fp16=fp16, int8=int8, fmt=fmt, opset=opset, calib=calib,
         calib_count=calib_count, eval_spec=eval_spec, min_batch=min_batch, opt_batch=opt_batch,
         max_batch=max_batch, plugin=plugin, triton_platform=triton_platform, triton_name=triton_name,
+        weight_bits=weight_bits,
     )  # fmt: skip
     plan = replace(plan, img_size=parse_img_size(img_size))
     written = run_export(run, out, plan, typer.echo)

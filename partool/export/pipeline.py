@@ -53,6 +53,7 @@ class ExportPlan:
     opset: int = DEFAULT_OPSET
     calib: str | None = None  # dataset spec; default: the run's data
     calib_count: int = DEFAULT_CALIB_COUNT
+    weight_bits: int | None = None  # INT8 weight range, 7 or 8; None: by target (int8_weight_bits)
     eval: str | None = None  # dataset spec whose test split measures the drop; default: the run's data
     batch: BatchProfile = field(default_factory=BatchProfile)
     plugin: Path | None = None
@@ -60,6 +61,15 @@ class ExportPlan:
     triton: TritonOptions = field(default_factory=TritonOptions)
     profile: str | None = None
     img_size: tuple[int, int] | None = None  # checked against the run's (the head is tied to it)
+
+
+def int8_weight_bits(plan: ExportPlan) -> int:
+    """The plan's INT8 weight range: 8 bits for TensorRT engines (int32 accumulation), 7 for ONNX files,
+    which ONNX Runtime may run on an x86 CPU whose int8 GEMM saturates full-range weights (quantize.py)."""
+    if plan.weight_bits is not None:
+        return plan.weight_bits
+    tensorrt = plan.format == "engine" or (plan.format == "triton" and plan.triton.platform == "tensorrt")
+    return 8 if tensorrt else 7
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -80,7 +90,8 @@ def _variant(fp32: Path, folder: Path, plan: ExportPlan, echo: Echo) -> Path:
     if plan.precision == "int8":
         spec = plan.calib or meta["data"]
         echo(f"calibrating on {plan.calib_count} images of {spec} ...")
-        out, info = quantize_int8(proto, calibration_batches(spec, meta, plan.calib_count))
+        batches = calibration_batches(spec, meta, plan.calib_count)
+        out, info = quantize_int8(proto, batches, int8_weight_bits(plan))
         info = {**info, "calib": spec, "calib_count": plan.calib_count}
     else:
         out, info = convert_fp16(proto)

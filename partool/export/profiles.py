@@ -28,7 +28,7 @@ SCANS = ("plugin", "portable")
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {"description": str, "format": str},
     "onnx": {"scan": str, "opset": int},
-    "precision": {"mode": str, "calib_count": int},
+    "precision": {"mode": str, "calib_count": int, "weight_bits": int},
     "tensorrt": {"min_batch": int, "opt_batch": int, "max_batch": int, "workspace_mib": int},
     "triton": {"preferred_batch_sizes": list, "max_queue_delay_us": int, "instance_count": int},
 }
@@ -108,6 +108,8 @@ def validate(data: dict[str, Any], where: str) -> dict[str, Any]:
                 "tensorrt.workspace_mib", "triton.instance_count"):  # fmt: skip
         if key in flat and flat[key] < 1:
             raise UserError(f"{where}: '{key}' must be at least 1, got {flat[key]}")
+    if flat.get("precision.weight_bits", 7) not in (7, 8):
+        raise UserError(f"{where}: 'precision.weight_bits' is 7 or 8, got {flat['precision.weight_bits']}")
     batches = [flat.get(f"tensorrt.{k}") for k in ("min_batch", "opt_batch", "max_batch")]
     if all(b is not None for b in batches) and not batches[0] <= batches[1] <= batches[2]:
         raise UserError(f"{where}: [tensorrt] needs min_batch <= opt_batch <= max_batch, got {batches}")

@@ -12,6 +12,16 @@ float, and in particular the selective scan: published Mamba PTQ work finds its 
 outlier-prone. The rule is structural, so it holds for both lowerings: the plugin node has no weight
 input, and the portable subgraph's only MatMul multiplies two activations (C·h).
 
+Weights are full-range int8 (±127) or 7-bit (±64, `weight_bits=7`, ORT's `reduce_range`). The narrower range is
+for ONNX Runtime on x86 CPUs: on a CPU without VNNI (AVX2 only: Haswell to Cascade Lake without AVX-512 VNNI,
+AMD before Zen 4) MLAS multiplies u8 activations (int8 ones shifted by 128) with s8 weights through
+`vpmaddubsw`, which adds each PAIR of products into a SATURATING int16; full-range weights overflow it
+(2·255·127 > 32767) and the result depends on the CPU. 7-bit weights cannot (2·255·64 = 32640): the same
+Q/DQ file gives bit-identical outputs with and without VNNI. Measured on the 1-layer Vim of
+tests/test_quantize.py, max |INT8 − FP32| against FP32's 0.603: 8-bit 0.0106 with AVX-512 VNNI and 0.0776
+under `qemu-x86_64 -cpu Haswell`; 7-bit 0.0140 on both. TensorRT's INT8 GEMMs (DP4A/IMMA) accumulate in
+int32, so engines keep full-range weights; `partool export` picks by target (see pipeline.py).
+
 Two details keep Q/DQ away from the scan. ORT quantizes a MatMul's output too unless told not to
 (OpTypesToExcludeOutputQuantization), and it routes EVERY consumer of a quantized activation through the
 new DequantizeLinear, so a tensor that feeds both x_proj and the scan (u) would reach the scan quantized;
@@ -42,6 +52,7 @@ import onnx
 from partool.errors import UserError
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
+WEIGHT_BITS = (7, 8)  # 7: ONNX Runtime on any x86 CPU; 8: TensorRT, VNNI and ARM CPUs (module docstring)
 DEFAULT_CALIB_COUNT = 256
 CALIB_BATCH = 32
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -183,9 +194,14 @@ def _restore_float_consumers(proto: onnx.ModelProto, quantized: set[str]) -> int
 
 
 def quantize_int8(
-    proto: onnx.ModelProto, batches: Sequence[np.ndarray]
+    proto: onnx.ModelProto, batches: Sequence[np.ndarray], weight_bits: int = 7
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The explicit-quantization (Q/DQ) INT8 copy of `proto`, calibrated on `batches`, and what was done."""
+    """The explicit-quantization (Q/DQ) INT8 copy of `proto`, calibrated on `batches`, and what was done.
+
+    `weight_bits` 7 keeps the weights in ±64 so that ONNX Runtime's x86 kernels cannot saturate on any CPU;
+    8 uses the full ±127, for TensorRT (module docstring)."""
+    if weight_bits not in WEIGHT_BITS:
+        raise UserError(f"INT8 weights take 7 or 8 bits, got {weight_bits}")
     import onnxruntime
     from onnxruntime.quantization import QDQQuantizer, QuantType, TensorData, TensorsData
     from onnxruntime.quantization.calibrate import CalibrationMethod
@@ -213,7 +229,7 @@ def quantize_int8(
     quantizer = QDQQuantizer(
         model,
         True,  # per_channel
-        False,  # reduce_range: full int8 (TensorRT and VNNI/ARM CPUs)
+        weight_bits == 7,  # reduce_range: weights in ±64 instead of ±127
         QuantType.QInt8,  # weights
         QuantType.QInt8,  # activations: symmetric int8, as TensorRT requires
         data,
@@ -234,7 +250,9 @@ def quantize_int8(
     info = {
         "method": "explicit Q/DQ (onnxruntime.quantization QDQQuantizer), MinMax calibration",
         "onnxruntime_version": onnxruntime.__version__,
-        "weights": "int8, per output channel, symmetric",
+        "weights": f"int8, per output channel, symmetric, {weight_bits}-bit range "
+        f"(±{64 if weight_bits == 7 else 127})",
+        "weight_bits": weight_bits,
         "activations": "int8, per-tensor, symmetric",
         "quantized_ops": len(names),
         "float_inputs_restored": restored,
