@@ -59,6 +59,10 @@ def test_loss_falls_and_run_folder_is_complete(runs: dict[str, object]) -> None:
     assert meta["model_kwargs"] == TINY["model_kwargs"] and len(meta["attributes"]) == 14
     assert meta["training"]["finished"] and meta["training"]["best_epoch"] == full.best_epoch
     assert meta["training"]["best_ma"] == pytest.approx(max(h["ma"] for h in full.history))
+    # The default protocol: train -> val (synth:32 has 32 and 8 images), threshold 0.5.
+    assert meta["threshold"] == 0.5 and full.protocol == meta["training"]["protocol"]
+    assert full.protocol == {"name": "default", "train_split": "train", "val_split": "val", "threshold": 0.5}
+    assert (meta["training"]["train_images"], meta["training"]["val_images"]) == (32, 8)
 
 
 def test_kill_and_resume_ends_with_identical_weights(runs: dict[str, object]) -> None:

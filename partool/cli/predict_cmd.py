@@ -86,7 +86,7 @@ def predict_images(
 def predict_cmd(
     run: Path = typer.Argument(..., help="Run folder written by `partool train`, or an exported model.onnx / model.engine."),
     images: list[Path] = typer.Argument(..., metavar="IMAGES...", help="Image files (JPEG, PNG, …) or folders of images."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Show attributes above this probability (default: the run's, 0.5)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Show attributes above this probability (default: the run's own: 0.5, or 0.45 for a --protocol paper run)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
     precision: str = PRECISION_OPTION,

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from partool.cli.output import print_json, print_table
+from partool.cli.output import console, print_json, print_table
 from partool.errors import UserError
+from partool.train.protocol import PAPER_METRICS, get_protocol
+
+if TYPE_CHECKING:
+    from partool.train.loop import TrainResult
 
 
 def parse_img_size(text: str) -> tuple[int, int]:
@@ -55,8 +60,10 @@ def train(
     weight_decay: float | None = typer.Option(None, "--weight-decay", help="Weight decay (default: 1e-4)."),
     warmup_epochs: int | None = typer.Option(None, "--warmup-epochs", help="Linear warm-up epochs from 1% of --lr (default: 5)."),
     model_arg: list[str] = typer.Option([], "--model-arg", metavar="KEY=VALUE", help="Extra model option KEY=VALUE (repeatable), e.g. depth=12."),
-    train_split: str | None = typer.Option(None, "--train-split", help="Split to train on (default: train, or trainval if there is no val)."),
-    val_split: str | None = typer.Option(None, "--val-split", help="Split to pick the best epoch on (default: val, or test)."),
+    protocol: str = typer.Option("default", "--protocol", help="default: train on train, pick the best-mA epoch on val (trainval and test when there is no val), threshold 0.5, report that epoch. paper: as the MambaPAR authors ran it, train on trainval, evaluate each epoch on test, threshold 0.45, report the best mA, Acc and F1 (instance) over epochs, each on its own. paper fixes the splits and threshold: --train-split/--val-split/--threshold that differ are refused (exit 2)."),
+    train_split: str | None = typer.Option(None, "--train-split", help="Split to train on (default: train, or trainval if there is no val; paper: trainval)."),
+    val_split: str | None = typer.Option(None, "--val-split", help="Split to pick the best epoch on (default: val, or test; paper: test)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Decision threshold for the epoch metrics, saved in partool.json for eval, predict and export (default: 0.5; paper: 0.45)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-DATASET)."),
@@ -78,6 +85,8 @@ def train(
       partool train --model vim-s --data pa100k:/data/PA100k --img-size 256x128 --pretrained vim_s_midclstok_80p5acc.pth
 
       partool train --model vim-t --data synth --epochs 10 --optimizer adamw --lr 1e-3 --device cpu
+
+      partool train --model vim-s --data pa100k:/data/PA100k --protocol paper   (the paper's numbers: trainval → test, threshold 0.45, best of each metric)
 
       partool train --resume --out runs/vim-s-pa100k          (after a crash or Ctrl-C)
 
@@ -115,6 +124,8 @@ def train(
         train_split=train_split,
         val_split=val_split,
         seed=seed,
+        threshold=threshold,
+        protocol=protocol.lower(),
         pretrained=str(pretrained) if pretrained else None,
         teacher=str(teacher.resolve()) if teacher else None,
         distill_weight=1.0 if distill_weight is None else distill_weight,
@@ -130,12 +141,44 @@ def train(
     if json_out:
         print_json(result.as_dict())
         return
-    m = result.best_metrics
+    _print_summary(result)
+
+
+def _print_summary(result: TrainResult) -> None:
+    """The results table the run's protocol reports, and under it the line that says which protocol made it."""
     status = "finished" if result.finished else f"stopped after epoch {result.epochs_done}"
+    protocol = get_protocol(result.protocol["name"])
+    if protocol.best_of_each:
+        _print_best_of_each(result, status)
+    else:
+        _print_best_epoch(result, status)
+    p = result.protocol
+    console.print(
+        f"protocol: {p['name']} ({p['train_split']} → {p['val_split']}, threshold {p['threshold']:g}, "
+        f"{protocol.reports})",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _print_best_of_each(result: TrainResult, status: str) -> None:
+    """The paper's table: best mA, Acc and F1 (instance) over epochs, each with the epoch it came from."""
+    rows = [
+        [label, f"{100 * best['value']:.2f}", best["epoch"]]
+        for key, label in PAPER_METRICS
+        if (best := result.best_of_each.get(key))
+    ]
+    print_table(f"{result.out} ({status}, {result.epochs} epochs)", ["metric", "best (%)", "epoch"], rows)
+
+
+def _print_best_epoch(result: TrainResult, status: str) -> None:
+    """The default table: every metric of the best-mA epoch."""
+    m = result.best_metrics
+    keys = ("ma", "acc", "prec", "recall", "f1", "f1_instance")
     print_table(
         f"{result.out} ({status}, best epoch {result.best_epoch} of {result.epochs})",
         ["metric", "value (%)"],
-        [[k, f"{100 * m[k]:.2f}"] for k in ("ma", "acc", "prec", "recall", "f1", "f1_instance") if k in m],
+        [[k, f"{100 * m[k]:.2f}"] for k in keys if k in m],
     )
 
 

@@ -1,7 +1,8 @@
 """`train(config)`: the MambaPAR recipe end to end, resumable, on one device or under torchrun (DDP).
 
 Per epoch: set the learning rate from the schedule, one pass over the training split with weighted BCE
-(AMP on CUDA), validation with the papers' metrics, the best-mA weights saved as a run folder
+(AMP on CUDA), evaluation with the papers' metrics on the split the protocol names
+(`partool.train.protocol`: val by default, test as the paper), the best-mA weights saved as a run folder
 (`partool.artifacts.save_run`), `metrics.csv`, TensorBoard scalars, loss/mA curves as PNG, and the resume
 state `last.pt`, all written atomically by rank 0 only.
 
@@ -23,7 +24,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from partool.artifacts import META, WEIGHTS, atomic_write_bytes, build_meta, save_run, write_meta
 from partool.data import open_dataset
+from partool.data.base import PARDataset
 from partool.data.transforms import build_transforms
 from partool.errors import UserError
 from partool.evaluate import resolve_device
@@ -53,6 +55,7 @@ from partool.models.par import PAROutput
 from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partool.train.distill import Teacher, distillation_loss, load_teacher, teacher_summary
 from partool.train.losses import WeightedBCELoss
+from partool.train.protocol import PAPER_METRICS, best_per_metric, get_protocol
 from partool.train.recipe import Recipe, build_optimizer, lr_at, recipe_for
 
 CSV_NAME = "metrics.csv"
@@ -73,11 +76,12 @@ _HISTORY_KEYS = (
     "seconds",
 )
 _RESULT_KEYS = ("ma", "acc", "prec", "recall", "f1", "f1_instance")
+_PAPER_KEYS = tuple(key for key, _ in PAPER_METRICS)
 
 
 @dataclass
 class TrainConfig:
-    """What `partool train` asks for; None means "the recipe's / the model's default"."""
+    """What `partool train` asks for; None means "the recipe's / the model's / the protocol's default"."""
 
     model: str
     data: str
@@ -90,12 +94,12 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup_epochs: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    train_split: str | None = (
-        None  # None: "train" + "val" when the dataset has them, else "trainval" + "test"
-    )
+    # None: the protocol's; "default" takes train + val when the dataset has them, else trainval + test.
+    train_split: str | None = None
     val_split: str | None = None
     seed: int = 0
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the protocol's (default 0.5, paper 0.45)
+    protocol: str = "default"  # partool.train.protocol: "default" or "paper"
     pretrained: str | None = None
     device: str = "auto"
     workers: int = 2
@@ -110,8 +114,8 @@ class TrainConfig:
     # Fields that define the run; on --resume they come from last.pt, the rest from the new call.
     RUN_FIELDS = (
         "model", "data", "epochs", "batch_size", "img_size", "lr", "optimizer", "weight_decay", "warmup_epochs",
-        "model_kwargs", "train_split", "val_split", "seed", "threshold", "pretrained", "amp", "teacher",
-        "distill_weight",
+        "model_kwargs", "train_split", "val_split", "seed", "threshold", "protocol", "pretrained", "amp",
+        "teacher", "distill_weight",
     )  # fmt: skip
 
 
@@ -127,6 +131,8 @@ class TrainResult:
     history: list[dict[str, float]]
     skipped_images: list[str]
     recipe: dict[str, Any]
+    protocol: dict[str, Any]  # name, train_split, val_split, threshold
+    best_of_each: dict[str, dict[str, float]]  # the paper's metrics, each {"value", "epoch"} at its own best
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,6 +153,43 @@ class _Dist:
         return self.rank == 0
 
 
+@dataclass
+class _Run:
+    """Everything the epoch loop works with, built once by `_set_up`."""
+
+    config: TrainConfig
+    ddp: _Dist
+    console: Console
+    device: torch.device
+    recipe: Recipe
+    model: nn.Module
+    net: nn.Module  # the model, wrapped in DDP when there is more than one rank
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    teacher: Teacher | None
+    datasets: tuple[PARDataset, PARDataset]  # training, validation
+    loaders: tuple[DataLoader, DataLoader]
+    train_gen: torch.Generator  # the training order is drawn from it, reseeded each epoch
+    meta_base: dict[str, Any]
+    run_info: dict[str, Any]
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+
+@dataclass
+class _Record:
+    """What the epochs so far left: the history and the best-mA epoch (from last.pt on --resume)."""
+
+    start_epoch: int = 1
+    best_ma: float = -math.inf
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume) the run in `config.out`; returns the best epoch, its metrics and the history."""
     ddp = _init_distributed(config)
@@ -158,184 +201,281 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _train(config: TrainConfig, ddp: _Dist) -> TrainResult:
-    out = Path(config.out)
     console = Console(stderr=True, quiet=not ddp.main)
-    state: dict[str, Any] | None = None
-    if config.resume:
-        state = load_checkpoint(out / LAST)
-        saved = state["config"]
-        _note_ignored(console, config, saved)
-        # A field newer than the run's last.pt keeps its default (e.g. no teacher).
-        defaults = asdict(TrainConfig(model="", data="", out=""))
-        kept = {k: saved.get(k, defaults[k]) for k in TrainConfig.RUN_FIELDS}
-        config = TrainConfig(**{**asdict(config), **kept})
-        if config.img_size is not None:
-            config.img_size = tuple(config.img_size)
-    else:
-        _check_out(out, config.force)  # on every rank, so a refusal stops all of them
+    state = load_checkpoint(Path(config.out) / LAST) if config.resume else None
+    config = _apply_protocol(config if state is None else _resumed_config(config, state, console))
+    if state is None:
+        _check_out(Path(config.out), config.force)  # on every rank, so a refusal stops all of them
+    run, record = _set_up(config, ddp, console, state)
+    writer = _tensorboard(run.out, record.start_epoch) if ddp.main else None
+    if state is not None:  # last, so nothing in the set-up above shifts the random streams
+        set_rng_state(state["rng"])
+    try:
+        _run_epochs(run, record, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+    return _result(run, record)
 
-    device = resolve_device(config.device)
+
+def _resumed_config(config: TrainConfig, state: dict[str, Any], console: Console) -> TrainConfig:
+    """`config` with the run-defining fields of the run in last.pt; a field newer than that file keeps its default."""
+    saved = state["config"]
+    _note_ignored(console, config, saved)
+    defaults = asdict(TrainConfig(model="", data="", out=""))
+    kept = {k: saved.get(k, defaults[k]) for k in TrainConfig.RUN_FIELDS}
+    config = TrainConfig(**{**asdict(config), **kept})
+    if config.img_size is not None:
+        config.img_size = tuple(config.img_size)
+    return config
+
+
+def _apply_protocol(config: TrainConfig) -> TrainConfig:
+    """`config` with the splits and threshold of its protocol filled in; UserError if the user's contradict it."""
+    train_split, val_split, threshold = get_protocol(config.protocol).resolve(
+        config.train_split, config.val_split, config.threshold
+    )
+    if not 0 < threshold < 1:
+        raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
+    return replace(config, train_split=train_split, val_split=val_split, threshold=threshold)
+
+
+def _set_up(
+    config: TrainConfig, ddp: _Dist, console: Console, state: dict[str, Any] | None
+) -> tuple[_Run, _Record]:
+    """Data, teacher, model and optimiser, restored from `state` on --resume; the order keeps the seeded streams."""
+    device = _device(config.device, ddp)
+    info = model_info(config.model)
+    recipe = recipe_for(info.family).with_overrides(
+        optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay, epochs=config.epochs,
+        batch_size=config.batch_size, warmup_epochs=config.warmup_epochs,
+    )  # fmt: skip
+    img_size = tuple(config.img_size or info.input_size)
+    train_ds, val_ds, splits = _open_splits(config, img_size, info.mean, info.std)
+    teacher, teacher_meta = _load_teacher(config, train_ds.attributes, info, device, console)
+    model = _build_model(config, info, img_size, train_ds.attributes, console, fresh=state is None)
+    if state is None and ddp.main:
+        _clear_out(Path(config.out))  # only now that data and model are known good: a bad call loses nothing
+    model.to(device)
+    optimizer = build_optimizer(model, recipe)
+    amp_dtype = _amp_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    record = _Record() if state is None else _restore(state, model, optimizer, scaler)
+    if state is not None:
+        console.print(f"resuming {config.out} after epoch {state['epoch']} of {recipe.epochs}")
+    train_loader, val_loader, train_gen = _loaders(train_ds, val_ds, recipe, config, ddp, device)
+    run = _Run(
+        config=config, ddp=ddp, console=console, device=device, recipe=recipe, model=model,
+        net=_wrap_ddp(model, ddp, device), criterion=WeightedBCELoss(train_ds.pos_ratio()).to(device),
+        optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype, teacher=teacher, datasets=(train_ds, val_ds),
+        loaders=(train_loader, val_loader), train_gen=train_gen,
+        meta_base=build_meta(model, train_ds.attributes, config.data, config.threshold),
+        run_info=_run_info(config, recipe, ddp, (train_ds, val_ds), splits, teacher_meta),
+    )  # fmt: skip
+    return run, record
+
+
+def _device(spec: str, ddp: _Dist) -> torch.device:
+    """The device asked for; under torchrun on CUDA, this rank's own GPU."""
+    device = resolve_device(spec)
     if ddp.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
-    info = model_info(config.model)
-    recipe = recipe_for(info.family).with_overrides(
-        optimizer=config.optimizer,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        warmup_epochs=config.warmup_epochs,
-    )
-    img_size = tuple(config.img_size or info.input_size)
-    train_ds, val_ds, train_split, val_split = _open_splits(config, img_size, info.mean, info.std)
-    if len(train_ds) == 0 or len(val_ds) == 0:
-        raise UserError(
-            f"{config.data}: split {train_split!r} or {val_split!r} is empty; nothing to train on"
-        )
+    return device
 
-    teacher, teacher_meta = None, None
-    if config.teacher:
-        if not config.distill_weight >= 0:
-            raise UserError(f"--distill-weight must be 0 or more, got {config.distill_weight}")
-        teacher, teacher_meta = load_teacher(config.teacher, train_ds.attributes, info.mean, info.std, device)
-        console.print(
-            f"distilling from {config.teacher} ({teacher_meta['model']}), weight {config.distill_weight}"
-        )
 
+def _load_teacher(
+    config: TrainConfig, attributes: list[str], info: Any, device: torch.device, console: Console
+) -> tuple[Teacher | None, dict[str, Any] | None]:
+    """The run to distil from and its metadata, or (None, None) without --teacher."""
+    if not config.teacher:
+        return None, None
+    if not config.distill_weight >= 0:
+        raise UserError(f"--distill-weight must be 0 or more, got {config.distill_weight}")
+    teacher, meta = load_teacher(config.teacher, attributes, info.mean, info.std, device)
+    console.print(f"distilling from {config.teacher} ({meta['model']}), weight {config.distill_weight}")
+    return teacher, meta
+
+
+def _build_model(
+    config: TrainConfig,
+    info: Any,
+    img_size: tuple[int, ...],
+    attributes: list[str],
+    console: Console,
+    fresh: bool,
+) -> nn.Module:
+    """The seeded model, with --pretrained backbone weights on a fresh run (a resumed one loads last.pt)."""
     _seed_everything(config.seed)
     model_kwargs = dict(config.model_kwargs)
     if "attributes" in inspect.signature(info.builder).parameters:  # text models encode the attribute names
-        model_kwargs["attributes"] = list(train_ds.attributes)
-    model = create_model(config.model, len(train_ds.attributes), img_size=img_size, **model_kwargs)
-    if config.pretrained and state is None:
+        model_kwargs["attributes"] = list(attributes)
+    model = create_model(config.model, len(attributes), img_size=img_size, **model_kwargs)
+    if config.pretrained and fresh:
         missing, unexpected = load_pretrained(model, config.pretrained)
         console.print(
             f"loaded {config.pretrained}: {len(missing)} backbone keys missing, {len(unexpected)} unexpected"
         )
-    if state is None and ddp.main:
-        _clear_out(out)  # only now that data and model are known good: a bad call loses nothing
-    model.to(device)
-    criterion = WeightedBCELoss(train_ds.pos_ratio()).to(device)
-    optimizer = build_optimizer(model, recipe)
-    amp_dtype = _amp_dtype(device, config.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return model
 
-    start_epoch, best_ma, best_epoch, history = 1, -math.inf, 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch = int(state["epoch"]) + 1
-        best_ma, best_epoch = float(state["best_ma"]), int(state["best_epoch"])
-        history = [dict(h) for h in state["history"]]
-        console.print(f"resuming {out} after epoch {state['epoch']} of {recipe.epochs}")
 
-    net: nn.Module = model
-    if ddp.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    train_loader, val_loader, train_gen = _loaders(train_ds, val_ds, recipe, config, ddp, device)
-    meta_base = build_meta(model, train_ds.attributes, config.data, config.threshold)
-    run_info = {
+def _restore(
+    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> _Record:
+    """Load model, optimiser and scaler state from last.pt; return where the run stood."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return _Record(
+        start_epoch=int(state["epoch"]) + 1,
+        best_ma=float(state["best_ma"]),
+        best_epoch=int(state["best_epoch"]),
+        history=[dict(h) for h in state["history"]],
+    )
+
+
+def _wrap_ddp(model: nn.Module, ddp: _Dist, device: torch.device) -> nn.Module:
+    """The model under DistributedDataParallel when there is more than one rank, else as it is."""
+    if ddp.world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _run_info(
+    config: TrainConfig,
+    recipe: Recipe,
+    ddp: _Dist,
+    datasets: tuple[PARDataset, PARDataset],
+    splits: tuple[str, str],
+    teacher_meta: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What partool.json says about how the run was made (the protocol included, so it shows afterwards)."""
+    info = {
         "config": {k: _plain(getattr(config, k)) for k in TrainConfig.RUN_FIELDS},
         "recipe": recipe.to_dict(),
-        "train_split": train_split,
-        "val_split": val_split,
-        "train_images": len(train_ds),
-        "val_images": len(val_ds),
+        "protocol": {
+            "name": config.protocol,
+            "train_split": splits[0],
+            "val_split": splits[1],
+            "threshold": config.threshold,
+        },
+        "train_split": splits[0],
+        "val_split": splits[1],
+        "train_images": len(datasets[0]),
+        "val_images": len(datasets[1]),
         "world_size": ddp.world,
     }
     if teacher_meta is not None:
-        run_info["teacher"] = teacher_summary(config.teacher, teacher_meta, config.distill_weight)
-    writer = _tensorboard(out, start_epoch) if ddp.main else None
-    if state is not None:  # last, so nothing in the set-up above shifts the random streams
-        set_rng_state(state["rng"])
-    epoch = start_epoch - 1
+        info["teacher"] = teacher_summary(config.teacher, teacher_meta, config.distill_weight)
+    return info
+
+
+def _run_epochs(run: _Run, record: _Record, writer: Any) -> None:
+    """Epoch after epoch up to the last (or --stop-after-epoch); on Ctrl-C or SIGTERM, say how to resume."""
+    epoch = record.start_epoch - 1
     try:
         with _sigterm_as_interrupt():
-            for epoch in range(start_epoch, recipe.epochs + 1):
+            for epoch in range(record.start_epoch, run.recipe.epochs + 1):
                 began = time.perf_counter()
-                lr = lr_at(recipe, epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                train_gen.manual_seed(_epoch_seed(config.seed, epoch))
-                if isinstance(train_loader.sampler, DistributedSampler):
-                    train_loader.sampler.set_epoch(epoch)
-                train_loss = _train_epoch(
-                    net, train_loader, criterion, optimizer, scaler, device, amp_dtype, console, config.progress,
-                    f"epoch {epoch}/{recipe.epochs}", teacher, config.distill_weight,
-                )  # fmt: skip
-                if not math.isfinite(train_loss):
-                    raise UserError(
-                        f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr and start again with "
-                        f"--force, or --resume from the last good epoch with a lower --lr in a new --out"
-                    )
-                row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
-                if ddp.main:
-                    val_loss, metrics = _validate(
-                        model, val_loader, criterion, device, amp_dtype, config.threshold
-                    )
-                    row.update(val_loss=val_loss, **{k: getattr(metrics, k) for k in _RESULT_KEYS})
-                    row["seconds"] = time.perf_counter() - began
-                    history.append(row)
-                    improved = metrics.ma > best_ma
-                    if improved:
-                        best_ma, best_epoch = metrics.ma, epoch
-                    training = _training_info(run_info, recipe, epoch, best_epoch, history)
-                    meta = {**meta_base, "training": training}
-                    if improved:
-                        save_run(out, model, meta)
-                    else:
-                        write_meta(out, meta)
-                    _write_logs(out, history, writer, row)
-                    save_checkpoint(
-                        out / LAST,
-                        {
-                            "config": run_info["config"],
-                            "epoch": epoch,
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scaler": scaler.state_dict(),
-                            "best_ma": best_ma,
-                            "best_epoch": best_epoch,
-                            "history": history,
-                            "rng": rng_state(),
-                        },
-                    )
-                    console.print(_epoch_line(row, improved))
-                if ddp.world > 1:
+                row = _fit_epoch(run, epoch)
+                if run.ddp.main:
+                    _evaluate_and_log(run, record, row, writer, began)
+                if run.ddp.world > 1:
                     dist.barrier()
-                if config.stop_after_epoch is not None and epoch >= config.stop_after_epoch:
+                if run.config.stop_after_epoch is not None and epoch >= run.config.stop_after_epoch:
                     break
     except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else start_epoch - 1
-        console.print(
-            f"[yellow]stopped during epoch {epoch}; {out / LAST} holds epoch {int(done)}. "
-            f"Continue with: partool train --resume --out {out}[/yellow]"
+        done = record.history[-1]["epoch"] if record.history else record.start_epoch - 1
+        run.console.print(
+            f"[yellow]stopped during epoch {epoch}; {run.out / LAST} holds epoch {int(done)}. "
+            f"Continue with: partool train --resume --out {run.out}[/yellow]"
         )
         raise
-    finally:
-        if writer is not None:
-            writer.close()
 
-    skipped = sorted(set(train_ds.skipped) | set(val_ds.skipped))
+
+def _fit_epoch(run: _Run, epoch: int) -> dict[str, float]:
+    """One training pass at this epoch's learning rate and data order; the start of the epoch's history row."""
+    lr = lr_at(run.recipe, epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.train_gen.manual_seed(_epoch_seed(run.config.seed, epoch))
+    train_loader = run.loaders[0]
+    if isinstance(train_loader.sampler, DistributedSampler):
+        train_loader.sampler.set_epoch(epoch)
+    train_loss = _train_epoch(
+        run.net, train_loader, run.criterion, run.optimizer, run.scaler, run.device, run.amp_dtype, run.console,
+        run.config.progress, f"epoch {epoch}/{run.recipe.epochs}", run.teacher, run.config.distill_weight,
+    )  # fmt: skip
+    if not math.isfinite(train_loss):
+        raise UserError(
+            f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr and start again with "
+            f"--force, or --resume from the last good epoch with a lower --lr in a new --out"
+        )
+    return {"epoch": epoch, "lr": lr, "train_loss": train_loss}
+
+
+def _evaluate_and_log(run: _Run, record: _Record, row: dict[str, float], writer: Any, began: float) -> None:
+    """Validate, keep the best-mA weights, write partool.json, the logs and last.pt, print the epoch's line."""
+    epoch = int(row["epoch"])
+    val_loss, metrics = _validate(
+        run.model, run.loaders[1], run.criterion, run.device, run.amp_dtype, run.config.threshold
+    )
+    row.update(val_loss=val_loss, **{k: getattr(metrics, k) for k in _RESULT_KEYS})
+    row["seconds"] = time.perf_counter() - began
+    record.history.append(row)
+    improved = metrics.ma > record.best_ma
+    if improved:
+        record.best_ma, record.best_epoch = metrics.ma, epoch
+    meta = {**run.meta_base, "training": _training_info(run.run_info, run.recipe, epoch, record)}
+    if improved:
+        save_run(run.out, run.model, meta)
+    else:
+        write_meta(run.out, meta)
+    _write_logs(run.out, record.history, writer, row)
+    _save_state(run, record, epoch)
+    run.console.print(_epoch_line(row, improved))
+
+
+def _save_state(run: _Run, record: _Record, epoch: int) -> None:
+    """last.pt: what a resumed run needs to continue as if it had never stopped."""
+    save_checkpoint(
+        run.out / LAST,
+        {
+            "config": run.run_info["config"],
+            "epoch": epoch,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "best_ma": record.best_ma,
+            "best_epoch": record.best_epoch,
+            "history": record.history,
+            "rng": rng_state(),
+        },
+    )
+
+
+def _result(run: _Run, record: _Record) -> TrainResult:
+    """The summary `partool train` reports, after a note on images that could not be read."""
+    skipped = sorted(set(run.datasets[0].skipped) | set(run.datasets[1].skipped))
     if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}[/yellow]")
-    done = int(history[-1]["epoch"]) if history else 0
-    best_row = next((h for h in history if h["epoch"] == best_epoch), {})
+        run.console.print(f"[yellow]skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}[/yellow]")
+    done = int(record.history[-1]["epoch"]) if record.history else 0
+    best_row = next((h for h in record.history if h["epoch"] == record.best_epoch), {})
     return TrainResult(
-        out=out,
-        epochs=recipe.epochs,
+        out=run.out,
+        epochs=run.recipe.epochs,
         epochs_done=done,
-        finished=done >= recipe.epochs,
-        best_epoch=best_epoch,
-        best_ma=best_ma if best_epoch else float("nan"),
+        finished=done >= run.recipe.epochs,
+        best_epoch=record.best_epoch,
+        best_ma=record.best_ma if record.best_epoch else float("nan"),
         best_metrics={k: float(best_row[k]) for k in _RESULT_KEYS if k in best_row},
-        history=history,
+        history=record.history,
         skipped_images=skipped,
-        recipe=recipe.to_dict(),
+        recipe=run.recipe.to_dict(),
+        protocol=run.run_info["protocol"],
+        best_of_each=best_per_metric(record.history, _PAPER_KEYS),
     )
 
 
@@ -442,11 +582,25 @@ def _loaders(
 
 
 def _open_splits(
-    config: TrainConfig, img_size: tuple[int, int], mean: Any, std: Any
-) -> tuple[Dataset, Dataset, str, str]:
-    """Training and validation datasets; default splits train/val, else trainval/test (RAPv1 has no val)."""
+    config: TrainConfig, img_size: tuple[int, ...], mean: Any, std: Any
+) -> tuple[PARDataset, PARDataset, tuple[str, str]]:
+    """Training and validation datasets and their split names, as the protocol says (see `_open_default_pair`)."""
     train_tf = build_transforms(img_size, mean, std, train=True)
     eval_tf = build_transforms(img_size, mean, std, train=False)
+    if get_protocol(config.protocol).fixed:
+        train_ds, val_ds = _open_protocol_pair(config, train_tf, eval_tf)
+    else:
+        train_ds, val_ds = _open_default_pair(config, train_tf, eval_tf)
+    splits = (train_ds.split, val_ds.split)
+    if list(train_ds.attributes) != list(val_ds.attributes):
+        raise UserError(f"{config.data}: splits {splits[0]} and {splits[1]} name different attributes")
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise UserError(f"{config.data}: split {splits[0]!r} or {splits[1]!r} is empty; nothing to train on")
+    return train_ds, val_ds, splits
+
+
+def _open_default_pair(config: TrainConfig, train_tf: Any, eval_tf: Any) -> tuple[PARDataset, PARDataset]:
+    """The splits the user named, else train/val, else trainval/test (RAPv1 has no val)."""
     if config.train_split or config.val_split:
         pairs = [(config.train_split or "train", config.val_split or "val")]
     else:
@@ -455,15 +609,34 @@ def _open_splits(
     for train_split, val_split in pairs:
         try:
             train_ds = open_dataset(config.data, train_split, train_tf)
-            val_ds = open_dataset(config.data, val_split, eval_tf)
+            return train_ds, open_dataset(config.data, val_split, eval_tf)
         except UserError as e:
             first_error = first_error or e
-            continue
-        if list(train_ds.attributes) != list(val_ds.attributes):
-            raise UserError(f"{config.data}: splits {train_split} and {val_split} name different attributes")
-        return train_ds, val_ds, train_split, val_split
     assert first_error is not None
     raise first_error
+
+
+def _open_protocol_pair(config: TrainConfig, train_tf: Any, eval_tf: Any) -> tuple[PARDataset, PARDataset]:
+    """The two splits a fixed protocol names. A dataset that opens but lacks one of them is told so.
+
+    When neither opens, the dataset itself is missing or damaged, and its own error says where.
+    """
+    opened: list[PARDataset] = []
+    failed: list[tuple[str, UserError]] = []
+    for split, transform in ((config.train_split, train_tf), (config.val_split, eval_tf)):
+        try:
+            opened.append(open_dataset(config.data, str(split), transform))
+        except UserError as e:
+            failed.append((str(split), e))
+    if not failed:
+        return opened[0], opened[1]
+    split, error = failed[0]
+    if len(failed) == 2:
+        raise error
+    raise UserError(
+        f"{config.data} has no usable {split!r} split ({error}); --protocol {config.protocol} trains on "
+        f"{config.train_split} and evaluates on {config.val_split}, so train this dataset with --protocol default"
+    )
 
 
 def _note_ignored(console: Console, config: TrainConfig, saved: dict[str, Any]) -> None:
@@ -503,19 +676,19 @@ def _finished(out: Path) -> bool:
         return False
 
 
-def _training_info(
-    run_info: dict[str, Any], recipe: Recipe, epoch: int, best_epoch: int, history: list[dict[str, float]]
-) -> dict[str, Any]:
-    best = next(h for h in history if h["epoch"] == best_epoch)
+def _training_info(run_info: dict[str, Any], recipe: Recipe, epoch: int, record: _Record) -> dict[str, Any]:
+    """partool.json's `training`: how the run was made, the best-mA epoch, the paper's best of each, the history."""
+    best = next(h for h in record.history if h["epoch"] == record.best_epoch)
     return {
         **run_info,
         "epochs": recipe.epochs,
         "epochs_done": epoch,
         "finished": epoch >= recipe.epochs,
-        "best_epoch": best_epoch,
+        "best_epoch": record.best_epoch,
         "best_ma": best["ma"],
         "metrics": {k: best[k] for k in _RESULT_KEYS},
-        "history": history,
+        "best_of_each": best_per_metric(record.history, _PAPER_KEYS),
+        "history": record.history,
     }
 
 

@@ -8,7 +8,10 @@ Source: the authors' code, Event-AHU/OpenPAR `MambaPAR_Empirical_Study` (arXiv 2
 - `train.sh` (Vim): batch 64, lr 2.5e-4, 60 epochs, 224×224.
 - `config.py` defaults (the VMamba run, `--use_Vis_model VMamba`): batch 128, lr 8e-3, 20 epochs.
   No script sets ViT hyper-parameters; the ViT baseline gets the same defaults.
-- Train on `trainval`, validate on `test`, keep the best-mA epoch (`train.py`).
+- Train on `trainval`, evaluate every epoch on `test` at threshold 0.45 (`config.py`, `function.py`), keep
+  the best-mA epoch (`train.py`) and report the best mA, Acc and F1 over epochs, each on its own. partool
+  does this under `--protocol paper` (`partool.train.protocol`); by default it trains on `train` and picks
+  the best-mA epoch on `val` (trainval and test when a dataset has no val).
 The loss is CEL_Sigmoid (`partool.train.losses.WeightedBCELoss`); transforms are in
 `partool.data.transforms`.
 """
