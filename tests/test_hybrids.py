@@ -79,6 +79,16 @@ def test_mahdft_output_is_the_mean_of_the_vim_and_vit_heads() -> None:
     assert not torch.allclose(vim_logits, vit_logits)
 
 
+def _vit_blocks_but_last(vit: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The authors' teacher features from timm's own API: the output of the second-to-last block, cls
+    token first, without the final norm."""
+    ((patches, prefix),) = vit.forward_intermediates(
+        images, indices=[len(vit.blocks) - 2], return_prefix_tokens=True, norm=False, output_fmt="NLC",
+        intermediates_only=True,
+    )  # fmt: skip
+    return torch.cat([prefix, patches], 1)
+
+
 def test_kdtm_loss_is_student_plus_teacher_bce_plus_logit_mse() -> None:
     model = _tiny("kdtm").train()
     images = torch.randn(4, 3, *IMG)
@@ -87,7 +97,7 @@ def test_kdtm_loss_is_student_plus_teacher_bce_plus_logit_mse() -> None:
     out = model(images, with_aux=True)
     loss = criterion(out.logits, targets) + out.aux_loss(criterion, targets)
     student = model.head(model.neck(model.backbone.vim(images)))
-    teacher = model.teacher_head(model.backbone.vit.forward_features(images))
+    teacher = model.teacher_head(_vit_blocks_but_last(model.backbone.vit, images))
     torch.testing.assert_close(out.logits, student)
     torch.testing.assert_close(out.teacher_logits, teacher)
     expected = criterion(student, targets) + criterion(teacher, targets) + ((student - teacher) ** 2).mean()
@@ -96,7 +106,7 @@ def test_kdtm_loss_is_student_plus_teacher_bce_plus_logit_mse() -> None:
     loss.backward()
     got = [p.grad.clone() for p in model.teacher_head.parameters()]
     model.zero_grad()
-    criterion(model.teacher_head(model.backbone.vit.forward_features(images)), targets).backward()
+    criterion(model.teacher_head(_vit_blocks_but_last(model.backbone.vit, images)), targets).backward()
     for g, p in zip(got, model.teacher_head.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad)
 
@@ -211,16 +221,17 @@ def test_full_size_parameter_counts_are_the_sum_of_their_parts() -> None:
     vit_embed = 768 * 3 * 16 * 16 + 768 + 768 + 197 * 768
     up, down = 384 * 768 + 768, 768 * 384 + 384
     assert count_parameters("pafusion")["backbone"] == vit + vim - 384 + 12 * up + 11 * down
-    assert count_parameters("nasf")["backbone"] == vim + vit - vit_embed + up
+    vit_block = (vit - vit_embed - 2 * 768) // 12  # one ViT-B block
+    assert count_parameters("nasf")["backbone"] == vim + 4 * vit_block + up  # the last 4 blocks, no norm
     assert count_parameters("asf")["backbone"] == vit + vim - vim_embed - 384 + 4 * (up + down)
     pools = 12 * (197 * 49 + 49) + (12 * 49 * 197 + 197)  # 12 block pools + the final pool
-    assert count_parameters("mahdft")["backbone"] == vit + vim - vim_embed + pools + down
     vim_block = (vim - vim_embed - 384) // 24  # one Vim-S block
+    assert count_parameters("mahdft")["backbone"] == vit + 4 * vim_block + 384 + pools + down  # + norm_f
     assert count_parameters("maformer")["backbone"] == vit + 12 * vim_block + 12 * (up + down)
     adapter = 1152 * 32 + 32 + 32 * 1152 + 1152
     assert count_parameters("adamtf")["backbone"] == vit + vim - 384 + 12 * adapter + up
     assert count_parameters("kdtm")["backbone"] == vit + vim
-    assert count_parameters("makdf")["backbone"] == vit + vim + 12 * vim_block + 12 * (up + down)
+    assert count_parameters("makdf")["backbone"] == vit + vim - 384 + 12 * vim_block + 12 * (up + down)
 
 
 @pytest.mark.parametrize("name", ["kdtm", "makdf"])

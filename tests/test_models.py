@@ -108,7 +108,7 @@ def vmamba_v0_backbone_params(depths, dims, d_state: int = 16) -> int:
         total += depth * block
         if i < len(depths) - 1:
             total += 4 * c * 2 * c + 2 * 4 * c  # merge: reduction + LayerNorm(4C)
-    return total + 2 * dims[-1]
+    return total  # no final LayerNorm: MambaPAR's VSSM.forward skips it
 
 
 def test_vim_s_parameter_count():

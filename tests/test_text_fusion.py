@@ -193,7 +193,8 @@ def test_portable_export_matches_torch_in_onnx_runtime(exported: dict[str, objec
 # --- a pretrained text encoder: a mamba_ssm MambaLMHeadModel checkpoint and a Hugging Face tokenizer ---
 
 LM = {"vocab": 53, "d_model": 16, "n_layer": 2, "d_inner": 32, "d_state": 4, "d_conv": 4, "dt_rank": 3}
-PRETRAINED = {k: v for k, v in TINY.items() if k not in ("text_dim", "text_depth")}  # sizes: the checkpoint's
+# sizes, and the fusion width: the checkpoint's
+PRETRAINED = {k: v for k, v in TINY.items() if k not in ("text_dim", "text_depth", "fusion_dim")}
 
 
 def _mamba_lm_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -312,6 +313,37 @@ def test_mamba_checkpoint_and_tokenizer_load_into_the_text_encoder(pretrained: d
     save_file({k: v.clone() for k, v in state.items() if k != "lm_head.weight"}, str(lone))
     again = _pretrained_model(pretrained, text_checkpoint=str(lone)).backbone.text.state_dict()
     assert all(torch.equal(again[k], v) for k, v in text.items())
+
+
+def test_vsf_layers_start_as_copies_of_the_language_models_last_two(pretrained: dict[str, object]) -> None:
+    """The authors deep-copy mamba-130m's `backbone.layers[-2:]` as the VSF layers (models/base_block.py)."""
+    state = pretrained["state"]
+    fusion = _pretrained_model(pretrained).backbone
+    assert len(fusion.fusion) == 2 and fusion.out_dim == LM["d_model"]  # fused at the LM's width
+    for i, layer in enumerate(fusion.fusion):
+        source = f"backbone.layers.{LM['n_layer'] - 2 + i}."
+        copied = layer.state_dict()
+        assert sorted(copied) == sorted(k[len(source) :] for k in state if k.startswith(source))
+        for key, value in copied.items():
+            assert torch.equal(value, state[source + key]), key
+    with torch.no_grad():  # copies, not shared: the text encoder keeps its weights when the fusion changes
+        for p in fusion.fusion.parameters():
+            p.add_(1.0)
+    assert torch.equal(fusion.text.layers[-1].mixer.D, state[f"backbone.layers.{LM['n_layer'] - 1}.mixer.D"])
+
+
+def test_vsf_layers_that_cannot_be_copied_are_user_errors(pretrained: dict[str, object]) -> None:
+    from partool.models.text_fusion import TextFusionBackbone
+    from partool.models.vim import VimBackbone
+
+    with pytest.raises(UserError, match="fusion_dim=64 but the text encoder is 16 wide"):
+        _pretrained_model(pretrained, fusion_dim=64)
+    root = pretrained["root"]
+    with pytest.raises(UserError, match="fusion_depth 3 copies more layers than the text encoder's 2"):
+        TextFusionBackbone(
+            VimBackbone(IMG, embed_dim=32, depth=1), list(ATTRIBUTES), fusion_depth=3,
+            text_checkpoint=root / "mamba-130m", tokenizer=root / "gpt-neox-20b",
+        )  # fmt: skip
 
 
 def test_tokenizer_alone_feeds_a_text_mamba_trained_from_scratch(pretrained: dict[str, object]) -> None:

@@ -13,7 +13,7 @@ where the streams meet, so a Vim-S checkpoint's blocks keep their shapes.
 from __future__ import annotations
 
 import torch
-from timm.layers import trunc_normal_
+from timm.layers import DropPath, trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -41,10 +41,27 @@ def _vit(
     )  # fmt: skip
 
 
-def _vim_layers(dim: int, depth: int, drop_path_rate: float) -> nn.ModuleList:
-    """`depth` Vim blocks (bimamba v2 + RMSNorm) with Vim's stochastic-depth schedule."""
-    rates = [0.0, *linspace(0.0, drop_path_rate, depth)]
-    return nn.ModuleList(Block(dim, BiMamba(dim), rates[i], 1e-5) for i in range(depth))
+VIM_S_DEPTH, VIT_B_DEPTH = 24, 12  # the full stacks the authors' hybrids take their last blocks from
+
+
+def _vim_layers(
+    dim: int, depth: int, drop_path_rate: float, schedule_depth: int | None = None
+) -> nn.ModuleList:
+    """`depth` Vim blocks (bimamba v2 + RMSNorm) with Vim's stochastic-depth schedule (block i gets rates[i]).
+
+    With `schedule_depth`, the blocks stand for the last `depth` of a Vim that deep and get their rates."""
+    total = max(depth, schedule_depth or depth)
+    rates = [0.0, *linspace(0.0, drop_path_rate, total)][total - depth : total]
+    return nn.ModuleList(Block(dim, BiMamba(dim), rate, 1e-5) for rate in rates)
+
+
+def _last_vit_blocks(
+    img_size: tuple[int, int], dim: int, depth: int, heads: int, drop_path_rate: float
+) -> nn.Sequential:
+    """The last `depth` blocks of a timm ViT of max(depth, 12) blocks: timm's blocks, init and the
+    stochastic-depth rates those positions have in the full stack (numbered from 0 here)."""
+    vit = _vit(img_size, dim, max(depth, VIT_B_DEPTH), heads, drop_path_rate)
+    return nn.Sequential(*vit.blocks[len(vit.blocks) - depth :])
 
 
 def _check_images(images: Tensor, img_size: tuple[int, int]) -> None:
@@ -129,12 +146,15 @@ class PaFusion(_ViTHybrid):
 
 
 class NASF(nn.Module):
-    """N-ASF: a whole Vim, Linear(384 -> 768), then Transformer blocks and a LayerNorm.
+    """N-ASF: a whole Vim, Linear(384 -> 768), then the last Transformer blocks of a ViT-B, no final norm.
 
     As the authors' hybrid_2: the Vim's tokens (middle cls token, after norm_f) feed ViT blocks directly,
-    with no second patch or position embedding. The Transformer blocks are timm's ViT-B blocks
-    (`vit_depth` of them, 12 by default: "all Mamba blocks then all Transformer blocks"; the authors'
-    code holds 6). `--pretrained` takes a Vim checkpoint (the Vim is the checkpoint root).
+    with no second patch or position embedding, and the blocks' raw output goes to the head. The blocks are
+    the last `vit_depth` (4) of a timm ViT-B, with the drop-path rates of those positions: the authors run
+    `blocks[-4:]` (`ViT.forward_by_blocks`; the `blocks[:6]` their class also keeps is never run).
+    Difference: the authors' four blocks are ViT-B's ImageNet blocks 8-11; here they start fresh, because
+    `--pretrained` loads one checkpoint and N-ASF's is the Vim's (the checkpoint root), whose 24 blocks
+    are most of the model.
     """
 
     family = "vim"
@@ -143,33 +163,25 @@ class NASF(nn.Module):
         self,
         img_size: tuple[int, int],
         vit_dim: int = 768,
-        vit_depth: int = 12,
+        vit_depth: int = 4,
         vit_heads: int = 12,
         embed_dim: int = 384,
         depth: int = 24,
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
-        if vit_dim % vit_heads:
-            raise UserError(f"vit_dim {vit_dim} is not divisible by vit_heads {vit_heads}")
         self.vim = VimBackbone(img_size, embed_dim=embed_dim, depth=depth, drop_path_rate=drop_path_rate)
         self.img_size, self.num_tokens, self.out_dim = self.vim.img_size, self.vim.num_tokens, vit_dim
         self.grid_size = self.vim.grid_size
         self.dim_proj = nn.Linear(embed_dim, vit_dim)
-        # Only the blocks and final norm of a ViT: build them the way timm's ViT does, without embeddings.
-        vit = VisionTransformer(
-            img_size=self.img_size, patch_size=16, embed_dim=vit_dim, depth=vit_depth, num_heads=vit_heads,
-            num_classes=0, drop_path_rate=drop_path_rate,
-        )  # fmt: skip
-        self.blocks, self.norm = vit.blocks, vit.norm
+        self.blocks = _last_vit_blocks(self.img_size, vit_dim, vit_depth, vit_heads, drop_path_rate)
 
     def checkpoint_root(self) -> nn.Module:
         """Official Vim checkpoints load into the Mamba part."""
         return self.vim
 
     def forward(self, images: Tensor) -> Tensor:
-        x = self.dim_proj(self.vim(images).to(self.dim_proj.weight.dtype))
-        return self.norm(self.blocks(x))
+        return self.blocks(self.dim_proj(self.vim(images).to(self.dim_proj.weight.dtype)))
 
 
 class ASF(_ViTHybrid):
@@ -219,7 +231,12 @@ class ASF(_ViTHybrid):
 
 class MaHDFT(_ViTHybrid):
     """MaHDFT: a frozen ViT; every block's tokens pooled by a 1x1 Conv1d (T -> T // 4), joined, projected
-    768 -> 384 and fused by Vim blocks; a 1x1 Conv1d maps the joined tokens back to T; output (B, T, 384).
+    768 -> 384 and fused by 4 Vim blocks and norm_f; a 1x1 Conv1d maps the joined tokens back to T; output
+    (B, T, 384).
+
+    The fusion is what the authors' `forward_by_layers` runs: the last 4 blocks of a Vim-S (`layers[-4:]`),
+    then norm_f(residual + drop_path(hidden)); the `depth` (4) blocks get the drop-path rates of the last
+    blocks of a 24-block Vim.
 
     "Frozen": every ViT parameter has requires_grad=False and the ViT stays in eval mode (no stochastic
     depth), so the optimizer (which takes only trainable parameters) leaves it as loaded.
@@ -229,6 +246,12 @@ class MaHDFT(_ViTHybrid):
     trained ViT-B PAR run; here it is trained with the rest (the ViT comes from an ImageNet checkpoint).
     The authors pool 11 of the 12 blocks (the last is never run, their ViT head reads block 11 without the
     final norm); here all vit_depth blocks are pooled, as the paper's text says.
+    Differences: the authors' 4 Vim blocks and norm_f are Vim-S's ImageNet ones; here they start fresh,
+    as `--pretrained` loads one checkpoint and MaHDFT's is the ViT's (the checkpoint root). Their Vim branch
+    has its own head at width 384 (Linear(384 -> 1) per attribute); here PARModel's Linear(384 -> 768)
+    neck and the 768-wide head follow, since every registry model's head, and `PARModel.features` that
+    text fusion and distillation read, are 768 wide. Neck then per-attribute Linear(768 -> 1) is again an
+    affine map per attribute of the same 384 features, with 296k more parameters.
     """
 
     def __init__(
@@ -238,7 +261,7 @@ class MaHDFT(_ViTHybrid):
         vit_depth: int = 12,
         vit_heads: int = 12,
         embed_dim: int = 384,
-        depth: int = 24,
+        depth: int = 4,
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
@@ -252,7 +275,8 @@ class MaHDFT(_ViTHybrid):
             raise UserError(f"mahdft needs at least 4 tokens to pool, the image gives {self.num_tokens}")
         self.pools = nn.ModuleList(nn.Conv1d(self.num_tokens, pooled, 1) for _ in range(vit_depth))
         self.dim_proj = nn.Linear(vit_dim, embed_dim)
-        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.layers = _vim_layers(embed_dim, depth, drop_path_rate, VIM_S_DEPTH)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm_f = RMSNorm(embed_dim)
         self.final_pool = nn.Conv1d(pooled * vit_depth, self.num_tokens, 1)
 
@@ -270,7 +294,8 @@ class MaHDFT(_ViTHybrid):
             joined.append(pool(x))
         hidden, residual = self.dim_proj(torch.cat(joined, 1)), None
         hidden, residual = run_blocks(self.layers, hidden, residual)
-        tokens = self.final_pool(self.norm_f(residual + hidden.float()).to(hidden.dtype))
+        fused = self.norm_f(residual + self.drop_path(hidden).float())
+        tokens = self.final_pool(fused.to(hidden.dtype))
         return BackboneOutput(tokens, fused_tokens=self.vit.norm(x))
 
 
@@ -289,11 +314,11 @@ def pafusion(
     return PaFusion(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
 
 
-@register_model("nasf", "vim", "N-ASF hybrid: all Vim-S blocks, then all ViT-B/16 Transformer blocks")
+@register_model("nasf", "vim", "N-ASF hybrid: all Vim-S blocks, then the last 4 ViT-B/16 Transformer blocks")
 def nasf(
     img_size: tuple[int, int] = (224, 224),
     vit_dim: int = 768,
-    vit_depth: int = 12,
+    vit_depth: int = 4,
     vit_heads: int = 12,
     embed_dim: int = 384,
     depth: int = 24,
@@ -317,7 +342,9 @@ def asf(
 
 
 @register_model(
-    "mahdft", "vit", "MaHDFT hybrid: frozen ViT-B/16, every block's tokens pooled, joined and fused by Vim-S"
+    "mahdft",
+    "vit",
+    "MaHDFT hybrid: frozen ViT-B/16, every block's tokens pooled, joined and fused by 4 Vim-S blocks",
 )
 def mahdft(
     img_size: tuple[int, int] = (224, 224),
@@ -325,7 +352,7 @@ def mahdft(
     vit_depth: int = 12,
     vit_heads: int = 12,
     embed_dim: int = 384,
-    depth: int = 24,
+    depth: int = 4,
     drop_path_rate: float = 0.1,
 ) -> MaHDFT:
     return MaHDFT(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from partool.errors import UserError
 from partool.models.hybrids import _check_images, _embed, _vim_layers, _vit, _ViTHybrid
-from partool.models.mamba import RMSNorm
 from partool.models.par import BackboneOutput, StreamSpec
 from partool.models.registry import register_model
 from partool.models.vim import PatchEmbed, VimBackbone, run_blocks
@@ -167,13 +166,15 @@ class KDTM(_FrozenViTHybrid):
     """KDTM: a frozen ViT teacher with its own PAR head, distilled into a Vim student.
 
     The student is a whole Vim (middle cls token, as `vim-s`); its tokens are the main stream, so the
-    deployed model is exactly a Vim PAR model. The ViT's final tokens (timm's forward_features) are the
+    deployed model is exactly a Vim PAR model. The teacher's tokens are those of the authors' `ViT.forward`:
+    the embeddings through every block but the last, without the final LayerNorm. They are the
     `teacher_stream`: PARModel gives them their own trainable PARHead, and the training loss is
     BCE(student) + BCE(teacher) + MSE(student logits, teacher logits) (PAROutput.aux_loss; the teacher's
     logits are detached in the MSE so only the student is pulled). In eval mode the ViT is not run.
     Choices vs the authors' hybrid_7: they load a trained ViT-B PAR run and freeze its head too; here the
     ViT is an ImageNet checkpoint (`--pretrained`, the checkpoint root) and its head is trained alongside.
-    (`partool train --teacher RUN` distils from a fully trained run instead.)
+    (`partool train --teacher RUN` distils from a fully trained run instead.) The last block and the final
+    norm are kept, frozen and never run, as in the authors' model, so a ViT checkpoint loads whole.
     """
 
     def __init__(
@@ -198,8 +199,15 @@ class KDTM(_FrozenViTHybrid):
         if not self.training:
             return tokens
         with torch.no_grad():
-            teacher = self.vit.forward_features(images)
+            teacher = self._teacher_tokens(images)
         return BackboneOutput(tokens, teacher_tokens=teacher)
+
+    def _teacher_tokens(self, images: Tensor) -> Tensor:
+        """The authors' teacher features: embeddings, `blocks[:-1]`, no final norm."""
+        x = _embed(self.vit, images)
+        for block in self.vit.blocks[:-1]:
+            x = block(x)
+        return x
 
 
 class MaKDF(_FrozenViTHybrid):
@@ -208,14 +216,17 @@ class MaKDF(_FrozenViTHybrid):
     Per ViT block i the main branch runs depth/vit_depth Vim blocks, then an auxiliary Vim block reads it;
     up_i (384 -> 768) maps the auxiliary output a_i to the ViT's width, the distillation term is
     MSE(up_i(a_i), ViT block i output) over the patch tokens (cls left out, as the authors), and the
-    main branch is guided by down_i(up_i(a_i)) added to its hidden state. Output: norm_f of the main
-    branch, (B, 1 + N, 384). The training loss adds the mean of the per-block MSEs (the backbone's
+    main branch is guided by down_i(up_i(a_i)) added to its hidden state. Output: the main branch's last
+    guided hidden state as it is, (B, 1 + N, 384): no residual added and no norm_f, as the authors' head
+    reads `x_vim`. The training loss adds the mean of the per-block MSEs (the backbone's
     aux_loss). The ViT is only a teacher: it runs in training mode only, so eval and export hold no ViT.
     Choices vs the authors' hybrid_8: their code computes the auxiliary block's output and then overwrites
     it with up_i(main hidden), leaving the auxiliary blocks unused; here the auxiliary block is used, as
     the paper describes. They also train a frozen ViT PAR head whose loss gives no gradient; left out.
     All vit_depth blocks are distilled (they skip the last); the Vim stream has its own cls token first so
-    its tokens align with the ViT's.
+    its tokens align with the ViT's. Their Vim head is 384 wide; here PARModel's Linear(384 -> 768) neck and
+    768-wide head follow, as for every registry model (`PARModel.features` is 768 wide), which is again an
+    affine map per attribute of the same 384 features.
     """
 
     def __init__(
@@ -237,7 +248,6 @@ class MaKDF(_FrozenViTHybrid):
         self.aux_layers = _vim_layers(embed_dim, vit_depth, 0.0)
         self.up_adapters = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(vit_depth))
         self.down_adapters = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(vit_depth))
-        self.norm_f = RMSNorm(embed_dim)
 
     def forward(self, images: Tensor) -> Tensor | BackboneOutput:
         _check_images(images, self.img_size)
@@ -255,10 +265,9 @@ class MaKDF(_FrozenViTHybrid):
                 with torch.no_grad():
                     x = self.vit.blocks[i](x)
                 losses.append(F.mse_loss(guide[:, 1:].float(), x[:, 1:].float()))
-        tokens = self.norm_f(residual + hidden.float()).to(hidden.dtype)
         if not losses:
-            return tokens
-        return BackboneOutput(tokens, aux_loss=torch.stack(losses).mean())
+            return hidden
+        return BackboneOutput(hidden, aux_loss=torch.stack(losses).mean())
 
 
 @register_model(

@@ -152,12 +152,10 @@ def _adapt_vim(state: StateDict, backbone: nn.Module, path: str | Path) -> State
 
 
 def _adapt_vmamba(state: StateDict, backbone: nn.Module, path: str | Path) -> StateDict:
-    state = _drop_classifier(state)
-    # Some exports keep the final norm under `classifier.norm` (later repo layout); v0 calls it `norm`.
-    return {
-        ("norm." + k[len("classifier.norm.") :] if k.startswith("classifier.norm.") else k): v
-        for k, v in state.items()
-    }
+    """The classifier and the final norm dropped: MambaPAR's VMamba returns the blocks' tokens unnormalised
+    (v0 names the norm `norm`, later exports `classifier.norm`)."""
+    final_norm = ("norm.", "classifier.norm.")
+    return {k: v for k, v in _drop_classifier(state).items() if not k.startswith(final_norm)}
 
 
 def _adapt_vit(state: StateDict, backbone: nn.Module, path: str | Path) -> StateDict:

@@ -6,7 +6,9 @@ text-modality embedding; the vision tokens, projected to 768, get a vision-modal
 tokens, attribute tokens] pass two Vision-Semantic-Fusion (VSF) Mamba layers, each `x + mixer(norm(x))`
 (mamba_ssm's pre-norm Block with the residual added outside), then an RMSNorm; the last A tokens are the
 per-attribute features. The VSF layers are unidirectional, so with the attribute tokens last every one of
-them has read the whole image.
+them has read the whole image. With `text_checkpoint` the VSF layers start as copies of the language
+model's last two layers, fused at its width (the authors deep-copy mamba-130m's `backbone.layers[-2:]`,
+768 wide); without one they start fresh at `fusion_dim` (768).
 
 Choices where the paper's code differs or leaves room, and why:
 - Tokeniser: by default a word-level vocabulary built from the run's own phrases (works offline, no
@@ -40,6 +42,7 @@ with the attribute tokens as constants and no text encoder in it.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Sequence
@@ -63,7 +66,7 @@ from partool.models.text_checkpoint import (
     tokenizer_rows,
 )
 from partool.models.vim import VimBackbone
-from partool.models.vmamba import VMambaBackbone
+from partool.models.vmamba import VMAMBA_B_DROP_PATH, VMambaBackbone
 from partool.ops.causal_conv1d import causal_conv1d
 from partool.ops.selective_scan import selective_scan
 
@@ -274,7 +277,7 @@ class TextFusionBackbone(nn.Module):
         text_dim: int | None = None,
         text_depth: int | None = None,
         fusion_depth: int = 2,
-        dim: int = FUSION_DIM,
+        dim: int | None = None,
         text_checkpoint: str | Path | None = None,
         tokenizer: str | Path | None = None,
         text_shape: dict[str, int] | None = None,
@@ -289,12 +292,14 @@ class TextFusionBackbone(nn.Module):
         self.vision = vision
         self.family = vision.family
         self.img_size = vision.img_size
-        self.num_tokens, self.out_dim = len(attributes), dim
-        self.vision_proj = nn.Linear(vision.out_dim, dim) if vision.out_dim != dim else nn.Identity()
-        self.vision_embed = nn.Parameter(torch.zeros(1, 1, dim))
         self.text, ids, mask, self.vocab, shape = build_text_encoder(
             phrases, text_dim, text_depth, text_checkpoint, tokenizer, text_shape, text_tokens
         )
+        dim = fusion_width(shape, dim)
+        self.fusion = build_fusion_layers(self.text, shape is not None, fusion_depth, dim)
+        self.num_tokens, self.out_dim = len(attributes), dim
+        self.vision_proj = nn.Linear(vision.out_dim, dim) if vision.out_dim != dim else nn.Identity()
+        self.vision_embed = nn.Parameter(torch.zeros(1, 1, dim))
         self._self_contained: dict[str, Any] = {}
         if shape is not None:
             self._self_contained["text_shape"] = asdict(shape)
@@ -307,7 +312,6 @@ class TextFusionBackbone(nn.Module):
             }
         self.text_proj = nn.Linear(self.text.embedding.embedding_dim, dim)
         self.text_embed = nn.Parameter(torch.zeros(1, 1, dim))
-        self.fusion = nn.ModuleList(MambaBlock(dim) for _ in range(fusion_depth))
         self.norm = RMSNorm(dim)
         self.register_buffer("token_ids", ids, persistent=False)
         self.register_buffer("token_mask", mask, persistent=False)
@@ -415,6 +419,30 @@ def build_text_encoder(
     return text, ids, mask, vocab, shape
 
 
+def fusion_width(shape: MambaShape | None, dim: int | None) -> int:
+    """The width vision and text fuse at: a pretrained text encoder's (the VSF layers are copies of its
+    layers), else `dim` (768 when not given)."""
+    if shape is None:
+        return dim or FUSION_DIM
+    if dim is not None and dim != shape.d_model:
+        raise UserError(
+            f"fusion_dim={dim} but the text encoder is {shape.d_model} wide and the fusion layers are copies "
+            f"of its last layers; leave fusion_dim out (the checkpoint sets it) or pass {shape.d_model}"
+        )
+    return shape.d_model
+
+
+def build_fusion_layers(text: TextMamba, pretrained: bool, depth: int, dim: int) -> nn.ModuleList:
+    """The VSF layers: copies of a pretrained text encoder's last `depth` layers (its checkpoint's weights,
+    or a run's, loaded later), else fresh `dim`-wide Mamba blocks. Copies, as the authors' deepcopy: the
+    encoder and the fusion then train apart."""
+    if not pretrained:
+        return nn.ModuleList(MambaBlock(dim) for _ in range(depth))
+    if depth > len(text.layers):
+        raise UserError(f"fusion_depth {depth} copies more layers than the text encoder's {len(text.layers)}")
+    return copy.deepcopy(text.layers[len(text.layers) - depth :])
+
+
 def _stored_shape(text_shape: dict[str, int] | None) -> MambaShape | None:
     """A run's `text_shape` as a MambaShape; UserError when it is not one."""
     if text_shape is None:
@@ -484,7 +512,7 @@ def vim_small_text(
     drop_path_rate: float = 0.1,
     text_dim: int | None = None,
     text_depth: int | None = None,
-    fusion_dim: int = FUSION_DIM,
+    fusion_dim: int | None = None,
     text_checkpoint: str | None = None,
     tokenizer: str | None = None,
     text_shape: dict[str, int] | None = None,
@@ -508,10 +536,10 @@ def vmamba_base_text(
     phrases: Sequence[str] | None = None,
     depths: Sequence[int] = (2, 2, 27, 2),
     dims: Sequence[int] | int = 128,
-    drop_path_rate: float = 0.1,
+    drop_path_rate: float = VMAMBA_B_DROP_PATH,
     text_dim: int | None = None,
     text_depth: int | None = None,
-    fusion_dim: int = FUSION_DIM,
+    fusion_dim: int | None = None,
     text_checkpoint: str | None = None,
     tokenizer: str | None = None,
     text_shape: dict[str, int] | None = None,

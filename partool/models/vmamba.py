@@ -6,7 +6,11 @@ forward ones are stacked on the channel axis and run as one selective-scan call 
 direction (b, 2, n, l); the reversed two run as one `reverse=True` call over the same unflipped sequences.
 For inference on the `cpu`/`cuda` kernel backends `SS2D.fused_scan` runs both pairs as one bidirectional
 kernel call in a flat (channels, batch·tokens) layout.
-The backbone returns the last stage's tokens after the final LayerNorm: (B, H/32 · W/32, dims[-1]).
+The backbone returns the last stage's tokens as the blocks leave them, (B, H/32 · W/32, dims[-1]): no
+final LayerNorm, as MambaPAR's `VSSM.forward` (Event-AHU/OpenPAR, MambaPAR_Empirical_Study/models/vmamba.py)
+skips the classifier's norm; the loader drops an official checkpoint's `norm.*` (`pretrained.py`).
+VMamba-B's drop-path rate defaults to 0.6, the rate of the checkpoint the paper fine-tunes
+(`vssmbase_dp06`) and of the authors' `vssm_base` config; tiny and small keep 0.1.
 """
 
 from __future__ import annotations
@@ -237,7 +241,8 @@ class PatchEmbed2D(nn.Module):
 
 
 class VMambaBackbone(nn.Module):
-    """VMamba v0 (VSSM) without classifier; forward(images) -> (B, H/32 · W/32, dims[-1]) tokens."""
+    """VMamba v0 (VSSM) without classifier (and without its final norm); forward(images) -> (B, H/32 · W/32,
+    dims[-1]) tokens."""
 
     family = "vmamba"
 
@@ -277,7 +282,6 @@ class VMambaBackbone(nn.Module):
             )
             for i in range(len(depths))
         )
-        self.norm = nn.LayerNorm(dims[-1])
         self.apply(_init_weights)
 
     def checkpoint_root(self) -> nn.Module:
@@ -293,7 +297,7 @@ class VMambaBackbone(nn.Module):
         x = self.patch_embed(images)
         for layer in self.layers:
             x = layer(x)
-        return self.norm(x.flatten(1, 2))
+        return x.flatten(1, 2)
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -333,11 +337,14 @@ def vmamba_small(
     return _vmamba(img_size, depths, dims, drop_path_rate)
 
 
+VMAMBA_B_DROP_PATH = 0.6  # the authors' `vssm_base` config, as the `vssmbase_dp06` checkpoint was trained
+
+
 @register_model("vmamba-b", "vmamba", "VMamba v0 base (MambaPAR): depths 2-2-27-2, dims 128-1024, SS2D")
 def vmamba_base(
     img_size: tuple[int, int] = (224, 224),
     depths: Sequence[int] = (2, 2, 27, 2),
     dims: Sequence[int] | int = 128,
-    drop_path_rate: float = 0.1,
+    drop_path_rate: float = VMAMBA_B_DROP_PATH,
 ) -> VMambaBackbone:
     return _vmamba(img_size, depths, dims, drop_path_rate)
