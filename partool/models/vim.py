@@ -111,7 +111,11 @@ def midcls_index(num_patches: int) -> int:
 def resample_midcls_pos_embed(
     pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
 ) -> Tensor:
-    """Bicubic-resize a (1, 1 + gh·gw, E) middle-cls pos-embed to a new patch grid, keeping cls in the middle."""
+    """Bicubic-resize a (1, 1 + gh·gw, E) middle-cls pos-embed to a new patch grid, keeping cls in the middle.
+
+    Differs from the MambaPAR authors' loader (OpenPAR `models/base_block.py::create_Vim`), which treats the
+    first position as the cls one: with Vim's middle cls token that resizes a grid holding the cls position and
+    missing the first patch's. Here the cls position is taken from, and put back in, the middle."""
     old_n, new_n = old_grid[0] * old_grid[1], new_grid[0] * new_grid[1]
     if pos_embed.shape[1] != old_n + 1:
         raise ValueError(
