@@ -17,7 +17,8 @@ def models(
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """List every registered model: parameters (backbone / total), GFLOPs of one image at its default
-    input size, the input size, and the ONNX scan lowerings it exports with (`partool export --scan`).
+    input size, the input size, the ONNX scan lowerings it exports with (`partool export --scan`), the
+    training recipe it gets, and the checkpoints it starts from (`partool train --pretrained ROLE=FILE`).
 
     FLOPs follow the papers' convention (fvcore's): a multiply-add is one FLOP for products, convolutions
     and attention, and each selective scan adds mamba_ssm's 9·b·l·d·n; elementwise ops are not counted.
@@ -41,10 +42,11 @@ def models(
     if json_out:
         print_json(rows)
         return
-    columns = ["model", "family", "backbone", "total", "GFLOPs", "input", "plugin", "portable"]
+    columns = ["model", "family", "backbone", "total", "GFLOPs", "input", "plugin", "portable", "recipe"]
+    columns.append("checkpoints (--pretrained)")
     print_table(
         f"partool models: parameters (backbone, total with a head for {num_attrs} attributes), "
-        f"{'GFLOPs, ' if flops else ''}input H×W, ONNX lowerings",
+        f"{'GFLOPs, ' if flops else ''}input H×W, ONNX lowerings, training recipe, checkpoints",
         columns if flops else [c for c in columns if c != "GFLOPs"],
         [
             [
@@ -55,10 +57,17 @@ def models(
                 *([f"{r['gflops']['total']:.2f}"] if flops else []),
                 "×".join(map(str, r["input_size"])),
                 *("yes" if lowering in r["exports"] else "no" for lowering in ("plugin", "portable")),
+                r["recipe"],
+                _checkpoints_cell(r["checkpoints"]),
             ]
             for r in rows
         ],
     )
+
+
+def _checkpoints_cell(checkpoints: dict[str, str]) -> str:
+    """{'vim': 'a.pth', 'vit': 'b.pth'} -> 'vim=a.pth vit=b.pth', one --pretrained value per role."""
+    return " ".join(f"{role}={file}" for role, file in checkpoints.items()) or "-"
 
 
 def register(app: typer.Typer) -> None:

@@ -52,10 +52,10 @@ def default_out(model: str, data: str) -> Path:
 def train(
     model: str | None = typer.Option(None, "--model", help="Model name from `partool models` (vim-t, vim-s, vmamba-b, vit-s…)."),
     data: str | None = typer.Option(None, "--data", help="Dataset spec: synth[:N], pa100k:ROOT, peta:ROOT, rap1:ROOT, rap2:ROOT, pkl:PATH, wider:ROOT, csv:PATH."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the paper's, Vim 60, VMamba/ViT 20)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step, over all GPUs (default: Vim 64, VMamba/ViT 128)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the paper's, Vim and hybrids 60, VMamba/ViT 20)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step, over all GPUs (default: Vim and hybrids 64, VMamba/ViT 128)."),
     img_size: str | None = typer.Option(None, "--img-size", help="Input HEIGHTxWIDTH, e.g. 256x128 (default: the model's, 224x224)."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: Vim 2.5e-4, VMamba/ViT 8e-3)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: Vim and hybrids 2.5e-4, VMamba/ViT 8e-3)."),
     optimizer: str | None = typer.Option(None, "--optimizer", help="sgd (the paper's, momentum 0.9) or adamw."),
     weight_decay: float | None = typer.Option(None, "--weight-decay", help="Weight decay (default: 1e-4)."),
     warmup_epochs: int | None = typer.Option(None, "--warmup-epochs", help="Linear warm-up epochs from 1% of --lr (default: 5)."),
@@ -67,7 +67,7 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-DATASET)."),
-    pretrained: Path | None = typer.Option(None, "--pretrained", help="Official ImageNet checkpoint for the backbone (.pth/.safetensors)."),
+    pretrained: list[str] = typer.Option([], "--pretrained", metavar="[ROLE=]PATH", help="Official checkpoint (.pth/.safetensors) for the backbone; repeatable as ROLE=PATH for the parts of a hybrid: vim=vim_s_midclstok_ft_81p6acc.pth, vit=jx_vit_base_p16_224-80ecf9dd.pth, or vit=RUN (a vit-b run folder, the frozen ViT of maformer/mahdft/kdtm/makdf). `partool models` lists what each model expects."),
     teacher: Path | None = typer.Option(None, "--teacher", help="Trained run folder to distil into --model (same dataset attributes; any model and input size), e.g. runs/vit-b-pa100k."),
     distill_weight: float | None = typer.Option(None, "--distill-weight", help="Weight of the MSE between student and teacher logits added to the weighted BCE (default: 1, as MambaPAR's KDTM)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
@@ -91,6 +91,8 @@ def train(
       partool train --resume --out runs/vim-s-pa100k          (after a crash or Ctrl-C)
 
       partool train --model vim-s --data pa100k:/data/PA100k --teacher runs/vit-b-pa100k --distill-weight 1   (distil a trained ViT-B into a Vim-S for deployment)
+
+      partool train --model makdf --data pa100k:/data/PA100k --pretrained vim=vim_s_midclstok_ft_81p6acc.pth --pretrained vit=runs/vit-b-pa100k   (a hybrid from both checkpoints, its frozen ViT from a vit-b PAR run)
 
       torchrun --nproc-per-node 4 -m partool train --model vmamba-b --data peta:/data/PETA   (multi-GPU)
     """
@@ -126,7 +128,7 @@ def train(
         seed=seed,
         threshold=threshold,
         protocol=protocol.lower(),
-        pretrained=str(pretrained) if pretrained else None,
+        pretrained=list(pretrained) or None,
         teacher=str(teacher.resolve()) if teacher else None,
         distill_weight=1.0 if distill_weight is None else distill_weight,
         device=device,

@@ -5,7 +5,7 @@ Importing this package registers every model (the backbone modules register them
 
 from partool.models import vim, vit, vmamba  # noqa: F401  (registration side effect)
 from partool.models.par import PARModel
-from partool.models.pretrained import load_pretrained
+from partool.models.pretrained import load_checkpoints, load_pretrained
 from partool.models.registry import (
     ModelInfo,
     count_parameters,
@@ -21,6 +21,7 @@ __all__ = [
     "count_parameters",
     "create_model",
     "list_models",
+    "load_checkpoints",
     "load_pretrained",
     "model_info",
     "register_model",

@@ -8,9 +8,17 @@ details; choices and deviations are listed per class.
 
 Widths: the Vim blocks stay at Vim-S width (384) as in the authors' code, with Linear maps 768 <-> 384
 where the streams meet, so a Vim-S checkpoint's blocks keep their shapes.
+
+Checkpoints: as the authors, every hybrid starts from both a Vim-S and a ViT-B checkpoint,
+`--pretrained vim=FILE --pretrained vit=FILE` (each hybrid's `checkpoint_parts` routes the Vim file to its
+Vim blocks and stem, the ViT file to its Transformer); a bare `--pretrained FILE` loads the checkpoint root.
+The frozen-ViT hybrids (MaHDFT, MaFormer, KDTM, MaKDF) also take `vit=RUN`, a partool vit-b PAR run, as the
+authors' `ckpt_best_F1.pth` (train_hybrid.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from timm.layers import DropPath, trunc_normal_
@@ -18,8 +26,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from partool.errors import UserError
+from partool.models.checkpoint_files import VIM_S, VIT_B
 from partool.models.mamba import BiMamba, RMSNorm, linspace
 from partool.models.par import BackboneOutput, StreamSpec
+from partool.models.pretrained import CheckpointPart, KeyMap, StateDict, block_count, block_map
 from partool.models.registry import register_model
 from partool.models.vim import Block, PatchEmbed, VimBackbone, run_blocks
 
@@ -64,6 +74,49 @@ def _last_vit_blocks(
     return nn.Sequential(*vit.blocks[len(vit.blocks) - depth :])
 
 
+PAR_VIT_B = "a vit-b PAR run folder (their ckpt_best_F1.pth)"  # train_hybrid.py, hybrids 4, 5, 7, 8
+BOTH = (("vim", VIM_S), ("vit", VIT_B))
+FROZEN = (("vim", VIM_S), ("vit", f"{PAR_VIT_B}, or {VIT_B}"))
+STEM: KeyMap = [("patch_embed.", "patch_embed."), ("cls_token", "cls_token"), ("pos_embed", "pos_embed")]
+
+
+def vim_part(
+    root: nn.Module, what: str, keys: Callable[[StateDict], KeyMap], grid_size: tuple[int, int] | None = None
+) -> CheckpointPart:
+    """A hybrid's Vim part: the Vim-S file's blocks (and stem, with a leading cls token) routed by `keys`."""
+    return CheckpointPart("vim", root, what, grid_size=grid_size, cls_first=True, keys=keys)
+
+
+def same_blocks(dst: str, count: int) -> Callable[[StateDict], KeyMap]:
+    """File blocks 0..count-1 into `dst` 0..count-1."""
+    return lambda state: block_map("layers.", dst, list(range(count)))
+
+
+def every_nth_block(dst: str, count: int) -> Callable[[StateDict], KeyMap]:
+    """`count` file blocks evenly spaced from the first (a 24-block file into 12: the even ones)."""
+
+    def keys(state: StateDict) -> KeyMap:
+        step = max(1, block_count(state, "layers.") // count)
+        return block_map("layers.", dst, [j * step for j in range(count)])
+
+    return keys
+
+
+def last_blocks(src: str, dst: str, count: int) -> Callable[[StateDict], KeyMap]:
+    """The file's last `count` blocks under `src` into `dst` 0..count-1."""
+
+    def keys(state: StateDict) -> KeyMap:
+        total = block_count(state, src)
+        return block_map(src, dst, list(range(max(0, total - count), total)))
+
+    return keys
+
+
+def prefixed(stem: str, keys: Callable[[StateDict], KeyMap]) -> Callable[[StateDict], KeyMap]:
+    """`keys` plus the Vim stem (patch_embed, cls_token, pos_embed) under `stem`."""
+    return lambda state: [(src, stem + dst) for src, dst in STEM] + keys(state)
+
+
 def _check_images(images: Tensor, img_size: tuple[int, int]) -> None:
     if tuple(images.shape[-2:]) != tuple(img_size):
         h, w = img_size
@@ -91,6 +144,17 @@ class _ViTHybrid(nn.Module):
     def checkpoint_root(self) -> nn.Module:
         """Official (timm) ViT checkpoints load into the Transformer."""
         return self.vit
+
+    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
+        """`--pretrained vit=` fills the Transformer, `vim=` the Vim part (`_vim_part`)."""
+        vit = CheckpointPart(
+            "vit", self.vit, grid_size=self.grid_size, prefix_tokens=self.vit.num_prefix_tokens
+        )
+        return {"vim": self._vim_part(), "vit": vit}
+
+    def _vim_part(self) -> CheckpointPart:
+        """The blocks a Vim-S checkpoint fills (defined by each hybrid)."""
+        raise NotImplementedError
 
 
 class PaFusion(_ViTHybrid):
@@ -144,6 +208,12 @@ class PaFusion(_ViTHybrid):
                 hidden = self.down_projs[i](x)
         return self.vit.norm(x)
 
+    def _vim_part(self) -> CheckpointPart:
+        """The Vim stem and all blocks; the position embedding gets its cls row first (the authors start it
+        fresh, hybrid_1's pos_embed_vim)."""
+        keys = prefixed("", same_blocks("layers.", len(self.layers)))
+        return vim_part(self, "patch_embed, cls_token, pos_embed, layers", keys, self.grid_size)
+
 
 class NASF(nn.Module):
     """N-ASF: a whole Vim, Linear(384 -> 768), then the last Transformer blocks of a ViT-B, no final norm.
@@ -152,9 +222,8 @@ class NASF(nn.Module):
     with no second patch or position embedding, and the blocks' raw output goes to the head. The blocks are
     the last `vit_depth` (4) of a timm ViT-B, with the drop-path rates of those positions: the authors run
     `blocks[-4:]` (`ViT.forward_by_blocks`; the `blocks[:6]` their class also keeps is never run).
-    Difference: the authors' four blocks are ViT-B's ImageNet blocks 8-11; here they start fresh, because
-    `--pretrained` loads one checkpoint and N-ASF's is the Vim's (the checkpoint root), whose 24 blocks
-    are most of the model.
+    The authors' four blocks are ViT-B's ImageNet blocks 8-11: `--pretrained vit=FILE` loads the file's last
+    blocks into them (a bare FILE loads the Vim, the checkpoint root).
     """
 
     family = "vim"
@@ -179,6 +248,13 @@ class NASF(nn.Module):
     def checkpoint_root(self) -> nn.Module:
         """Official Vim checkpoints load into the Mamba part."""
         return self.vim
+
+    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
+        """vim= fills the whole Vim; vit= the Transformer blocks, from the file's last blocks (ViT-B's 8-11,
+        the authors' `blocks[-4:]`)."""
+        vim = CheckpointPart("vim", self.vim, grid_size=self.grid_size)
+        keys = last_blocks("blocks.", "", len(self.blocks))
+        return {"vim": vim, "vit": CheckpointPart("vit", self.blocks, "the last ViT blocks", keys=keys)}
 
     def forward(self, images: Tensor) -> Tensor:
         return self.blocks(self.dim_proj(self.vim(images).to(self.dim_proj.weight.dtype)))
@@ -228,6 +304,10 @@ class ASF(_ViTHybrid):
             x = self.up_projs[g](hidden.to(x.dtype))
         return self.vit.norm(x)
 
+    def _vim_part(self) -> CheckpointPart:
+        """The Vim blocks, in order (ASF has no Vim stem: its Vim blocks read the ViT's tokens)."""
+        return vim_part(self, "layers", same_blocks("layers.", len(self.layers)))
+
 
 class MaHDFT(_ViTHybrid):
     """MaHDFT: a frozen ViT; every block's tokens pooled by a 1x1 Conv1d (T -> T // 4), joined, projected
@@ -243,11 +323,11 @@ class MaHDFT(_ViTHybrid):
     The ViT's own PAR head: the ViT's final tokens (timm's forward_features, as the `vit-b` model's) are the
     `fused_stream`, so PARModel gives them a second PARHead and the output logits are the mean of that
     head's and the Vim branch's, as the paper. The authors freeze that head too, as they load it from a
-    trained ViT-B PAR run; here it is trained with the rest (the ViT comes from an ImageNet checkpoint).
+    trained ViT-B PAR run; here it is trained with the rest (`vit=RUN` loads that run's ViT, not its head).
     The authors pool 11 of the 12 blocks (the last is never run, their ViT head reads block 11 without the
     final norm); here all vit_depth blocks are pooled, as the paper's text says.
-    Differences: the authors' 4 Vim blocks and norm_f are Vim-S's ImageNet ones; here they start fresh,
-    as `--pretrained` loads one checkpoint and MaHDFT's is the ViT's (the checkpoint root). Their Vim branch
+    The authors' 4 Vim blocks and norm_f are Vim-S's last ImageNet ones, as `--pretrained vim=FILE` loads
+    them (a bare FILE loads the ViT, the checkpoint root). Differences: their Vim branch
     has its own head at width 384 (Linear(384 -> 1) per attribute); here PARModel's Linear(384 -> 768)
     neck and the 768-wide head follow, since every registry model's head, and `PARModel.features` that
     text fusion and distillation read, are 768 wide. Neck then per-attribute Linear(768 -> 1) is again an
@@ -298,9 +378,18 @@ class MaHDFT(_ViTHybrid):
         tokens = self.final_pool(fused.to(hidden.dtype))
         return BackboneOutput(tokens, fused_tokens=self.vit.norm(x))
 
+    def _vim_part(self) -> CheckpointPart:
+        """The file's last blocks and norm_f, as the authors' `layers[-4:]` of Vim-S."""
+        blocks = last_blocks("layers.", "layers.", len(self.layers))
+        return vim_part(self, "layers, norm_f", lambda state: [*blocks(state), ("norm_f.", "norm_f.")])
+
 
 @register_model(
-    "pafusion", "vit", "PaFusion hybrid: ViT-B/16 and Vim-S blocks in parallel, outputs added per block"
+    "pafusion",
+    "vit",
+    "PaFusion hybrid: ViT-B/16 and Vim-S blocks in parallel, outputs added per block",
+    recipe="hybrid",
+    checkpoints=BOTH,
 )
 def pafusion(
     img_size: tuple[int, int] = (224, 224),
@@ -314,7 +403,13 @@ def pafusion(
     return PaFusion(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
 
 
-@register_model("nasf", "vim", "N-ASF hybrid: all Vim-S blocks, then the last 4 ViT-B/16 Transformer blocks")
+@register_model(
+    "nasf",
+    "vim",
+    "N-ASF hybrid: all Vim-S blocks, then the last 4 ViT-B/16 Transformer blocks",
+    recipe="hybrid",
+    checkpoints=BOTH,
+)
 def nasf(
     img_size: tuple[int, int] = (224, 224),
     vit_dim: int = 768,
@@ -327,7 +422,13 @@ def nasf(
     return NASF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
 
 
-@register_model("asf", "vit", "ASF hybrid: runs of ViT-B/16 blocks alternating with runs of Vim-S blocks")
+@register_model(
+    "asf",
+    "vit",
+    "ASF hybrid: runs of ViT-B/16 blocks alternating with runs of Vim-S blocks",
+    recipe="hybrid",
+    checkpoints=BOTH,
+)
 def asf(
     img_size: tuple[int, int] = (224, 224),
     vit_dim: int = 768,
@@ -345,6 +446,8 @@ def asf(
     "mahdft",
     "vit",
     "MaHDFT hybrid: frozen ViT-B/16, every block's tokens pooled, joined and fused by 4 Vim-S blocks",
+    recipe="hybrid",
+    checkpoints=FROZEN,
 )
 def mahdft(
     img_size: tuple[int, int] = (224, 224),

@@ -18,8 +18,21 @@ from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from partool.errors import UserError
-from partool.models.hybrids import _check_images, _embed, _vim_layers, _vit, _ViTHybrid
+from partool.models.hybrids import (
+    BOTH,
+    FROZEN,
+    _check_images,
+    _embed,
+    _vim_layers,
+    _vit,
+    _ViTHybrid,
+    every_nth_block,
+    prefixed,
+    same_blocks,
+    vim_part,
+)
 from partool.models.par import BackboneOutput, StreamSpec
+from partool.models.pretrained import CheckpointPart, KeyMap, StateDict
 from partool.models.registry import register_model
 from partool.models.vim import PatchEmbed, VimBackbone, run_blocks
 
@@ -106,6 +119,10 @@ class MaFormer(_FrozenViTHybrid):
             x = block(x) + self.up_projs[i](hidden.to(x.dtype))
         return self.vit.norm(x)
 
+    def _vim_part(self) -> CheckpointPart:
+        """Evenly spaced file blocks: a Vim-S's even ones for the default 12, the ones the authors run."""
+        return vim_part(self, "layers", every_nth_block("layers.", len(self.layers)))
+
 
 class AdaMTF(_ViTHybrid):
     """AdaMTF: ViT and Vim streams side by side; after each ViT block (and its depth/vit_depth Vim blocks)
@@ -161,6 +178,11 @@ class AdaMTF(_ViTHybrid):
             x, hidden = x + mix[..., :d], hidden + mix[..., d:].to(hidden.dtype)
         return self.vit.norm(x + self.up_final(hidden.to(x.dtype)))
 
+    def _vim_part(self) -> CheckpointPart:
+        """The Vim stem (cls row moved first) and all blocks, in order."""
+        keys = prefixed("stem.", same_blocks("layers.", len(self.layers)))
+        return vim_part(self, "stem, layers", keys, self.grid_size)
+
 
 class KDTM(_FrozenViTHybrid):
     """KDTM: a frozen ViT teacher with its own PAR head, distilled into a Vim student.
@@ -172,7 +194,8 @@ class KDTM(_FrozenViTHybrid):
     BCE(student) + BCE(teacher) + MSE(student logits, teacher logits) (PAROutput.aux_loss; the teacher's
     logits are detached in the MSE so only the student is pulled). In eval mode the ViT is not run.
     Choices vs the authors' hybrid_7: they load a trained ViT-B PAR run and freeze its head too; here the
-    ViT is an ImageNet checkpoint (`--pretrained`, the checkpoint root) and its head is trained alongside.
+    ViT comes from `--pretrained vit=` (an ImageNet file, or a vit-b PAR run's backbone) and its head is
+    trained alongside.
     (`partool train --teacher RUN` distils from a fully trained run instead.) The last block and the final
     norm are kept, frozen and never run, as in the authors' model, so a ViT checkpoint loads whole.
     """
@@ -208,6 +231,10 @@ class KDTM(_FrozenViTHybrid):
         for block in self.vit.blocks[:-1]:
             x = block(x)
         return x
+
+    def _vim_part(self) -> CheckpointPart:
+        """The student is a whole Vim: the file loads into it as into `vim-s`."""
+        return CheckpointPart("vim", self.vim, grid_size=self.grid_size)
 
 
 class MaKDF(_FrozenViTHybrid):
@@ -269,9 +296,24 @@ class MaKDF(_FrozenViTHybrid):
             return hidden
         return BackboneOutput(hidden, aux_loss=torch.stack(losses).mean())
 
+    def _vim_part(self) -> CheckpointPart:
+        """Stem and main blocks in order; the auxiliary blocks copy evenly spaced file blocks (the authors'
+        `vim_mid = deepcopy(layers[:-2:2])`, the even ones of Vim-S)."""
+        main = prefixed("stem.", same_blocks("layers.", len(self.layers)))
+        aux = every_nth_block("aux_layers.", len(self.aux_layers))
+
+        def keys(state: StateDict) -> KeyMap:
+            return main(state) + aux(state)
+
+        return vim_part(self, "stem, layers, aux_layers", keys, self.grid_size)
+
 
 @register_model(
-    "maformer", "vit", "MaFormer hybrid: frozen ViT-B/16 with a Vim-S side chain added into each block"
+    "maformer",
+    "vit",
+    "MaFormer hybrid: frozen ViT-B/16 with a Vim-S side chain added into each block",
+    recipe="hybrid",
+    checkpoints=FROZEN,
 )
 def maformer(
     img_size: tuple[int, int] = (224, 224),
@@ -286,7 +328,11 @@ def maformer(
 
 
 @register_model(
-    "adamtf", "vit", "AdaMTF hybrid: ViT-B/16 and Vim-S streams joined by adapters fed back to both"
+    "adamtf",
+    "vit",
+    "AdaMTF hybrid: ViT-B/16 and Vim-S streams joined by adapters fed back to both",
+    recipe="hybrid",
+    checkpoints=BOTH,
 )
 def adamtf(
     img_size: tuple[int, int] = (224, 224),
@@ -302,7 +348,11 @@ def adamtf(
 
 
 @register_model(
-    "kdtm", "vit", "KDTM hybrid: frozen ViT-B/16 teacher with its own head distilled into a Vim-S student"
+    "kdtm",
+    "vit",
+    "KDTM hybrid: frozen ViT-B/16 teacher with its own head distilled into a Vim-S student",
+    recipe="hybrid",
+    checkpoints=FROZEN,
 )
 def kdtm(
     img_size: tuple[int, int] = (224, 224),
@@ -317,7 +367,11 @@ def kdtm(
 
 
 @register_model(
-    "makdf", "vit", "MaKDF hybrid: frozen ViT-B/16 distilled layer-wise into Vim-S through auxiliary blocks"
+    "makdf",
+    "vit",
+    "MaKDF hybrid: frozen ViT-B/16 distilled layer-wise into Vim-S through auxiliary blocks",
+    recipe="hybrid",
+    checkpoints=FROZEN,
 )
 def makdf(
     img_size: tuple[int, int] = (224, 224),

@@ -15,6 +15,7 @@ import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from partool.errors import UserError
-from partool.models.vim import resample_midcls_pos_embed
+from partool.models.vim import midcls_index, resample_midcls_pos_embed
 
 StateDict = dict[str, Tensor]
+KeyMap = list[tuple[str, str]]  # (file prefix, model prefix): a file key may fill several model keys
 
 # Which family a state dict belongs to, by a key pattern only that family has.
 _FAMILY_PATTERNS = {
@@ -142,49 +144,164 @@ def _checkpoint_grid(num_patches: int, model_grid: tuple[int, int], path: str | 
     return side, side
 
 
-def _adapt_vim(state: StateDict, backbone: nn.Module, path: str | Path) -> StateDict:
+@dataclass(frozen=True, eq=False)
+class CheckpointPart:
+    """Where one checkpoint loads in a model: `root`, whose parameter names are the file's (after `keys`).
+
+    A plain backbone has one part (its family's); a hybrid has a "vim" and a "vit" part, each routed to
+    the blocks built from that family (`checkpoint_parts()` on the backbone).
+    """
+
+    family: str  # the checkpoint family this part takes: "vim", "vmamba" or "vit"
+    root: nn.Module
+    what: str = ""  # which of root's parameters it fills, for messages and partool.json ("" = all)
+    grid_size: tuple[int, int] | None = None  # patch grid a position embedding is resized to
+    prefix_tokens: int = 1  # tokens before the patches in a ViT position embedding
+    cls_first: bool = False  # a Vim stem whose cls token leads (Vim's own sits in the middle)
+    keys: Callable[[StateDict], KeyMap] | None = None  # (file prefix, root prefix) pairs (None: same)
+
+
+def _adapt_vim(state: StateDict, part: CheckpointPart, path: str | Path) -> StateDict:
     state = _drop_classifier(state)
-    if "pos_embed" in state:
+    if "pos_embed" in state and part.grid_size is not None:
         pe = state["pos_embed"]
-        old = _checkpoint_grid(pe.shape[1] - 1, backbone.grid_size, path)
-        state["pos_embed"] = resample_midcls_pos_embed(pe, old, backbone.grid_size)
+        old = _checkpoint_grid(pe.shape[1] - 1, part.grid_size, path)
+        pe = resample_midcls_pos_embed(pe, old, part.grid_size)
+        state["pos_embed"] = _cls_to_front(pe) if part.cls_first else pe
     return state
 
 
-def _adapt_vmamba(state: StateDict, backbone: nn.Module, path: str | Path) -> StateDict:
+def _cls_to_front(pe: Tensor) -> Tensor:
+    """A middle-cls position embedding with the cls row moved first (patch rows keep their order)."""
+    c = midcls_index(pe.shape[1] - 1)
+    return torch.cat([pe[:, c : c + 1], pe[:, :c], pe[:, c + 1 :]], 1)
+
+
+def _adapt_vmamba(state: StateDict, part: CheckpointPart, path: str | Path) -> StateDict:
     """The classifier and the final norm dropped: MambaPAR's VMamba returns the blocks' tokens unnormalised
     (v0 names the norm `norm`, later exports `classifier.norm`)."""
     final_norm = ("norm.", "classifier.norm.")
     return {k: v for k, v in _drop_classifier(state).items() if not k.startswith(final_norm)}
 
 
-def _adapt_vit(state: StateDict, backbone: nn.Module, path: str | Path) -> StateDict:
+def _adapt_vit(state: StateDict, part: CheckpointPart, path: str | Path) -> StateDict:
     from timm.layers import resample_abs_pos_embed
 
     state = _drop_classifier(state)
-    if "pos_embed" in state:
-        prefix = backbone.checkpoint_root().num_prefix_tokens
+    if "pos_embed" in state and part.grid_size is not None:
+        prefix = part.prefix_tokens
         pe = state["pos_embed"]
-        old = _checkpoint_grid(pe.shape[1] - prefix, backbone.grid_size, path)
-        if old != tuple(backbone.grid_size):
+        old = _checkpoint_grid(pe.shape[1] - prefix, part.grid_size, path)
+        if old != tuple(part.grid_size):
             state["pos_embed"] = resample_abs_pos_embed(
-                pe, list(backbone.grid_size), list(old), num_prefix_tokens=prefix
+                pe, list(part.grid_size), list(old), num_prefix_tokens=prefix
             )
     return state
 
 
-_ADAPTERS: dict[str, Callable[[StateDict, nn.Module, str | Path], StateDict]] = {
+_ADAPTERS: dict[str, Callable[[StateDict, CheckpointPart, str | Path], StateDict]] = {
     "vim": _adapt_vim,
     "vmamba": _adapt_vmamba,
     "vit": _adapt_vit,
 }
 
 
+def block_count(state: StateDict, prefix: str) -> int:
+    """How many numbered blocks `prefix{i}.` a state dict holds (its depth), 0 if none."""
+    found = re.compile(re.escape(prefix) + r"(\d+)\.")
+    indices = [int(m.group(1)) for k in state if (m := found.match(k))]
+    return max(indices) + 1 if indices else 0
+
+
+def block_map(src: str, dst: str, sources: list[int]) -> KeyMap:
+    """Prefix pairs putting file block `sources[j]` (under `src`) at model block j (under `dst`)."""
+    return [(f"{src}{i}.", f"{dst}{j}.") for j, i in enumerate(sources)]
+
+
+def _default_part(backbone: nn.Module) -> CheckpointPart:
+    """The one part of a plain backbone: its family's checkpoint into its checkpoint root."""
+    root = backbone.checkpoint_root()
+    return CheckpointPart(
+        backbone.family, root, grid_size=getattr(backbone, "grid_size", None),
+        prefix_tokens=getattr(root, "num_prefix_tokens", 1),
+    )  # fmt: skip
+
+
+def checkpoint_parts(model: nn.Module) -> dict[str, CheckpointPart]:
+    """The parts of `model` (a PARModel or a bare backbone) that official checkpoints load into, by role.
+
+    Roles are checkpoint families: "vim", "vmamba", "vit"; a hybrid has both "vim" and "vit"."""
+    backbone = getattr(model, "backbone", model)
+    if hasattr(backbone, "checkpoint_parts"):
+        return backbone.checkpoint_parts()
+    if getattr(backbone, "family", None) not in _ADAPTERS:
+        raise UserError(
+            f"{type(model).__name__} has no official-checkpoint loader (families: {', '.join(_ADAPTERS)})"
+        )
+    return {backbone.family: _default_part(backbone)}
+
+
+def _remap(state: StateDict, mapping: KeyMap) -> StateDict:
+    """The keys under each mapped file prefix, renamed to its model prefix; the rest dropped."""
+    return {
+        dst + key[len(src) :]: value
+        for src, dst in mapping
+        for key, value in state.items()
+        if key.startswith(src)
+    }
+
+
+def _check_family(state: StateDict, part: CheckpointPart, path: str | Path, role: str | None) -> None:
+    found = checkpoint_family(state)
+    if found == part.family:
+        return
+    kind = f"a {found} checkpoint" if found else "not a Vim, VMamba v0 or ViT checkpoint"
+    if role is None:
+        raise UserError(
+            f"{path} is {kind}, but the model is a {part.family} model; pick a matching --model or file"
+        )
+    raise UserError(
+        f"--pretrained {role}={path} is {kind}, but the {role} part takes a {part.family} checkpoint; "
+        f"pass a {part.family} file as {role}= (or the file under its own role)"
+    )
+
+
+def load_state_into(
+    part: CheckpointPart, state: StateDict, path: str | Path, role: str | None = None
+) -> tuple[list[str], list[str]]:
+    """Adapt `state` (an official checkpoint's tensors) and load it into `part`, non-strictly.
+
+    Returns (missing, unexpected): the part's keys the file did not fill, the file's keys it did not use."""
+    _check_family(state, part, path, role)
+    state = _ADAPTERS[part.family](state, part, path)
+    covers: tuple[str, ...] = ("",)
+    if part.keys is not None:
+        mapping = part.keys(state)
+        unused = [k for k in state if not k.startswith(tuple(src for src, _ in mapping))]
+        state, covers = _remap(state, mapping), tuple(dst for _, dst in mapping)
+    own = part.root.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        shown = "; ".join(
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:3]
+        )
+        where = f" ({role} part)" if role else ""
+        raise UserError(
+            f"{path} does not fit this model{where} ({len(wrong)} shape mismatches, e.g. {shown}); "
+            "it was trained for another model size"
+        )
+    result = part.root.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k.startswith(covers)]
+    unexpected = list(result.unexpected_keys) + (unused if part.keys is not None else [])
+    return missing, unexpected
+
+
 def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load an official ImageNet checkpoint into `model`'s backbone (a PARModel or a bare backbone).
 
     Remaps keys, resizes position embeddings to the model's input size, drops the classifier, and loads
-    non-strictly. Returns (missing, unexpected) key lists relative to the backbone's checkpoint root.
+    non-strictly into the backbone's checkpoint root (a hybrid's: the part its family names). Returns
+    (missing, unexpected) key lists relative to that root.
     """
     backbone = getattr(model, "backbone", model)
     family = getattr(backbone, "family", None)
@@ -193,23 +310,141 @@ def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list
             f"{type(model).__name__} has no official-checkpoint loader (families: {', '.join(_ADAPTERS)})"
         )
     state = extract_state_dict(read_checkpoint(path), path)
-    found = checkpoint_family(state)
-    if found != family:
-        kind = f"a {found} checkpoint" if found else "not a Vim, VMamba v0 or ViT checkpoint"
+    return load_state_into(_default_part(backbone), state, path)
+
+
+ROLES = tuple(_ADAPTERS)  # `--pretrained ROLE=FILE`: the part of the model a file goes to
+_ROLE_SPEC = re.compile(r"([a-z]+)=(.+)")
+RUN_MODEL = "vit-b"  # the PAR-trained ViT the authors' frozen-ViT hybrids start from (ckpt_best_F1.pth)
+
+
+def parse_pretrained(specs: str | list[str] | None) -> list[tuple[str | None, str]]:
+    """`--pretrained` values as (role, path): 'vim=a.pth' -> ('vim', 'a.pth'), 'a.pth' -> (None, 'a.pth').
+
+    A bare path keeps its meaning (the model's own checkpoint root); a role given twice is a UserError."""
+    items = [specs] if isinstance(specs, str) else list(specs or [])
+    parsed: list[tuple[str | None, str]] = []
+    for item in items:
+        found = _ROLE_SPEC.fullmatch(item)
+        role, path = (found.group(1), found.group(2)) if found else (None, item)
+        if role is not None and role not in ROLES:
+            raise UserError(
+                f"--pretrained {item}: unknown part {role!r}; write ROLE=FILE with ROLE one of "
+                f"{', '.join(ROLES)}, or a bare FILE (a file whose name holds '=' as ./{item})"
+            )
+        if any(r == role for r, _ in parsed):
+            raise UserError(f"--pretrained {role or 'FILE'} is given twice; pass one file per part")
+        parsed.append((role, path))
+    return parsed
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    """`module`'s dotted name inside `model` ("" for the model itself)."""
+    return next((name for name, m in model.named_modules() if m is module), "")
+
+
+def _part_for(model: nn.Module, role: str | None, name: str) -> tuple[str, CheckpointPart]:
+    """(role, part) a `--pretrained` value loads into; a bare path keeps the backbone's checkpoint root."""
+    backbone = getattr(model, "backbone", model)
+    if role is None:
+        checkpoint_parts(model)  # the same UserError for a model without any loader
+        return backbone.family, _default_part(backbone)
+    parts = checkpoint_parts(model)
+    if role not in parts:
         raise UserError(
-            f"{path} is {kind}, but the model is a {family} model; pick a matching --model or file"
+            f"--pretrained {role}=: model {name} has no {role} part (its parts: {', '.join(parts)}); "
+            "drop that file or pick a model that has one"
         )
-    state = _ADAPTERS[family](state, backbone, path)
-    target = backbone.checkpoint_root()
-    own = target.state_dict()
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if wrong:
-        shown = "; ".join(
-            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:3]
-        )
+    return role, parts[role]
+
+
+def _run_state(run: Path, role: str, model: nn.Module) -> StateDict:
+    """The timm ViT weights of a partool `vit-b` run folder, for a model built at the run's input size."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from partool.artifacts import WEIGHTS, read_meta
+
+    run_dir, meta = read_meta(run)
+    size = list(getattr(getattr(model, "backbone", model), "img_size", ()))
+    if role != "vit" or meta["model"] != RUN_MODEL:
         raise UserError(
-            f"{path} does not fit this model ({len(wrong)} shape mismatches, e.g. {shown}); "
-            "it was trained for another model size"
+            f"--pretrained {role}={run}: a run folder loads only as vit= and only from a {RUN_MODEL} run "
+            f"(this one is {meta['model']}); train one with `partool train --model {RUN_MODEL}`"
         )
-    result = target.load_state_dict(state, strict=False)
-    return list(result.missing_keys), list(result.unexpected_keys)
+    if list(meta["input_size"]) != size:
+        raise UserError(
+            f"--pretrained vit={run}: the run was trained at {'x'.join(map(str, meta['input_size']))}, "
+            f"the model is built for {'x'.join(map(str, size))}; pass --img-size to match"
+        )
+    try:
+        weights = load_file(str(run_dir / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError, FileNotFoundError) as e:
+        raise UserError(f"cannot read {run_dir / WEIGHTS}: {e}; finish or re-run that training") from None
+    prefix = "backbone.vit."
+    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+@dataclass(frozen=True, eq=False)
+class _Target:
+    """One `--pretrained` value resolved: the part it loads into and what the user wrote."""
+
+    role: str  # the part's role (a bare path: the model's family)
+    part: CheckpointPart
+    path: str
+    explicit: bool  # written as ROLE=PATH
+
+
+def _plan(model: nn.Module, specs: str | list[str] | None, name: str) -> list[_Target]:
+    """Every `--pretrained` value resolved to its part, checked before any file is read."""
+    targets = [
+        _Target(*_part_for(model, role, name), path, role is not None)
+        for role, path in parse_pretrained(specs)
+    ]
+    roles = [t.role for t in targets]
+    twice = next((r for r in roles if roles.count(r) > 1), None)
+    if twice is not None:
+        raise UserError(
+            f"--pretrained: two files go to the {twice} part of {name} (a bare FILE goes to the "
+            "model's own family); pass one file per part"
+        )
+    return targets
+
+
+def _record(model: nn.Module, target: _Target) -> dict[str, str]:
+    """What partool.json says about one loaded file: its role, path, kind and the module it went into."""
+    root = target.part.root
+    return {
+        "role": target.role,
+        "file": str(target.path),
+        "source": "run" if Path(target.path).is_dir() else "checkpoint",
+        "into": _module_name(model, root) or type(root).__name__,
+        "keys": target.part.what or "all",
+    }
+
+
+def checkpoint_records(
+    model: nn.Module, specs: str | list[str] | None, name: str = "this model"
+) -> list[dict]:
+    """Which file goes into which part of `model`, without loading anything (a resumed run's record)."""
+    return [_record(model, t) for t in _plan(model, specs, name)]
+
+
+def load_checkpoints(
+    model: nn.Module, specs: str | list[str] | None, name: str = "this model"
+) -> list[dict[str, object]]:
+    """Load every `--pretrained` value (see `parse_pretrained`) into its part of `model`.
+
+    A path is a checkpoint file, or for vit= a partool vit-b run folder (its backbone). Returns one record
+    per file (`checkpoint_records`) with the counts of missing and unexpected keys."""
+    records = []
+    for target in _plan(model, specs, name):
+        label = f"{target.role}={target.path}" if target.explicit else target.path
+        if Path(target.path).is_dir():
+            state = _run_state(Path(target.path), target.role, model)
+        else:
+            state = extract_state_dict(read_checkpoint(target.path, f"--pretrained {label}"), target.path)
+        role = target.role if target.explicit else None
+        missing, unexpected = load_state_into(target.part, state, target.path, role)
+        records.append({**_record(model, target), "missing": len(missing), "unexpected": len(unexpected)})
+    return records

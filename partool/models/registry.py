@@ -29,12 +29,21 @@ class ModelInfo:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     # ONNX lowerings the model exports with (tests/test_model_zoo.py exports every model with each)
     exports: tuple[str, ...] = ("plugin", "portable")
+    # the training recipe (partool.train.recipe.RECIPES); "" means the family's
+    recipe: str = ""
+    # (role, file) pairs: the checkpoints `partool train --pretrained ROLE=FILE` expects, as the authors used
+    checkpoints: tuple[tuple[str, str], ...] = ()
     builder: BackboneBuilder = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
+    def __post_init__(self) -> None:
+        if not self.recipe:
+            object.__setattr__(self, "recipe", self.family)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready metadata (the builder left out)."""
+        """JSON-ready metadata (the builder left out; checkpoints as {role: file})."""
         d = asdict(self)
         d.pop("builder")
+        d["checkpoints"] = dict(self.checkpoints)
         d["input_size"] = list(self.input_size)
         d["mean"], d["std"], d["exports"] = list(self.mean), list(self.std), list(self.exports)
         return d

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partool.errors import UserError
+from partool.models.checkpoint_files import VIM_S, VMAMBA_B
 from partool.models.mamba import RMSNorm, dt_bias_init, export_direction, s4d_real_log
 from partool.models.registry import register_model
 from partool.models.text_checkpoint import (
@@ -501,7 +502,10 @@ def _refold(module: nn.Module, incompatible: Any) -> None:
 
 
 @register_model(
-    "vim-s-text", "vim", "Vim-S + attribute phrases (text Mamba) fused by two VSF Mamba layers (MambaPAR)"
+    "vim-s-text",
+    "vim",
+    "Vim-S + attribute phrases (text Mamba) fused by two VSF Mamba layers (MambaPAR)",
+    checkpoints=(("vim", VIM_S),),
 )
 def vim_small_text(
     img_size: tuple[int, int] = (224, 224),
@@ -529,6 +533,7 @@ def vim_small_text(
     "vmamba-b-text",
     "vmamba",
     "VMamba-B + attribute phrases (text Mamba) fused by two VSF Mamba layers (MambaPAR)",
+    checkpoints=(("vmamba", VMAMBA_B),),
 )
 def vmamba_base_text(
     img_size: tuple[int, int] = (224, 224),

@@ -17,6 +17,7 @@ from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor, nn
 
 from partool.errors import UserError
+from partool.models.checkpoint_files import VIM_S, VIM_T
 from partool.models.mamba import BiMamba, RMSNorm, linspace
 from partool.models.registry import register_model
 from partool.ops import kernels
@@ -212,7 +213,12 @@ class VimBackbone(nn.Module):
         return self.norm_f(residual + self.drop_path(hidden).float())
 
 
-@register_model("vim-t", "vim", "Vision Mamba tiny: embed 192, depth 24, middle cls token, bimamba v2")
+@register_model(
+    "vim-t",
+    "vim",
+    "Vision Mamba tiny: embed 192, depth 24, middle cls token, bimamba v2",
+    checkpoints=(("vim", VIM_T),),
+)
 def vim_tiny(
     img_size: tuple[int, int] = (224, 224), embed_dim: int = 192, depth: int = 24, drop_path_rate: float = 0.1
 ) -> VimBackbone:
@@ -220,7 +226,10 @@ def vim_tiny(
 
 
 @register_model(
-    "vim-s", "vim", "Vision Mamba small (MambaPAR): embed 384, depth 24, middle cls token, bimamba v2"
+    "vim-s",
+    "vim",
+    "Vision Mamba small (MambaPAR): embed 384, depth 24, middle cls token, bimamba v2",
+    checkpoints=(("vim", VIM_S),),
 )
 def vim_small(
     img_size: tuple[int, int] = (224, 224), embed_dim: int = 384, depth: int = 24, drop_path_rate: float = 0.1

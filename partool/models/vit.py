@@ -6,6 +6,7 @@ import timm
 from torch import Tensor, nn
 
 from partool.errors import UserError
+from partool.models.checkpoint_files import VIT_B, VIT_S
 from partool.models.registry import register_model
 
 
@@ -64,7 +65,12 @@ class ViTBackbone(nn.Module):
         return self.vit.forward_features(images)
 
 
-@register_model("vit-s", "vit", "ViT-S/16 (timm vit_small_patch16_224, embed 384) Transformer baseline")
+@register_model(
+    "vit-s",
+    "vit",
+    "ViT-S/16 (timm vit_small_patch16_224, embed 384) Transformer baseline",
+    checkpoints=(("vit", VIT_S),),
+)
 def vit_small(
     img_size: tuple[int, int] = (224, 224),
     drop_path_rate: float = 0.1,
@@ -76,7 +82,12 @@ def vit_small(
     return ViTBackbone("vit_small_patch16_224", img_size, drop_path_rate, depth, embed_dim, num_heads)
 
 
-@register_model("vit-b", "vit", "ViT-B/16 (timm vit_base_patch16_224, embed 768) Transformer baseline")
+@register_model(
+    "vit-b",
+    "vit",
+    "ViT-B/16 (timm vit_base_patch16_224, embed 768) Transformer baseline",
+    checkpoints=(("vit", VIT_B),),
+)
 def vit_base(
     img_size: tuple[int, int] = (224, 224),
     drop_path_rate: float = 0.1,

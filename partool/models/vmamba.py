@@ -24,6 +24,7 @@ from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
 from partool.errors import UserError
+from partool.models.checkpoint_files import VMAMBA_B, VMAMBA_S, VMAMBA_T
 from partool.models.mamba import cached_per_version, dt_bias_init, kernel_inference, linspace, s4d_real_log
 from partool.models.registry import register_model
 from partool.ops import kernels
@@ -317,7 +318,12 @@ def _vmamba(
     return VMambaBackbone(img_size, depths=depths, dims=dims, drop_path_rate=drop_path_rate)
 
 
-@register_model("vmamba-t", "vmamba", "VMamba v0 tiny: depths 2-2-9-2, dims 96-768, SS2D 4-direction scan")
+@register_model(
+    "vmamba-t",
+    "vmamba",
+    "VMamba v0 tiny: depths 2-2-9-2, dims 96-768, SS2D 4-direction scan",
+    checkpoints=(("vmamba", VMAMBA_T),),
+)
 def vmamba_tiny(
     img_size: tuple[int, int] = (224, 224),
     depths: Sequence[int] = (2, 2, 9, 2),
@@ -327,7 +333,12 @@ def vmamba_tiny(
     return _vmamba(img_size, depths, dims, drop_path_rate)
 
 
-@register_model("vmamba-s", "vmamba", "VMamba v0 small: depths 2-2-27-2, dims 96-768, SS2D 4-direction scan")
+@register_model(
+    "vmamba-s",
+    "vmamba",
+    "VMamba v0 small: depths 2-2-27-2, dims 96-768, SS2D 4-direction scan",
+    checkpoints=(("vmamba", VMAMBA_S),),
+)
 def vmamba_small(
     img_size: tuple[int, int] = (224, 224),
     depths: Sequence[int] = (2, 2, 27, 2),
@@ -340,7 +351,12 @@ def vmamba_small(
 VMAMBA_B_DROP_PATH = 0.6  # the authors' `vssm_base` config, as the `vssmbase_dp06` checkpoint was trained
 
 
-@register_model("vmamba-b", "vmamba", "VMamba v0 base (MambaPAR): depths 2-2-27-2, dims 128-1024, SS2D")
+@register_model(
+    "vmamba-b",
+    "vmamba",
+    "VMamba v0 base (MambaPAR): depths 2-2-27-2, dims 128-1024, SS2D",
+    checkpoints=(("vmamba", VMAMBA_B),),
+)
 def vmamba_base(
     img_size: tuple[int, int] = (224, 224),
     depths: Sequence[int] = (2, 2, 27, 2),

@@ -50,8 +50,9 @@ from partool.data.transforms import build_transforms
 from partool.errors import UserError
 from partool.evaluate import resolve_device
 from partool.metrics import pedestrian_metrics
-from partool.models import create_model, load_pretrained, model_info
+from partool.models import create_model, load_checkpoints, model_info
 from partool.models.par import PAROutput
+from partool.models.pretrained import checkpoint_records
 from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partool.train.distill import Teacher, distillation_loss, load_teacher, teacher_summary
 from partool.train.losses import WeightedBCELoss
@@ -100,7 +101,7 @@ class TrainConfig:
     seed: int = 0
     threshold: float | None = None  # None: the protocol's (default 0.5, paper 0.45)
     protocol: str = "default"  # partool.train.protocol: "default" or "paper"
-    pretrained: str | None = None
+    pretrained: str | list[str] | None = None  # --pretrained values, FILE or ROLE=FILE (older runs: one str)
     device: str = "auto"
     workers: int = 2
     amp: bool = True
@@ -246,7 +247,7 @@ def _set_up(
     """Data, teacher, model and optimiser, restored from `state` on --resume; the order keeps the seeded streams."""
     device = _device(config.device, ddp)
     info = model_info(config.model)
-    recipe = recipe_for(info.family).with_overrides(
+    recipe = recipe_for(info.recipe).with_overrides(
         optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay, epochs=config.epochs,
         batch_size=config.batch_size, warmup_epochs=config.warmup_epochs,
     )  # fmt: skip
@@ -270,7 +271,10 @@ def _set_up(
         optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype, teacher=teacher, datasets=(train_ds, val_ds),
         loaders=(train_loader, val_loader), train_gen=train_gen,
         meta_base=build_meta(model, train_ds.attributes, config.data, config.threshold),
-        run_info=_run_info(config, recipe, ddp, (train_ds, val_ds), splits, teacher_meta),
+        run_info=_run_info(
+            config, recipe, ddp, (train_ds, val_ds), splits, teacher_meta,
+            checkpoint_records(model, config.pretrained, config.model),
+        ),
     )  # fmt: skip
     return run, record
 
@@ -305,17 +309,19 @@ def _build_model(
     console: Console,
     fresh: bool,
 ) -> nn.Module:
-    """The seeded model, with --pretrained backbone weights on a fresh run (a resumed one loads last.pt)."""
+    """The seeded model, with the --pretrained files in their parts on a fresh run (a resumed one loads last.pt)."""
     _seed_everything(config.seed)
     model_kwargs = dict(config.model_kwargs)
     if "attributes" in inspect.signature(info.builder).parameters:  # text models encode the attribute names
         model_kwargs["attributes"] = list(attributes)
     model = create_model(config.model, len(attributes), img_size=img_size, **model_kwargs)
     if config.pretrained and fresh:
-        missing, unexpected = load_pretrained(model, config.pretrained)
-        console.print(
-            f"loaded {config.pretrained}: {len(missing)} backbone keys missing, {len(unexpected)} unexpected"
-        )
+        for r in load_checkpoints(model, config.pretrained, config.model):
+            console.print(
+                f"loaded {r['file']} into {r['into']} ({r['role']} part): {r['missing']} keys missing, "
+                f"{r['unexpected']} unexpected",
+                markup=False,
+            )
     return model
 
 
@@ -350,6 +356,7 @@ def _run_info(
     datasets: tuple[PARDataset, PARDataset],
     splits: tuple[str, str],
     teacher_meta: dict[str, Any] | None,
+    pretrained: list[dict[str, str]],
 ) -> dict[str, Any]:
     """What partool.json says about how the run was made (the protocol included, so it shows afterwards)."""
     info = {
@@ -367,6 +374,8 @@ def _run_info(
         "val_images": len(datasets[1]),
         "world_size": ddp.world,
     }
+    if pretrained:
+        info["pretrained"] = pretrained  # which file loaded into which part of the model
     if teacher_meta is not None:
         info["teacher"] = teacher_summary(config.teacher, teacher_meta, config.distill_weight)
     return info

@@ -8,6 +8,9 @@ Source: the authors' code, Event-AHU/OpenPAR `MambaPAR_Empirical_Study` (arXiv 2
 - `train.sh` (Vim): batch 64, lr 2.5e-4, 60 epochs, 224×224.
 - `config.py` defaults (the VMamba run, `--use_Vis_model VMamba`): batch 128, lr 8e-3, 20 epochs.
   No script sets ViT hyper-parameters; the ViT baseline gets the same defaults.
+- `train_hybrid.sh` (the eight hybrids, `--hybrid 1..8`): batch 64, lr 2.5e-4, 60 epochs, 224×224; the
+  same optimiser and scheduler (`train_hybrid.py`). A model picks its recipe in the registry
+  (`ModelInfo.recipe`, the family's unless it names another).
 - Train on `trainval`, evaluate every epoch on `test` at threshold 0.45 (`config.py`, `function.py`), keep
   the best-mA epoch (`train.py`) and report the best mA, Acc and F1 over epochs, each on its own. partool
   does this under `--protocol paper` (`partool.train.protocol`); by default it trains on `train` and picks
@@ -76,14 +79,15 @@ RECIPES: dict[str, Recipe] = {
     "vim": Recipe("sgd", 2.5e-4, 1e-4, 0.9, 60, 64, 5, source=f"{_CODE} train.sh (Vim)"),
     "vmamba": Recipe("sgd", 8e-3, 1e-4, 0.9, 20, 128, 5, source=f"{_CODE} config.py defaults (VMamba)"),
     "vit": Recipe("sgd", 8e-3, 1e-4, 0.9, 20, 128, 5, source=f"{_CODE} config.py defaults (no ViT script)"),
+    "hybrid": Recipe("sgd", 2.5e-4, 1e-4, 0.9, 60, 64, 5, source=f"{_CODE} train_hybrid.sh (hybrids)"),
 }
 
 
-def recipe_for(family: str) -> Recipe:
-    """The paper's recipe for a backbone family ("vim", "vmamba", "vit")."""
-    if family not in RECIPES:
-        raise UserError(f"no training recipe for model family {family!r}; known: {', '.join(RECIPES)}")
-    return RECIPES[family]
+def recipe_for(name: str) -> Recipe:
+    """The paper's recipe by name ("vim", "vmamba", "vit", "hybrid"): a model's `ModelInfo.recipe`."""
+    if name not in RECIPES:
+        raise UserError(f"no training recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
 
 
 def lr_at(recipe: Recipe, epoch: int) -> float:
