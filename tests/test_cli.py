@@ -44,6 +44,12 @@ def test_models_json_lists_the_zoo_with_parameter_counts():
     assert 75e6 <= rows["vmamba-b"]["params"]["backbone"] <= 76e6
     assert rows["vim-s"]["input_size"] == [224, 224]
     assert all(r["exports"] == ["plugin", "portable"] for r in rows.values())
+    # the checkpoints each model starts from (`--pretrained ROLE=FILE`) and its recipe, as the authors' scripts name them
+    assert rows["vim-s"]["checkpoints"] == {"vim": "vim_s_midclstok_ft_81p6acc.pth"}
+    assert rows["vmamba-b"]["checkpoints"] == {"vmamba": "vssmbase_dp06_ckpt_epoch_241.pth"}
+    assert rows["asf"]["checkpoints"] == {"vim": "vim_s_midclstok_ft_81p6acc.pth", "vit": "jx_vit_base_p16_224-80ecf9dd.pth"}
+    assert "vit-b PAR run" in rows["kdtm"]["checkpoints"]["vit"]
+    assert rows["kdtm"]["recipe"] == "hybrid" and rows["vim-s"]["recipe"] == "vim"
     # published FLOPs (multiply-adds) at 224x224: timm/DeiT ViT-S/16 4.6 G, ViT-B/16 17.6 G (+ our PAR head)
     assert rows["vit-s"]["gflops"]["total"] == pytest.approx(4.6, abs=0.1)
     assert rows["vit-b"]["gflops"]["total"] == pytest.approx(17.6, abs=0.1)

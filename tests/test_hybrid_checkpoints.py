@@ -3,7 +3,6 @@ part; the hybrid recipe; `partool models` saying what each model expects."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -204,20 +203,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "partool", *args], capture_output=True, text=True, timeout=300
     )
-
-
-def test_models_json_lists_the_checkpoints_each_model_expects() -> None:
-    result = _cli("models", "--json", "--no-flops")
-    assert result.returncode == 0, result.stderr
-    rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert rows["vim-s"]["checkpoints"] == {"vim": "vim_s_midclstok_ft_81p6acc.pth"}
-    assert rows["vmamba-b"]["checkpoints"] == {"vmamba": "vssmbase_dp06_ckpt_epoch_241.pth"}
-    assert rows["asf"]["checkpoints"] == {
-        "vim": "vim_s_midclstok_ft_81p6acc.pth",
-        "vit": "jx_vit_base_p16_224-80ecf9dd.pth",
-    }
-    assert "vit-b PAR run" in rows["kdtm"]["checkpoints"]["vit"]
-    assert rows["kdtm"]["recipe"] == "hybrid" and rows["vim-s"]["recipe"] == "vim"
 
 
 def test_train_cli_refuses_an_unknown_role_with_exit_2(tmp_path) -> None:
