@@ -1,10 +1,11 @@
 """ctypes binding of `libpartool_kernels` (plugins/kernels) and its `cpu` / `cuda` scan backends.
 
 The Structures below mirror `partool_kernels.h` field for field (tests compare their offsets with a C
-compiler's). Tensors are made contiguous and cast to one io dtype (u's: float32, float16 or
-bfloat16); A, D and delta_bias go as float32. The CUDA calls enqueue on PyTorch's current stream.
-Importing this module registers the backends; they report themselves unavailable until the
-library is built (`partool plugins build`).
+compiler's). Tensors are cast to one io dtype (u's: float32, float16 or bfloat16) and passed in place
+when their rows are dense in a layout the kernels' strides describe (`_dense_rows`: contiguous, or a
+(d, b·l) matrix viewed as (b, d, l)), else as contiguous copies; A, D and delta_bias go as float32.
+The CUDA calls enqueue on PyTorch's current stream. Importing this module registers the backends; they
+report themselves unavailable until the library is built (`partool plugins build`).
 
 Each kernel is also a `torch.library` custom op (`torch.ops.partool.*`, with a fake implementation for
 shapes), which is what torch.compile traces: a model on these backends compiles as one graph, the glue
