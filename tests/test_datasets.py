@@ -67,10 +67,16 @@ def _pa100k_arrays() -> dict:
     return out
 
 
-def test_pa100k(tmp_path: Path) -> None:
+def write_pa100k(root: Path) -> dict:
+    """A tiny PA-100K in its layout: annotation.mat and data/ (train 3, val 1, test 2); returns the arrays."""
     arrays = _pa100k_arrays()
-    scipy.io.savemat(tmp_path / "annotation.mat", arrays)
-    _images(tmp_path / "data", [f"{i:06d}.jpg" for i in range(1, 7)])
+    scipy.io.savemat(root / "annotation.mat", arrays)
+    _images(root / "data", [f"{i:06d}.jpg" for i in range(1, 7)])
+    return arrays
+
+
+def test_pa100k(tmp_path: Path) -> None:
+    arrays = write_pa100k(tmp_path)
     sizes = {"train": 3, "val": 1, "trainval": 4, "test": 2}
     for split, n in sizes.items():
         ds = open_dataset(f"pa100k:{tmp_path}", split)
@@ -134,7 +140,9 @@ def test_pa100k_label_name_mismatch(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- PETA
 
 
-def test_peta(tmp_path: Path) -> None:
+def write_peta(root: Path) -> np.ndarray:
+    """A tiny PETA in its layout: PETA.mat (35 + 3 attributes) and images/ (train 3, val 1, test 2); returns
+    the raw label columns."""
     n, extra = 6, ["extraA", "extraB", "extraC"]
     rng = np.random.default_rng(1)
     raw = rng.integers(0, 2, size=(n, 35 + len(extra)))
@@ -148,8 +156,13 @@ def test_peta(tmp_path: Path) -> None:
         "selected_attribute": np.arange(1, 36)[None, :],
         "partion_attribute": parts,
     }
-    scipy.io.savemat(tmp_path / "PETA.mat", {"peta": peta})
-    _images(tmp_path / "images", [f"{i:05d}.png" for i in range(1, n + 1)])
+    scipy.io.savemat(root / "PETA.mat", {"peta": peta})
+    _images(root / "images", [f"{i:05d}.png" for i in range(1, n + 1)])
+    return raw
+
+
+def test_peta(tmp_path: Path) -> None:
+    raw = write_peta(tmp_path)
     expected_names = [PETA_35[i] for i in PETA_GROUP]
     for split, size in {"train": 3, "val": 1, "trainval": 4, "test": 2}.items():
         ds = open_dataset(f"peta:{tmp_path}", split)
@@ -162,10 +175,17 @@ def test_peta(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- RAP
 
 
-def test_rap1(tmp_path: Path) -> None:
+RAP1_ATTRS = [f"attr{i}" for i in range(55)]
+RAP2_ATTRS = [f"a{i}" for i in range(60)]
+RAP2_SELECTED = np.arange(3, 57)  # 1-based: columns 2..55
+
+
+def write_rap1(root: Path) -> np.ndarray:
+    """A tiny RAPv1 in its layout: RAP_annotation/RAP_annotation.mat (55 attributes) and RAP_dataset/
+    (trainval 3, test 2); returns the raw labels."""
     n, names = 5, [f"CAM01_2014-02-15_{i:08d}.png" for i in range(5)]
     raw = np.random.default_rng(2).integers(0, 2, size=(n, 55))
-    attr = [f"attr{i}" for i in range(55)]
+    attr = RAP1_ATTRS
     parts = _cell([{"trainval": np.array([[1, 2, 3]]), "test": np.array([[4, 5]])}] * 5)
     rap = {
         "partion": parts,
@@ -176,9 +196,14 @@ def test_rap1(tmp_path: Path) -> None:
         "imagesname": _cell(names),
         "attribute_exp": _cell(attr[:51]),
     }
-    (tmp_path / "RAP_annotation").mkdir()
-    scipy.io.savemat(tmp_path / "RAP_annotation" / "RAP_annotation.mat", {"RAP_annotation": rap})
-    _images(tmp_path / "RAP_dataset", names)
+    (root / "RAP_annotation").mkdir()
+    scipy.io.savemat(root / "RAP_annotation" / "RAP_annotation.mat", {"RAP_annotation": rap})
+    _images(root / "RAP_dataset", names)
+    return raw
+
+
+def test_rap1(tmp_path: Path) -> None:
+    raw, attr = write_rap1(tmp_path), RAP1_ATTRS
     ds = open_dataset(f"rap1:{tmp_path}", "test")
     assert ds.attributes == attr[:51] and len(ds) == 2
     np.testing.assert_array_equal(ds.labels, raw[[3, 4], :51])
@@ -187,12 +212,13 @@ def test_rap1(tmp_path: Path) -> None:
         open_dataset(f"rap1:{tmp_path}", "val")
 
 
-def test_rap2(tmp_path: Path) -> None:
+def write_rap2(root: Path, annotation_folder: str = "") -> np.ndarray:
+    """A tiny RAPv2: RAP_annotation.mat (60 attributes, 54 selected) in `annotation_folder` (the release's is
+    RAP_annotation/) and RAP_dataset/ (train 3, val 1, test 2); returns the raw labels."""
     n, names = 6, [f"img{i}.png" for i in range(6)]
     raw = np.random.default_rng(3).integers(0, 2, size=(n, 60))
     raw[0, 5] = 2  # RAP uses 2 for "unknown"
-    attr = [f"a{i}" for i in range(60)]
-    selected = np.arange(3, 57)  # 1-based: columns 2..55
+    attr, selected = RAP2_ATTRS, RAP2_SELECTED
     parts = np.empty((1, 5), dtype=object)
     for k in range(5):
         parts[0, k] = {
@@ -207,8 +233,14 @@ def test_rap2(tmp_path: Path) -> None:
         "selected_attribute": selected[None, :],
         "partition_attribute": parts,
     }
-    scipy.io.savemat(tmp_path / "RAP_annotation.mat", {"RAP_annotation": rap})
-    _images(tmp_path / "RAP_dataset", names)
+    (root / annotation_folder).mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(root / annotation_folder / "RAP_annotation.mat", {"RAP_annotation": rap})
+    _images(root / "RAP_dataset", names)
+    return raw
+
+
+def test_rap2(tmp_path: Path) -> None:
+    raw, attr, selected = write_rap2(tmp_path), RAP2_ATTRS, RAP2_SELECTED
     group = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
              36, 37, 38, 39, 40, 41, 42, 43, 44, 1, 2, 3, 4, 0, 5, 6, 7, 8, 9, 45, 46, 47, 48, 49, 50, 51, 52, 53]  # fmt: skip
     cols = (selected - 1)[group]
@@ -365,7 +397,9 @@ WIDER_ATTRS = ["Male", "longHair", "sunglass", "Hat", "Tshiirt", "longSleeve", "
                "longPants", "skirt", "faceMask", "logo", "stripe"]  # fmt: skip
 
 
-def test_wider(tmp_path: Path) -> None:
+def write_wider(root: Path) -> None:
+    """A tiny WIDER Attribute in its layout: Anno/wider_attribute_{trainval,test}.json and Image/ (trainval: 3
+    people in 2 images, test: 1)."""
     id_map = {str(i): name for i, name in enumerate(WIDER_ATTRS)}
     a = [1, -1, 0] + [-1] * 11
     b = [-1, 1, 1] + [0] * 11
@@ -380,12 +414,16 @@ def test_wider(tmp_path: Path) -> None:
     }  # fmt: skip
     test = {"images": [{"file_name": "test/0--Parade/c.jpg", "targets": [{"attribute": a, "bbox": [35, 30, 20, 20]}]}],
             "attribute_id_map": id_map}  # fmt: skip
-    (tmp_path / "Anno").mkdir()
-    (tmp_path / "Anno" / "wider_attribute_trainval.json").write_text(json.dumps(trainval))
-    (tmp_path / "Anno" / "wider_attribute_test.json").write_text(json.dumps(test))
+    (root / "Anno").mkdir()
+    (root / "Anno" / "wider_attribute_trainval.json").write_text(json.dumps(trainval))
+    (root / "Anno" / "wider_attribute_test.json").write_text(json.dumps(test))
     _images(
-        tmp_path / "Image", ["train/0--Parade/a.jpg", "val/0--Parade/b.jpg", "test/0--Parade/c.jpg"], (40, 40)
+        root / "Image", ["train/0--Parade/a.jpg", "val/0--Parade/b.jpg", "test/0--Parade/c.jpg"], (40, 40)
     )
+
+
+def test_wider(tmp_path: Path) -> None:
+    write_wider(tmp_path)
     ds = open_dataset(f"wider:{tmp_path}", "train")
     assert ds.attributes == WIDER_ATTRS and len(ds) == 2
     np.testing.assert_array_equal(ds.labels[0], [1, 0, 2] + [0] * 11)  # 1 -> 1, -1 -> 0, 0 -> unknown
