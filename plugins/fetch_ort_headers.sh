@@ -40,13 +40,13 @@ fi
 deb=$(ls "$work"/deb/libonnxruntime-dev_*.deb)
 version=$(dpkg-deb -f "$deb" Version)
 version=${version%%+*}
-dpkg-deb -x "$deb" "$work/root"
-if [ ! -f "$work/root/usr/include/onnxruntime/onnxruntime_c_api.h" ]; then
+dpkg-deb -x "$deb" "$work/unpacked"
+if [ ! -f "$work/unpacked/usr/include/onnxruntime/onnxruntime_c_api.h" ]; then
   echo "fetch_ort_headers: $(basename "$deb") holds no usr/include/onnxruntime/onnxruntime_c_api.h" >&2
   exit 1
 fi
 mkdir -p "$cache/$version"
 rm -rf "$cache/$version/include.tmp" "$cache/$version/include"
-cp -r "$work/root/usr/include/onnxruntime" "$cache/$version/include.tmp"
+cp -r "$work/unpacked/usr/include/onnxruntime" "$cache/$version/include.tmp"
 mv -T "$cache/$version/include.tmp" "$cache/$version/include"
 echo "$cache/$version/include"

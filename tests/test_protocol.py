@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_train import TINY as TRAIN_TINY
 
 from partool.artifacts import load_run, read_meta
 from partool.cli.app import main
@@ -16,20 +17,14 @@ from partool.evaluate import evaluate, torch_predict_fn
 from partool.train.loop import TrainConfig, train
 from partool.train.protocol import best_per_metric
 
-# synth:16 has 16 train, 4 val and 4 test images (N, N/4, N/4): trainval is 20.
-TINY = dict(
-    model="vim-t",
-    data="synth:16",
-    epochs=2,
-    batch_size=8,
-    img_size=(32, 16),
-    lr=1e-3,
-    optimizer="adamw",
-    warmup_epochs=1,
-    model_kwargs={"depth": 1, "embed_dim": 32},
-    workers=0,
-    progress=False,
-)
+# test_train's tiny Vim, smaller still. synth:16 has 16 train, 4 val and 4 test images (N, N/4, N/4): trainval is 20.
+TINY = {
+    **TRAIN_TINY,
+    "data": "synth:16",
+    "epochs": 2,
+    "img_size": (32, 16),
+    "model_kwargs": {"depth": 1, "embed_dim": 32},
+}
 TINY_ARGS = ("--model", "vim-t", "--model-arg", "depth=1", "--model-arg", "embed_dim=32", "--img-size", "32x16",
              "--epochs", "1", "--workers", "0", "--device", "cpu")  # fmt: skip
 

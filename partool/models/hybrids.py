@@ -18,6 +18,7 @@ authors' `ckpt_best_F1.pth` (train_hybrid.py).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -130,7 +131,7 @@ def _embed(vit: VisionTransformer, images: Tensor) -> Tensor:
     return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
 
 
-class _ViTHybrid(nn.Module):
+class _ViTHybrid(nn.Module, ABC):
     """Common parts of the hybrids built around a full timm ViT: metadata and the checkpoint root."""
 
     family = "vit"
@@ -152,9 +153,9 @@ class _ViTHybrid(nn.Module):
         )
         return {"vim": self._vim_part(), "vit": vit}
 
+    @abstractmethod
     def _vim_part(self) -> CheckpointPart:
-        """The blocks a Vim-S checkpoint fills (defined by each hybrid)."""
-        raise NotImplementedError
+        """The blocks a Vim-S checkpoint fills: each hybrid lays out its Vim part differently."""
 
 
 class PaFusion(_ViTHybrid):

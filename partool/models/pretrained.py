@@ -303,14 +303,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list
     non-strictly into the backbone's checkpoint root (a hybrid's: the part its family names). Returns
     (missing, unexpected) key lists relative to that root.
     """
-    backbone = getattr(model, "backbone", model)
-    family = getattr(backbone, "family", None)
-    if family not in _ADAPTERS:
-        raise UserError(
-            f"{type(model).__name__} has no official-checkpoint loader (families: {', '.join(_ADAPTERS)})"
-        )
+    _, part = _part_for(model, None, type(model).__name__)
     state = extract_state_dict(read_checkpoint(path), path)
-    return load_state_into(_default_part(backbone), state, path)
+    return load_state_into(part, state, path)
 
 
 ROLES = tuple(_ADAPTERS)  # `--pretrained ROLE=FILE`: the part of the model a file goes to
@@ -321,7 +316,7 @@ RUN_MODEL = "vit-b"  # the PAR-trained ViT the authors' frozen-ViT hybrids start
 def parse_pretrained(specs: str | list[str] | None) -> list[tuple[str | None, str]]:
     """`--pretrained` values as (role, path): 'vim=a.pth' -> ('vim', 'a.pth'), 'a.pth' -> (None, 'a.pth').
 
-    A bare path keeps its meaning (the model's own checkpoint root); a role given twice is a UserError."""
+    A bare path keeps its meaning (the model's own checkpoint root); `_plan` refuses two files for one part."""
     items = [specs] if isinstance(specs, str) else list(specs or [])
     parsed: list[tuple[str | None, str]] = []
     for item in items:
@@ -332,8 +327,6 @@ def parse_pretrained(specs: str | list[str] | None) -> list[tuple[str | None, st
                 f"--pretrained {item}: unknown part {role!r}; write ROLE=FILE with ROLE one of "
                 f"{', '.join(ROLES)}, or a bare FILE (a file whose name holds '=' as ./{item})"
             )
-        if any(r == role for r, _ in parsed):
-            raise UserError(f"--pretrained {role or 'FILE'} is given twice; pass one file per part")
         parsed.append((role, path))
     return parsed
 
@@ -379,7 +372,7 @@ def _run_state(run: Path, role: str, model: nn.Module) -> StateDict:
         )
     try:
         weights = load_file(str(run_dir / WEIGHTS), device="cpu")
-    except (SafetensorError, OSError, FileNotFoundError) as e:
+    except (SafetensorError, OSError) as e:
         raise UserError(f"cannot read {run_dir / WEIGHTS}: {e}; finish or re-run that training") from None
     prefix = "backbone.vit."
     return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
