@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
+
+from partool.artifacts import atomic_write_bytes
 
 
 def time_call(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
@@ -48,24 +49,21 @@ def print_table(title: str, columns: list[str], rows: list[list[object]]) -> Non
 
 
 def write_json(path: str | None, payload: dict[str, object]) -> None:
-    """Atomically write the results (temp file + rename)."""
+    """Write the results atomically (partool's writer: a killed run leaves the old file or the new one)."""
     if not path:
         return
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(handle.name, target)
+    atomic_write_bytes(target, json.dumps(payload, indent=2).encode())
     print(f"wrote {target}")
 
 
 def watch_library_calls(record: Callable[[str, float], None]) -> None:
-    """Route every call into libpartool_kernels (`kernels._launch`, the one way in) through `record(entry,
+    """Route every call into libpartool_kernels (`kernel_abi.launch`, the one way in) through `record(entry,
     seconds)`: the kernel_calls and cpu_time_split benchmarks count and time them this way. On the CPU the
     calls are synchronous, so the seconds are the kernels' own."""
-    from partool.ops import kernels
+    from partool.ops import kernel_abi
 
-    launch = kernels._launch
+    launch = kernel_abi.launch
 
     def watched(entry, params, device):
         start = time.perf_counter()
@@ -74,4 +72,4 @@ def watch_library_calls(record: Callable[[str, float], None]) -> None:
         finally:
             record(f"partool::{entry}", time.perf_counter() - start)
 
-    kernels._launch = watched
+    kernel_abi.launch = watched

@@ -22,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, watch_library_calls, write_json
 
+from partool.cli.options import parse_size
 from partool.models import create_model
 from partool.ops import available_backends, set_backend
 
@@ -59,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     if not available_backends().get("cpu"):
         sys.exit("benchmarks/cpu_time_split.py needs libpartool_kernels: run `partool plugins build`")
-    img_size = tuple(int(v) for v in args.img_size.lower().split("x"))
+    img_size = parse_size(args.img_size)
     dtype = getattr(torch, args.dtype)
     library: collections.Counter[str] = collections.Counter()
     watch_library_calls(lambda entry, seconds: library.update({entry: seconds}))

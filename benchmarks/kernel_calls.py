@@ -25,6 +25,7 @@ from torch.utils._pytree import tree_leaves
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, watch_library_calls, write_json
 
+from partool.cli.options import parse_size
 from partool.models import create_model
 from partool.ops import available_backends, set_backend
 
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     if not available_backends().get("cpu"):
         sys.exit("benchmarks/kernel_calls.py needs libpartool_kernels: run `partool plugins build`")
-    img_size = tuple(int(v) for v in args.img_size.lower().split("x"))
+    img_size = parse_size(args.img_size)
     library: collections.Counter[str] = collections.Counter()
     watch_library_calls(lambda entry, _seconds: library.update([entry]))
     rows = []

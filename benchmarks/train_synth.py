@@ -23,11 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, write_json
 
-from partool.artifacts import load_run
+from partool.cli.options import parse_size
 from partool.data import open_dataset
 from partool.data.transforms import build_transforms
 from partool.evaluate import evaluate, torch_predict_fn
 from partool.metrics import pedestrian_metrics
+from partool.models.run_folder import load_run
 from partool.train.loop import TrainConfig, train
 
 _KEYS = ("ma", "acc", "prec", "recall", "f1", "f1_instance")
@@ -72,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    h, w = (int(v) for v in args.img_size.lower().split("x"))
+    h, w = parse_size(args.img_size)
     data = f"synth:{args.size}"
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir or Path(tmp) / "run")

@@ -24,9 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, write_json
 
-from partool.artifacts import build_meta, save_run
-from partool.data.synth import ATTRIBUTES, render_clip
+from partool.artifacts import build_meta
+from partool.cli.options import parse_size
+from partool.data.street_clip import render_clip
+from partool.data.synth import ATTRIBUTES
 from partool.models import create_model
+from partool.models.run_folder import save_run
 from partool.runtime import load_backend
 from partool.video.detectors import MotionDetector
 from partool.video.pipeline import PipelineOptions, run_pipeline
@@ -128,7 +131,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         clip = args.clip
         if clip is None:
-            w, h = (int(v) for v in args.size.lower().split("x"))
+            w, h = parse_size(args.size, "--size", "WIDTHxHEIGHT", "640x360")
             clip = (
                 tmp / render_clip(str(tmp / "clip.mp4"), seconds=args.seconds, fps=15, size=(w, h))["video"]
             )
@@ -136,7 +139,7 @@ def main() -> None:
         if args.model is not None:
             models[args.model.suffix or "run"] = args.model
         else:
-            size = tuple(int(v) for v in args.img_size.lower().split("x"))
+            size = parse_size(args.img_size)
             models["torch"] = make_model(tmp, args.model_name, size, args.depth)
             if args.onnx:
                 from partool.export import export_run

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from partool.data import open_dataset
-from partool.data.synth import ATTRIBUTES, SynthPAR, render, render_clip, write_samples
+from partool.data.street_clip import render_clip
+from partool.data.synth import ATTRIBUTES, SynthPAR, render, write_samples
 from partool.data.transforms import build_transforms
 
 

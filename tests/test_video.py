@@ -12,10 +12,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from partool.artifacts import build_meta, save_run
-from partool.data.synth import ATTRIBUTES, render_clip
+from partool.artifacts import build_meta
+from partool.data.street_clip import render_clip
+from partool.data.synth import ATTRIBUTES
 from partool.errors import UserError
 from partool.models import create_model
+from partool.models.run_folder import save_run
 from partool.runtime import load_backend
 from partool.video.detectors import MotFileDetector, MotionDetector
 from partool.video.pipeline import PipelineOptions, run_pipeline

@@ -1,8 +1,12 @@
-"""Options several commands share, so their names, defaults and help read the same everywhere."""
+"""Options several commands share, so their names, defaults, help and parsing read the same everywhere."""
 
 from __future__ import annotations
 
+import re
+
 import typer
+
+from partool.errors import UserError
 
 PRECISION_OPTION = typer.Option(
     "auto",
@@ -16,3 +20,19 @@ CUDA_GRAPHS_OPTION = typer.Option(
     help="Run folders on CUDA: replay the forward from CUDA graphs (one per batch size, captured on first use); "
     "--no-cuda-graphs launches its kernels one by one.",
 )
+
+_SIZE = re.compile(r"\s*([0-9]+)\s*[x×]\s*([0-9]+)\s*", re.IGNORECASE)
+
+
+def parse_size(
+    text: str, option: str = "--img-size", form: str = "HEIGHTxWIDTH", example: str = "256x128"
+) -> tuple[int, int]:
+    """'256x128' (or '256×128') -> (256, 128): two positive whole numbers in the order `form` names them.
+
+    One parser for every command and benchmark that takes a size, so all accept and refuse the same text
+    with one message that says what to pass."""
+    match = _SIZE.fullmatch(text)
+    sides = (int(match[1]), int(match[2])) if match else (0, 0)
+    if min(sides) <= 0:
+        raise UserError(f"{option} {text!r} is not {form} in positive whole numbers; write it like {example}")
+    return sides

@@ -9,24 +9,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from partool.cli.options import parse_size
 from partool.cli.output import console, print_json, print_table
 from partool.errors import UserError
 from partool.train.protocol import PAPER_METRICS, get_protocol
 
 if TYPE_CHECKING:
     from partool.train.loop import TrainResult
-
-
-def parse_img_size(text: str) -> tuple[int, int]:
-    """'256x128' -> (256, 128): height x width, both positive."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise UserError(f"--img-size {text!r} is not HEIGHTxWIDTH; write it like 256x128") from None
-    if h <= 0 or w <= 0:
-        raise UserError(f"--img-size {text!r}: both sides must be positive")
-    return h, w
 
 
 def parse_model_args(items: list[str]) -> dict[str, object]:
@@ -117,7 +106,7 @@ def train(
         out=out,
         epochs=epochs,
         batch_size=batch_size,
-        img_size=parse_img_size(img_size) if img_size else None,
+        img_size=parse_size(img_size) if img_size else None,
         lr=lr,
         optimizer=optimizer.lower() if optimizer else None,
         weight_decay=weight_decay,

@@ -1,4 +1,4 @@
-"""SynthPAR: procedurally drawn pedestrians whose attribute labels are exact, and a street clip with ground truth.
+"""SynthPAR: procedurally drawn pedestrians whose attribute labels are exact.
 
 Why: the project needs data that trains on a laptop CPU in minutes, runs in CI without downloads,
 and whose labels are right by construction, so a model that fails on it has a real bug. Each
@@ -6,6 +6,7 @@ sample is a `Person` (what they wear and carry; the labels follow from it) and a
 they stand, background clutter, an optional occluder, colour jitter, noise). Both come from a
 random generator seeded by (seed, split, index), so a sample is the same on every machine and
 the splits never share a generator. Images are drawn on the fly with OpenCV; nothing touches disk.
+`partool.data.street_clip` walks the same people down a street for the video pipeline.
 
 Attribute names follow PA-100K's style (Female, Hat, Glasses, Backpack, HandBag, LongSleeve,
 UpperStride, Trousers, Shorts, Skirt&Dress) plus colour attributes, 14 in all.
@@ -14,10 +15,8 @@ UpperStride, Trousers, Shorts, Skirt&Dress) plus colour attributes, 14 in all.
 from __future__ import annotations
 
 import colorsys
-import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from partool.artifacts import atomic_write_bytes
 from partool.data.base import PARDataset
 
 ATTRIBUTES = (
@@ -46,12 +46,13 @@ ATTRIBUTES = (
 )
 NATIVE_HW = (128, 64)
 DEFAULT_SIZES = {"train": 2000, "val": 500, "test": 500}
-_STREAMS = {"train": 0, "val": 1, "test": 2, "clip": 3}
+STREAMS = {"train": 0, "val": 1, "test": 2, "clip": 3}  # random streams: no two uses share a generator
 
 RGB = tuple[int, int, int]
 
 
-def _hsv(h: float, s: float, v: float) -> RGB:
+def hsv(h: float, s: float, v: float) -> RGB:
+    """8-bit RGB of a hue in degrees (any, wrapped) and saturation and value in 0..1."""
     r, g, b = colorsys.hsv_to_rgb((h % 360.0) / 360.0, s, v)
     return (round(r * 255), round(g * 255), round(b * 255))
 
@@ -59,12 +60,12 @@ def _hsv(h: float, s: float, v: float) -> RGB:
 def _colour(rng: np.random.Generator, kind: str) -> RGB:
     """A colour of a category with wide gaps between categories, so the colour labels are unambiguous."""
     if kind == "dark":
-        return _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.6), rng.uniform(0.06, 0.26))
+        return hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.6), rng.uniform(0.06, 0.26))
     if kind == "red":
-        return _hsv(rng.uniform(-10, 8), rng.uniform(0.65, 1.0), rng.uniform(0.55, 0.95))
+        return hsv(rng.uniform(-10, 8), rng.uniform(0.65, 1.0), rng.uniform(0.55, 0.95))
     if rng.random() < 0.3:  # light neutral: white, beige, light grey
-        return _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.12), rng.uniform(0.62, 0.97))
-    return _hsv(rng.uniform(35, 325), rng.uniform(0.3, 0.9), rng.uniform(0.5, 0.95))
+        return hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.12), rng.uniform(0.62, 0.97))
+    return hsv(rng.uniform(35, 325), rng.uniform(0.3, 0.9), rng.uniform(0.5, 0.95))
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def sample_person(rng: np.random.Generator) -> Person:
     lower_dark = bool(rng.random() < 0.5)
     upper_rgb = _colour(rng, upper_kind)
     stripe_rgb = (
-        _hsv(0, 0, rng.uniform(0.85, 1.0)) if upper_kind == "dark" else _hsv(0, 0, rng.uniform(0.0, 0.15))
+        hsv(0, 0, rng.uniform(0.85, 1.0)) if upper_kind == "dark" else hsv(0, 0, rng.uniform(0.0, 0.15))
     )
     return Person(
         female=female,
@@ -144,11 +145,11 @@ def sample_person(rng: np.random.Generator) -> Person:
         upper_rgb=upper_rgb,
         stripe_rgb=stripe_rgb,
         lower_rgb=_colour(rng, "dark") if lower_dark else _colour(rng, "other"),
-        skin_rgb=_hsv(rng.uniform(18, 34), rng.uniform(0.25, 0.6), rng.uniform(0.45, 0.95)),
-        hair_rgb=_hsv(rng.uniform(15, 45), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.6)),
+        skin_rgb=hsv(rng.uniform(18, 34), rng.uniform(0.25, 0.6), rng.uniform(0.45, 0.95)),
+        hair_rgb=hsv(rng.uniform(15, 45), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.6)),
         hat_rgb=_colour(rng, str(rng.choice(["dark", "red", "other"]))),
         bag_rgb=_colour(rng, str(rng.choice(["dark", "other"]))),
-        shoe_rgb=_hsv(rng.uniform(0, 360), rng.uniform(0, 0.4), rng.uniform(0.05, 0.7)),
+        shoe_rgb=hsv(rng.uniform(0, 360), rng.uniform(0, 0.4), rng.uniform(0.05, 0.7)),
         build=float(rng.uniform(0.88, 1.12)),
         texture=str(rng.choice(["plain", "speckle", "logo"], p=[0.6, 0.2, 0.2])),
         bag_side=int(rng.choice([-1, 1])),
@@ -197,6 +198,81 @@ def _pt(x: float, y: float) -> tuple[int, int]:
     return (round(x), round(y))
 
 
+@dataclass(frozen=True)
+class _Pen:
+    """Draws on `img` in a part's colours, or with `mask_value` as a hard-edged one-value silhouette."""
+
+    img: np.ndarray
+    mask_value: int | None
+
+    @property
+    def aa(self) -> int:
+        return cv2.LINE_AA if self.mask_value is None else cv2.LINE_8
+
+    def paint(self, colour: RGB) -> tuple[int, ...]:
+        return colour if self.mask_value is None else (self.mask_value,)
+
+    def fill(self, points: list[tuple[float, float]], colour: RGB) -> None:
+        pts = np.array([_pt(x, y) for x, y in points], dtype=np.int32)
+        cv2.fillPoly(self.img, [pts], self.paint(colour), self.aa)
+
+    def line(self, a: tuple[float, float], c: tuple[float, float], colour: RGB, width: int) -> None:
+        cv2.line(self.img, _pt(*a), _pt(*c), self.paint(colour), max(1, width), self.aa)
+
+
+@dataclass(frozen=True)
+class _Body:
+    """Where the parts of a person `h` pixels tall with feet at (cx, foot_y) go, so each part is drawn alone."""
+
+    cx: float
+    foot_y: float
+    h: float
+    top: float
+    r: float  # head radius
+    head_cy: float
+    shoulder_y: float
+    waist_y: float
+    hip_y: float
+    knee_y: float
+    ankle_y: float
+    sw: float  # half-widths at shoulder, waist and hip
+    ww: float
+    hw: float
+    limb: int  # arm and leg thickness
+    leg_w: int
+    swing: float  # walk cycle, -1..1
+
+    @classmethod
+    def of(cls, p: Person, cx: float, foot_y: float, h: float, phase: float) -> _Body:
+        top = foot_y - h
+        r = 0.062 * h
+        b = p.build
+        return cls(
+            cx=cx,
+            foot_y=foot_y,
+            h=h,
+            top=top,
+            r=r,
+            head_cy=top + 1.05 * r,
+            shoulder_y=top + 0.165 * h,
+            waist_y=top + 0.42 * h,
+            hip_y=top + 0.5 * h,
+            knee_y=top + 0.73 * h,
+            ankle_y=top + 0.955 * h,
+            sw=h * (0.095 if p.female else 0.115) * b,
+            ww=h * (0.068 if p.female else 0.085) * b,
+            hw=h * (0.105 if p.female else 0.088) * b,
+            limb=max(2, round(0.055 * h * b)),
+            leg_w=max(2, round(0.07 * h * b)),
+            swing=math.sin(phase),
+        )
+
+    def torso_half_width(self, y: float) -> float:
+        if y <= self.waist_y:
+            return self.sw + (self.ww - self.sw) * (y - self.shoulder_y) / (self.waist_y - self.shoulder_y)
+        return self.ww + (self.hw - self.ww) * (y - self.waist_y) / (self.hip_y - self.waist_y)
+
+
 def draw_person(
     img: np.ndarray,
     p: Person,
@@ -206,193 +282,241 @@ def draw_person(
     phase: float,
     mask_value: int | None = None,
 ) -> None:
-    """Draw `p` with feet at (cx, foot_y), `h` pixels tall; with `mask_value`, a hard-edged silhouette instead."""
-    aa = cv2.LINE_AA if mask_value is None else cv2.LINE_8
+    """Draw `p` with feet at (cx, foot_y), `h` pixels tall; with `mask_value`, a hard-edged silhouette instead.
 
-    def paint(colour: RGB) -> tuple[int, ...]:
-        return colour if mask_value is None else (mask_value,)
-
-    top = foot_y - h
-    r = 0.062 * h
-    head_cy = top + 1.05 * r
-    shoulder_y, waist_y, hip_y = top + 0.165 * h, top + 0.42 * h, top + 0.5 * h
-    knee_y, ankle_y = top + 0.73 * h, top + 0.955 * h
-    b = p.build
-    sw = h * (0.095 if p.female else 0.115) * b
-    ww = h * (0.068 if p.female else 0.085) * b
-    hw = h * (0.105 if p.female else 0.088) * b
-    limb = max(2, round(0.055 * h * b))
-    leg_w = max(2, round(0.07 * h * b))
-
-    def fill(points: list[tuple[float, float]], colour: RGB) -> None:
-        pts = np.array([_pt(x, y) for x, y in points], dtype=np.int32)
-        cv2.fillPoly(img, [pts], paint(colour), aa)
-
-    def line(a: tuple[float, float], c: tuple[float, float], colour: RGB, width: int) -> None:
-        cv2.line(img, _pt(*a), _pt(*c), paint(colour), max(1, width), aa)
-
-    def torso_half_width(y: float) -> float:
-        if y <= waist_y:
-            return sw + (ww - sw) * (y - shoulder_y) / (waist_y - shoulder_y)
-        return ww + (hw - ww) * (y - waist_y) / (hip_y - waist_y)
-
-    swing = math.sin(phase)
-    # backpack body behind the torso, sticking out on one side
+    Parts go on back to front, each leg with its shoe and each arm with its bag in turn: a later part
+    covers an earlier one, so this order is the picture's."""
+    pen, body = _Pen(img, mask_value), _Body.of(p, cx, foot_y, h, phase)
     if p.backpack:
-        off = p.bag_side * sw * 0.55
-        fill(
-            [
-                (cx + off - sw * 0.75, shoulder_y + 0.02 * h),
-                (cx + off + sw * 0.75, shoulder_y + 0.02 * h),
-                (cx + off + sw * 0.8, waist_y + 0.03 * h),
-                (cx + off - sw * 0.8, waist_y + 0.03 * h),
-            ],
-            p.bag_rgb,
-        )
-    # legs and shoes
+        _backpack(pen, p, body)
     for side in (-1, 1):
-        hip = (cx + side * 0.045 * h * b, hip_y - 0.02 * h)
-        ang = side * 0.03 + p.stride * swing * side
-        ankle = (hip[0] + math.sin(ang) * (ankle_y - hip[1]), ankle_y)
-        knee = (hip[0] + (ankle[0] - hip[0]) * (knee_y - hip[1]) / (ankle_y - hip[1]), knee_y)
-        line(hip, ankle, p.skin_rgb, leg_w)
-        if p.lower == "trousers":
-            line(hip, ankle, p.lower_rgb, leg_w)
-        elif p.lower == "shorts":
-            line(hip, ((hip[0] + knee[0]) / 2, (hip[1] + knee[1] * 1.4) / 2.4), p.lower_rgb, leg_w + 1)
-        cv2.ellipse(
-            img,
-            _pt(ankle[0] + side * 0.01 * h, foot_y - 0.02 * h),
-            (max(1, round(0.04 * h)), max(1, round(0.02 * h))),
-            0,
-            0,
-            360,
-            paint(p.shoe_rgb),
-            -1,
-            aa,
-        )
+        ankle = _leg(pen, p, body, side)
+        _shoe(pen, p, body, side, ankle)
+    _lower_clothes(pen, p, body)
+    _upper_clothes(pen, p, body)
+    if p.backpack:
+        _backpack_straps(pen, p, body)
+    for side in (-1, 1):
+        hand = _arm(pen, p, body, side)
+        if p.handbag and side == p.bag_side:
+            _handbag(pen, p, body, hand)
+    if p.long_hair:
+        _long_hair(pen, p, body)
+    _head(pen, p, body)
+    if p.glasses:
+        _glasses(pen, body)
+    if p.hat:
+        _hat(pen, p, body)
+
+
+def _backpack(pen: _Pen, p: Person, body: _Body) -> None:
+    """The bag behind the torso, sticking out on one side."""
+    cx, h, sw, shoulder_y, waist_y = body.cx, body.h, body.sw, body.shoulder_y, body.waist_y
+    off = p.bag_side * sw * 0.55
+    pen.fill(
+        [
+            (cx + off - sw * 0.75, shoulder_y + 0.02 * h),
+            (cx + off + sw * 0.75, shoulder_y + 0.02 * h),
+            (cx + off + sw * 0.8, waist_y + 0.03 * h),
+            (cx + off - sw * 0.8, waist_y + 0.03 * h),
+        ],
+        p.bag_rgb,
+    )
+
+
+def _leg(pen: _Pen, p: Person, body: _Body, side: int) -> tuple[float, float]:
+    """One leg, bare or covered to the ankle (trousers) or above the knee (shorts); returns the ankle."""
+    h = body.h
+    hip = (body.cx + side * 0.045 * h * p.build, body.hip_y - 0.02 * h)
+    ang = side * 0.03 + p.stride * body.swing * side
+    ankle = (hip[0] + math.sin(ang) * (body.ankle_y - hip[1]), body.ankle_y)
+    knee = (hip[0] + (ankle[0] - hip[0]) * (body.knee_y - hip[1]) / (body.ankle_y - hip[1]), body.knee_y)
+    pen.line(hip, ankle, p.skin_rgb, body.leg_w)
+    if p.lower == "trousers":
+        pen.line(hip, ankle, p.lower_rgb, body.leg_w)
+    elif p.lower == "shorts":
+        pen.line(hip, ((hip[0] + knee[0]) / 2, (hip[1] + knee[1] * 1.4) / 2.4), p.lower_rgb, body.leg_w + 1)
+    return ankle
+
+
+def _shoe(pen: _Pen, p: Person, body: _Body, side: int, ankle: tuple[float, float]) -> None:
+    h = body.h
+    cv2.ellipse(
+        pen.img,
+        _pt(ankle[0] + side * 0.01 * h, body.foot_y - 0.02 * h),
+        (max(1, round(0.04 * h)), max(1, round(0.02 * h))),
+        0,
+        0,
+        360,
+        pen.paint(p.shoe_rgb),
+        -1,
+        pen.aa,
+    )
+
+
+def _lower_clothes(pen: _Pen, p: Person, body: _Body) -> None:
+    """A skirt flaring to above the knee, or the seat of trousers and shorts from waist to hip."""
+    cx, ww, hw, waist_y = body.cx, body.ww, body.hw, body.waist_y
     if p.lower == "skirt":
-        fill(
-            [
-                (cx - ww, waist_y),
-                (cx + ww, waist_y),
-                (cx + hw * 1.7, top + 0.7 * h),
-                (cx - hw * 1.7, top + 0.7 * h),
-            ],
+        hem_y = body.top + 0.7 * body.h
+        pen.fill(
+            [(cx - ww, waist_y), (cx + ww, waist_y), (cx + hw * 1.7, hem_y), (cx - hw * 1.7, hem_y)],
             p.lower_rgb,
         )
     elif p.lower in ("trousers", "shorts"):
-        fill([(cx - ww, waist_y), (cx + ww, waist_y), (cx + hw, hip_y), (cx - hw, hip_y)], p.lower_rgb)
-    # torso, then its pattern
-    fill([(cx - sw, shoulder_y), (cx + sw, shoulder_y), (cx + ww, waist_y), (cx - ww, waist_y)], p.upper_rgb)
+        pen.fill(
+            [(cx - ww, waist_y), (cx + ww, waist_y), (cx + hw, body.hip_y), (cx - hw, body.hip_y)],
+            p.lower_rgb,
+        )
+
+
+def _upper_clothes(pen: _Pen, p: Person, body: _Body) -> None:
+    """The torso, then its pattern: stripes (a label), or speckles or a logo (distractors)."""
+    cx, h, shoulder_y, waist_y = body.cx, body.h, body.shoulder_y, body.waist_y
+    pen.fill(
+        [
+            (cx - body.sw, shoulder_y),
+            (cx + body.sw, shoulder_y),
+            (cx + body.ww, waist_y),
+            (cx - body.ww, waist_y),
+        ],
+        p.upper_rgb,
+    )
     if p.stripes:
         step = max(3.0, 0.04 * h)
         y = shoulder_y + step / 2
         while y < waist_y - 1:
-            half = torso_half_width(y) - 1
-            line((cx - half, y), (cx + half, y), p.stripe_rgb, max(1, round(0.013 * h)))
+            half = body.torso_half_width(y) - 1
+            pen.line((cx - half, y), (cx + half, y), p.stripe_rgb, max(1, round(0.013 * h)))
             y += step
     elif p.texture == "speckle":
         srng = np.random.default_rng(int(p.upper_rgb[0] * 65536 + p.upper_rgb[1] * 256 + p.upper_rgb[2]))
         for _ in range(12):
             y = srng.uniform(shoulder_y + 1, waist_y - 1)
-            x = cx + srng.uniform(-1, 1) * (torso_half_width(y) - 1)
+            x = cx + srng.uniform(-1, 1) * (body.torso_half_width(y) - 1)
             shade = tuple(int(np.clip(c * srng.uniform(0.75, 1.25), 0, 255)) for c in p.upper_rgb)
-            cv2.circle(img, _pt(x, y), 1, paint(shade), -1, aa)
+            cv2.circle(pen.img, _pt(x, y), 1, pen.paint(shade), -1, pen.aa)
     elif p.texture == "logo":
         cv2.rectangle(
-            img,
+            pen.img,
             _pt(cx - 0.03 * h, shoulder_y + 0.06 * h),
             _pt(cx + 0.03 * h, shoulder_y + 0.1 * h),
-            paint(p.hat_rgb),
+            pen.paint(p.hat_rgb),
             -1,
-            aa,
+            pen.aa,
         )
-    if p.backpack:
-        for side in (-1, 1):
-            line(
-                (cx + side * sw * 0.55, shoulder_y),
-                (cx + side * sw * 0.7, waist_y - 0.04 * h),
-                p.bag_rgb,
-                max(1, round(0.02 * h)),
-            )
-    # arms: sleeve over the first third (short) or all (long), then the hand
+
+
+def _backpack_straps(pen: _Pen, p: Person, body: _Body) -> None:
+    cx, h, sw = body.cx, body.h, body.sw
     for side in (-1, 1):
-        shoulder = (cx + side * (sw - limb / 2), shoulder_y + limb / 2)
-        ang = side * 0.16 + side * p.arm_swing * swing
-        hand = (shoulder[0] + math.sin(ang) * 0.34 * h, shoulder[1] + math.cos(ang) * 0.34 * h)
-        line(shoulder, hand, p.skin_rgb, limb)
-        sleeve = 0.95 if p.long_sleeve else 0.35
-        line(shoulder, (shoulder[0] + (hand[0] - shoulder[0]) * sleeve, shoulder[1] + (hand[1] - shoulder[1]) * sleeve),
-             p.upper_rgb, limb + 1)  # fmt: skip
-        cv2.circle(img, _pt(*hand), max(1, round(limb * 0.6)), paint(p.skin_rgb), -1, aa)
-        if p.handbag and side == p.bag_side:
-            bw, bh = 0.11 * h, 0.09 * h
-            line(hand, (hand[0], hand[1] + 0.03 * h), p.bag_rgb, 1)
-            cv2.rectangle(
-                img, _pt(hand[0] - bw / 2, hand[1] + 0.03 * h), _pt(hand[0] + bw / 2, hand[1] + 0.03 * h + bh),
-                paint(p.bag_rgb), -1, aa,
-            )  # fmt: skip
-    # long hair falls behind the head onto the shoulders
-    if p.long_hair:
-        fill(
-            [
-                (cx - r * 1.05, head_cy),
-                (cx + r * 1.05, head_cy),
-                (cx + r * 1.25, shoulder_y + 0.07 * h),
-                (cx - r * 1.25, shoulder_y + 0.07 * h),
-            ],
-            p.hair_rgb,
+        pen.line(
+            (cx + side * sw * 0.55, body.shoulder_y),
+            (cx + side * sw * 0.7, body.waist_y - 0.04 * h),
+            p.bag_rgb,
+            max(1, round(0.02 * h)),
         )
-    line((cx, head_cy + r), (cx, shoulder_y + 1), p.skin_rgb, max(2, round(0.45 * r * 2)))
+
+
+def _arm(pen: _Pen, p: Person, body: _Body, side: int) -> tuple[float, float]:
+    """One arm: sleeve over the first third (short) or all (long), then the hand; returns the hand."""
+    h, limb = body.h, body.limb
+    shoulder = (body.cx + side * (body.sw - limb / 2), body.shoulder_y + limb / 2)
+    ang = side * 0.16 + side * p.arm_swing * body.swing
+    hand = (shoulder[0] + math.sin(ang) * 0.34 * h, shoulder[1] + math.cos(ang) * 0.34 * h)
+    pen.line(shoulder, hand, p.skin_rgb, limb)
+    sleeve = 0.95 if p.long_sleeve else 0.35
+    pen.line(shoulder, (shoulder[0] + (hand[0] - shoulder[0]) * sleeve, shoulder[1] + (hand[1] - shoulder[1]) * sleeve),
+             p.upper_rgb, limb + 1)  # fmt: skip
+    cv2.circle(pen.img, _pt(*hand), max(1, round(limb * 0.6)), pen.paint(p.skin_rgb), -1, pen.aa)
+    return hand
+
+
+def _handbag(pen: _Pen, p: Person, body: _Body, hand: tuple[float, float]) -> None:
+    """A bag hanging from `hand` (drawn with that arm, so the other arm may cover it)."""
+    h = body.h
+    bw, bh = 0.11 * h, 0.09 * h
+    pen.line(hand, (hand[0], hand[1] + 0.03 * h), p.bag_rgb, 1)
+    cv2.rectangle(
+        pen.img, _pt(hand[0] - bw / 2, hand[1] + 0.03 * h), _pt(hand[0] + bw / 2, hand[1] + 0.03 * h + bh),
+        pen.paint(p.bag_rgb), -1, pen.aa,
+    )  # fmt: skip
+
+
+def _long_hair(pen: _Pen, p: Person, body: _Body) -> None:
+    """Hair falling behind the head onto the shoulders."""
+    cx, r, head_cy, below_shoulder = body.cx, body.r, body.head_cy, body.shoulder_y + 0.07 * body.h
+    pen.fill(
+        [
+            (cx - r * 1.05, head_cy),
+            (cx + r * 1.05, head_cy),
+            (cx + r * 1.25, below_shoulder),
+            (cx - r * 1.25, below_shoulder),
+        ],
+        p.hair_rgb,
+    )
+
+
+def _head(pen: _Pen, p: Person, body: _Body) -> None:
+    """Neck, face, and the hair on top of the head."""
+    cx, r, head_cy = body.cx, body.r, body.head_cy
+    pen.line((cx, head_cy + r), (cx, body.shoulder_y + 1), p.skin_rgb, max(2, round(0.45 * r * 2)))
     cv2.ellipse(
-        img,
+        pen.img,
         _pt(cx, head_cy),
         (max(1, round(r * 0.9)), max(1, round(r))),
         0,
         0,
         360,
-        paint(p.skin_rgb),
+        pen.paint(p.skin_rgb),
         -1,
-        aa,
+        pen.aa,
     )
-    cv2.ellipse(img, _pt(cx, head_cy - 0.15 * r), (max(1, round(r * 0.95)), max(1, round(r * 0.9))), 0, 180, 360,
-                paint(p.hair_rgb), -1, aa)  # fmt: skip
-    if p.glasses:
-        ey = head_cy - 0.05 * r
-        for side in (-1, 1):
-            ex = cx + side * 0.4 * r
-            cv2.rectangle(
-                img,
-                _pt(ex - 0.28 * r, ey - 0.18 * r),
-                _pt(ex + 0.28 * r, ey + 0.18 * r),
-                paint((15, 15, 20)),
-                -1,
-            )
-        line((cx - 0.2 * r, ey), (cx + 0.2 * r, ey), (15, 15, 20), 1)
-    if p.hat:
-        crown_top = top - 0.05 * h
-        fill(
-            [(cx - r * 0.85, head_cy - 0.35 * r), (cx + r * 0.85, head_cy - 0.35 * r), (cx + r * 0.7, crown_top),
-             (cx - r * 0.7, crown_top)],
-            p.hat_rgb,
-        )  # fmt: skip
-        line(
-            (cx - r * 1.45, head_cy - 0.35 * r),
-            (cx + r * 1.45, head_cy - 0.35 * r),
-            p.hat_rgb,
-            max(1, round(0.2 * r)),
+    cv2.ellipse(pen.img, _pt(cx, head_cy - 0.15 * r), (max(1, round(r * 0.95)), max(1, round(r * 0.9))), 0, 180, 360,
+                pen.paint(p.hair_rgb), -1, pen.aa)  # fmt: skip
+
+
+def _glasses(pen: _Pen, body: _Body) -> None:
+    cx, r = body.cx, body.r
+    ey = body.head_cy - 0.05 * r
+    for side in (-1, 1):
+        ex = cx + side * 0.4 * r
+        cv2.rectangle(
+            pen.img,
+            _pt(ex - 0.28 * r, ey - 0.18 * r),
+            _pt(ex + 0.28 * r, ey + 0.18 * r),
+            pen.paint((15, 15, 20)),
+            -1,
         )
+    pen.line((cx - 0.2 * r, ey), (cx + 0.2 * r, ey), (15, 15, 20), 1)
 
 
-def _muted(rng: np.random.Generator) -> RGB:
-    return _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.25, 0.8))
+def _hat(pen: _Pen, p: Person, body: _Body) -> None:
+    """Crown above the head and a brim across it."""
+    cx, r, head_cy = body.cx, body.r, body.head_cy
+    crown_top = body.top - 0.05 * body.h
+    pen.fill(
+        [(cx - r * 0.85, head_cy - 0.35 * r), (cx + r * 0.85, head_cy - 0.35 * r), (cx + r * 0.7, crown_top),
+         (cx - r * 0.7, crown_top)],
+        p.hat_rgb,
+    )  # fmt: skip
+    pen.line(
+        (cx - r * 1.45, head_cy - 0.35 * r),
+        (cx + r * 1.45, head_cy - 0.35 * r),
+        p.hat_rgb,
+        max(1, round(0.2 * r)),
+    )
+
+
+def muted(rng: np.random.Generator) -> RGB:
+    """A greyish colour for scenery, so backgrounds hold no colour a label depends on."""
+    return hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.25, 0.8))
 
 
 def _background(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
     """Wall/ground gradient with blocks and lines: clutter with person-like colours but no person."""
     h, w = hw
-    c1, c2 = np.array(_muted(rng), np.float32), np.array(_muted(rng), np.float32)
+    c1, c2 = np.array(muted(rng), np.float32), np.array(muted(rng), np.float32)
     t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
     img = np.ascontiguousarray(np.broadcast_to(c1 * (1 - t) + c2 * t, (h, w, 3)).astype(np.uint8))
     ground = int(h * rng.uniform(0.6, 0.85))
@@ -400,11 +524,11 @@ def _background(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
     for _ in range(int(rng.integers(3, 9))):
         x1, y1 = int(rng.integers(-w // 4, w)), int(rng.integers(-h // 4, h))
         x2, y2 = x1 + int(rng.integers(4, w)), y1 + int(rng.integers(4, h // 2))
-        cv2.rectangle(img, (x1, y1), (x2, y2), _muted(rng), -1)
+        cv2.rectangle(img, (x1, y1), (x2, y2), muted(rng), -1)
     for _ in range(int(rng.integers(0, 5))):
         p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         p2 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        cv2.line(img, p1, p2, _muted(rng), int(rng.integers(1, 3)), cv2.LINE_AA)
+        cv2.line(img, p1, p2, muted(rng), int(rng.integers(1, 3)), cv2.LINE_AA)
     return img
 
 
@@ -478,7 +602,7 @@ class SynthPAR(PARDataset):
 
     @staticmethod
     def sample(split: str, index: int, seed: int = 0) -> tuple[Person, Scene]:
-        rng = np.random.default_rng([seed, _STREAMS[split], index])
+        rng = np.random.default_rng([seed, STREAMS[split], index])
         return sample_person(rng), sample_scene(rng)
 
     def load_image(self, index: int) -> Image.Image:
@@ -496,195 +620,8 @@ def write_samples(out_dir: str, count: int = 8, seed: int = 0) -> str:
         ok, data = cv2.imencode(".png", cv2.cvtColor(render(person, scene), cv2.COLOR_RGB2BGR))
         if not ok:
             raise RuntimeError("OpenCV could not encode a PNG")
-        _atomic_write(os.path.join(out_dir, name), data.tobytes())
+        atomic_write_bytes(os.path.join(out_dir, name), data.tobytes())
         rows.append(name + "," + ",".join(str(v) for v in person.labels()))
     csv_path = os.path.join(out_dir, "labels.csv")
-    _atomic_write(csv_path, ("\n".join(rows) + "\n").encode())
+    atomic_write_bytes(csv_path, ("\n".join(rows) + "\n").encode())
     return csv_path
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# --------------------------------------------------------------------------- street clip
-
-
-@dataclass(frozen=True)
-class Walker:
-    """One track of the clip: who, which lane (foot y), direction, speed and when they enter."""
-
-    track_id: int
-    person: Person
-    foot_y: float
-    height: float
-    direction: int
-    speed: float
-    t_enter: float
-
-
-def _street(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    horizon = int(h * 0.35)
-    img = np.zeros((h, w, 3), np.uint8)
-    sky = np.array(_hsv(rng.uniform(190, 230), rng.uniform(0.1, 0.4), rng.uniform(0.7, 0.95)), np.float32)
-    img[:horizon] = sky.astype(np.uint8)
-    x = 0
-    while x < w:
-        bw = int(rng.integers(w // 10, w // 4))
-        top = int(rng.integers(int(h * 0.02), horizon))
-        cv2.rectangle(img, (x, top), (x + bw, horizon + int(h * 0.2)), _muted(rng), -1)
-        for wy in range(top + 6, horizon + int(h * 0.15), 14):
-            for wx in range(x + 5, x + bw - 8, 12):
-                cv2.rectangle(img, (wx, wy), (wx + 5, wy + 7), _muted(rng), -1)
-        x += bw
-    cv2.rectangle(img, (0, horizon + int(h * 0.2)), (w, h), _hsv(0, 0, rng.uniform(0.45, 0.65)), -1)
-    for y in range(horizon + int(h * 0.2), h, max(8, h // 20)):
-        cv2.line(img, (0, y), (w, y), _hsv(0, 0, rng.uniform(0.4, 0.6)), 1)
-    return img
-
-
-def _walkers(rng: np.random.Generator, n: int, w: int, h: int, seconds: float) -> list[Walker]:
-    """Tracks that enter, cross and leave; the first two walk towards each other at once, so they cross."""
-    horizon = h * 0.35
-    out = []
-    for k in range(n):
-        foot_y = float(rng.uniform(0.72, 0.97) * h)
-        height = (foot_y - horizon) * 0.95
-        direction = (1 if k % 2 == 0 else -1) if k < 2 else int(rng.choice([-1, 1]))
-        travel = w + height  # from just outside one edge to just outside the other
-        speed = travel / (seconds * float(rng.uniform(0.55, 0.9)))
-        t_enter = 0.0 if k < 2 else float(rng.uniform(0.0, 0.45 * seconds))
-        out.append(Walker(k + 1, sample_person(rng), foot_y, float(height), direction, float(speed), t_enter))
-    return out
-
-
-def _walker_x(wk: Walker, t: float, w: int) -> float | None:
-    dist = (t - wk.t_enter) * wk.speed
-    if dist < 0 or dist > w + wk.height:
-        return None
-    start = -wk.height / 2 if wk.direction > 0 else w + wk.height / 2
-    return start + wk.direction * dist
-
-
-def _person_mask(wk: Walker, cx: float, phase: float) -> tuple[np.ndarray, int, int]:
-    """The person's full silhouette on a local canvas, and the canvas' top-left in frame coordinates."""
-    pad = 4
-    lh, lw = math.ceil(wk.height * 1.1) + 2 * pad, math.ceil(wk.height * 0.8) + 2 * pad
-    x0, y0 = math.floor(cx - lw / 2), math.floor(wk.foot_y - wk.height * 1.06) - pad
-    mask = np.zeros((lh, lw), np.uint8)
-    draw_person(mask, wk.person, cx - x0, wk.foot_y - y0, wk.height, phase, mask_value=255)
-    return mask, x0, y0
-
-
-def render_clip(
-    path: str,
-    seconds: float = 6.0,
-    fps: float = 15.0,
-    size: tuple[int, int] = (640, 360),
-    seed: int = 0,
-    num_people: int = 4,
-) -> dict[str, Any]:
-    """Write a street clip (`size` is (width, height)) and its ground truth next to it; return the truth.
-
-    The video is MP4 ('mp4v'), or MJPG .avi where this OpenCV cannot write MP4. The truth (also
-    written as `<stem>.json`) has per frame the tight box [x1, y1, x2, y2] of every person at least
-    partly in view, their track id and visible fraction (pixels not hidden by nearer people over
-    pixels inside the frame), and per track the attribute labels. Both files are written atomically.
-    """
-    w, h = int(size[0]), int(size[1])
-    rng = np.random.default_rng([seed, _STREAMS["clip"]])
-    background = _street(rng, w, h)
-    walkers = _walkers(rng, num_people, w, h, seconds)
-    frames_total = max(1, round(seconds * fps))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem = os.path.splitext(os.path.abspath(path))[0]
-    writer, tmp_video, final_video = _open_writer(stem, fps, (w, h))
-    frames = []
-    try:
-        for f in range(frames_total):
-            t = f / fps
-            frame = background.copy()
-            ids = np.zeros((h, w), np.int32)
-            objects = []
-            # nearer people (larger foot y) are drawn later and hide farther ones
-            for wk in sorted(walkers, key=lambda k: k.foot_y):
-                cx = _walker_x(wk, t, w)
-                if cx is None:
-                    continue
-                phase = (t - wk.t_enter) * wk.speed / (0.35 * wk.height) * math.pi
-                draw_person(frame, wk.person, cx, wk.foot_y, wk.height, phase)
-                mask, x0, y0 = _person_mask(wk, cx, phase)
-                fy1, fy2, fx1, fx2 = (
-                    max(0, y0),
-                    min(h, y0 + mask.shape[0]),
-                    max(0, x0),
-                    min(w, x0 + mask.shape[1]),
-                )
-                if fy1 >= fy2 or fx1 >= fx2:
-                    continue
-                part = mask[fy1 - y0 : fy2 - y0, fx1 - x0 : fx2 - x0] > 0
-                if not part.any():
-                    continue
-                ids[fy1:fy2, fx1:fx2][part] = wk.track_id
-                ys, xs = np.nonzero(part)
-                box = [
-                    int(xs.min() + fx1),
-                    int(ys.min() + fy1),
-                    int(xs.max() + fx1 + 1),
-                    int(ys.max() + fy1 + 1),
-                ]
-                objects.append({"track_id": wk.track_id, "box": box, "_in_frame": int(part.sum())})
-            for obj in objects:
-                obj["visible"] = round(float((ids == obj["track_id"]).sum()) / obj.pop("_in_frame"), 4)
-            noise = np.random.default_rng([seed, _STREAMS["clip"], f]).normal(0, 2.0, frame.shape)
-            frame = np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            frames.append({"index": f, "objects": sorted(objects, key=lambda o: o["track_id"])})
-        writer.release()
-        os.replace(tmp_video, final_video)
-    except BaseException:
-        writer.release()
-        if os.path.exists(tmp_video):
-            os.unlink(tmp_video)
-        raise
-    truth = {
-        "video": os.path.basename(final_video),
-        "fps": fps,
-        "size": [w, h],
-        "num_frames": frames_total,
-        "seed": seed,
-        "attributes": list(ATTRIBUTES),
-        "tracks": {
-            str(wk.track_id): {
-                "attributes": dict(zip(ATTRIBUTES, (int(v) for v in wk.person.labels()), strict=True))
-            }
-            for wk in walkers
-        },
-        "frames": frames,
-    }
-    _atomic_write(stem + ".json", json.dumps(truth, indent=1).encode())
-    return truth
-
-
-def _open_writer(stem: str, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, str, str]:
-    """An MP4 writer, or MJPG/AVI when this OpenCV build has no MP4 encoder; writes to a temp name."""
-    folder, base = os.path.split(stem)
-    for fourcc, ext in (("mp4v", ".mp4"), ("MJPG", ".avi")):
-        tmp = os.path.join(folder, f".{base}.partial{ext}")
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), fps, size)
-        if writer.isOpened():
-            return writer, tmp, stem + ext
-        writer.release()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    raise RuntimeError("this OpenCV build can write neither MP4 (mp4v) nor AVI (MJPG) video")

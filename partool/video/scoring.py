@@ -1,4 +1,4 @@
-"""Score a pipeline run against a clip's ground truth (SynthPAR's `render_clip` JSON).
+"""Score a pipeline run against a clip's ground truth (`street_clip.render_clip`'s JSON).
 
 Detection recall counts ground-truth people who are mostly in view (visible ≥ `min_visible`) and
 covered by a detection with IoU ≥ `iou`. Each predicted track is assigned the ground-truth person it

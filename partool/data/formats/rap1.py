@@ -12,8 +12,9 @@ import os
 
 import numpy as np
 
-from partool.data.formats._common import Table, check_split, first_file, require_dir, select, to_labels
-from partool.data.formats._mat import fields, index_vector, load_mat, strings
+from partool.data.formats._common import Table, select, to_labels
+from partool.data.formats._mat import fields, index_vector, strings
+from partool.data.formats._rap import load_annotation
 from partool.errors import UserError
 
 SPLITS = ("trainval", "test")
@@ -22,17 +23,7 @@ NUM_ATTRIBUTES = 51
 
 def load(root: str, split: str) -> Table:
     """Read one split of RAPv1 (51 attributes, partition 0) from its unpacked folder."""
-    require_dir(root, "RAPv1")
-    check_split(split, SPLITS, "RAPv1")
-    path = first_file(
-        [
-            os.path.join(root, "RAP_annotation", "RAP_annotation.mat"),
-            os.path.join(root, "RAP_annotation.mat"),
-        ],
-        "RAPv1 RAP_annotation.mat",
-        "it comes with the dataset; put it in the dataset root",
-    )
-    mat = load_mat(path)
+    path, mat = load_annotation(root, split, "RAPv1", SPLITS)
     if "RAP_annotation" not in mat:
         raise UserError(f"{path}: no variable 'RAP_annotation'; not a RAP annotation file")
     top = fields(mat["RAP_annotation"], path, "RAP_annotation")

@@ -12,8 +12,9 @@ import os
 
 import numpy as np
 
-from partool.data.formats._common import Table, check_split, first_file, require_dir, select, to_labels
-from partool.data.formats._mat import index_vector, load_mat, strings
+from partool.data.formats._common import Table, select, to_labels
+from partool.data.formats._mat import index_vector, strings
+from partool.data.formats._rap import load_annotation
 from partool.errors import UserError
 
 SPLITS = ("train", "val", "trainval", "test")
@@ -25,17 +26,7 @@ _FIELDS = ("name", "data", "attribute", "selected_attribute", "partition_attribu
 
 def load(root: str, split: str) -> Table:
     """Read one split of RAPv2 (54 attributes, partition 0) from its unpacked folder."""
-    require_dir(root, "RAPv2")
-    check_split(split, SPLITS, "RAPv2")
-    path = first_file(
-        [
-            os.path.join(root, "RAP_annotation", "RAP_annotation.mat"),
-            os.path.join(root, "RAP_annotation.mat"),
-        ],
-        "RAPv2 RAP_annotation.mat",
-        "it comes with the dataset; put it in the dataset root",
-    )
-    mat = load_mat(path)
+    path, mat = load_annotation(root, split, "RAPv2", SPLITS)
     ann = mat.get("RAP_annotation")
     if not isinstance(ann, dict) or any(f not in ann for f in _FIELDS):
         found = sorted(ann) if isinstance(ann, dict) else []
