@@ -33,8 +33,9 @@ elapsed gpu_model $?
 # Then the runtime's own CUDA-graph test.
 cat > "$out/make_runs.py" <<'PY'
 import sys
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.models import create_model
+from partool.models.run_folder import save_run
 for name in ("vim-s", "vit-s"):
     model = create_model(name, 26, img_size=(224, 224))
     save_run(f"{sys.argv[1]}/{name}", model, build_meta(model, [f"a{i}" for i in range(26)], "synth"))
@@ -52,12 +53,13 @@ cat > "$out/ncu_scan.py" <<'PY'
 import sys
 sys.path.insert(0, "benchmarks")
 import gpu_check as g
+import partool.ops.kernel_abi as abi
 import partool.ops.kernels as k
 for variant in ("auto", "rows"):
-    with k.use_scan_variant(variant):
+    with abi.use_scan_variant(variant):
         for b in (64, 1):
             a = g.inputs(b, 768, 16, 197, 1, g.torch.float16, True)
-            k.scan_cuda(*a, delta_softplus=True)
+            k.scan(*a, delta_softplus=True)
 PY
 timeout 70 ncu --kernel-name regex:scan --launch-count 6 --section SpeedOfLight --section Occupancy \
   --section WarpStateStats python3 "$out/ncu_scan.py" 2>&1 | tee "$out/ncu.log" | grep -E "scan_|Throughput|Occupancy|Duration|Registers" | head -80

@@ -27,9 +27,9 @@ import onnxruntime as ort
 import torch
 
 from partool.export import export_onnx
-from partool.export.ort_custom_op import create_session, kernel_backend
 from partool.models import create_model
 from partool.plugins import find_ort_custom_op_library
+from partool.runtime.ort_session import create_session, kernel_backend
 
 CASES = [("vit-s", "portable"), ("vim-s", "portable"), ("vim-s", "plugin")]
 

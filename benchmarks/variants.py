@@ -30,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, write_json
 from onnx_cpu import perturb_constants, time_sessions
 
-from partool.artifacts import build_meta, load_run
+from partool.artifacts import build_meta
 from partool.data import open_dataset
 from partool.data.transforms import build_transforms
 from partool.evaluate import evaluate, torch_predict_fn
 from partool.export import export_onnx
 from partool.models import count_parameters, create_model, list_models
 from partool.models.complexity import count_flops
+from partool.models.run_folder import load_run
 from partool.plugins import find_ort_custom_op_library
 
 _VIM = {"embed_dim": 96, "depth": 4}

@@ -1,10 +1,12 @@
-"""Run folders: `model.safetensors` + `partool.json`, the one format every later stage reads.
+"""Run folders' files and contract: `model.safetensors` + `partool.json`, the format every later stage reads.
 
 A trained model is a folder so that export, eval and predict need nothing but the path: the JSON says
 which registry model to build (name + kwargs), the attribute names in output order, the input size,
 the normalisation and the decision threshold; the safetensors file holds the weights and runs no code
-when read. Both files are written to a temporary name in the same folder and renamed into place, so a
-killed process leaves either the old run or the new one, never half of either.
+when read. Files are written to a temporary name in the same folder and renamed into place, so a
+killed process leaves either the old file or the new one, never half of either. This module needs
+neither torch nor the models, so torch-free runtimes read `partool.json` with it; saving and rebuilding
+a model is `partool.models.run_folder`'s job.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch import nn
 
 from partool import __version__
 from partool.errors import UserError
@@ -74,7 +73,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def build_meta(
-    model: nn.Module,
+    model: Any,
     attributes: list[str],
     data: str,
     threshold: float = 0.5,
@@ -133,23 +132,6 @@ def write_meta(run_dir: str | Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-def save_run(run_dir: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write the weights and then the metadata of `model` into `run_dir`; returns the folder.
-
-    Shared tensors are stored once (safetensors' `save_model`), so tied weights survive the round trip.
-    The weights go first: a reader never sees metadata that points at weights not yet written.
-    """
-    from safetensors.torch import save_model
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_meta(meta, run_dir / META)
-    with atomic_path(run_dir / WEIGHTS) as tmp:
-        save_model(_unwrap(model), tmp, metadata={"partool_version": __version__, "model": meta["model"]})
-    write_meta(run_dir, meta)
-    return run_dir
-
-
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """(run folder, metadata) for a run folder or its `partool.json`; UserError when absent or damaged."""
     path = Path(path)
@@ -171,42 +153,3 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
             f"cannot read {meta_path}: {e}; the file is damaged, re-run `partool train`"
         ) from None
     return meta_path.parent, check_meta(meta, meta_path)
-
-
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a run folder (or its `partool.json`) in eval mode on `device`, with its metadata."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    from partool.models import create_model
-
-    run_dir, meta = read_meta(path)
-    weights = run_dir / WEIGHTS
-    if not weights.is_file():
-        raise UserError(
-            f"{weights} is missing; the run has no saved weights yet (training stopped before its first "
-            "validation?) — finish it with `partool train --resume`"
-        )
-    model = create_model(
-        meta["model"], len(meta["attributes"]), img_size=tuple(meta["input_size"]), **meta["model_kwargs"]
-    )
-    try:
-        load_model(model, str(weights), strict=True, device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"cannot read {weights}: {e}; the file is damaged, re-run `partool train`") from None
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(
-            f"{weights} does not match the model described in {run_dir / META} ({first}); "
-            "the two files come from different runs"
-        ) from None
-    return model.to(device).eval(), meta
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner

@@ -21,7 +21,7 @@ from partool.artifacts import atomic_write_bytes, atomic_write_json
 from partool.data import open_dataset
 from partool.export import export_run
 from partool.metrics import pedestrian_metrics
-from partool.runtime.evaluate import evaluate_run
+from partool.runtime.backend_eval import evaluate_run
 from partool.train.loop import TrainConfig, train
 
 METRIC_KEYS = ("ma", "acc", "prec", "recall", "f1", "f1_instance")
@@ -143,7 +143,7 @@ def _evaluate(model: Path, out: Path, tag: str) -> dict[str, Any]:
 
 
 def _video(cfg: DemoConfig, onnx_path: Path, out: Path) -> dict[str, Any]:
-    from partool.data.synth import render_clip
+    from partool.data.street_clip import render_clip
     from partool.runtime import load_backend
     from partool.video import FrameResult, PipelineOptions, run_pipeline
     from partool.video.detectors import make_detector

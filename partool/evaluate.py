@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from partool.devices import parse_device
 from partool.errors import UserError
 from partool.metrics import PedestrianMetrics, pedestrian_metrics
 
@@ -24,22 +25,16 @@ PredictFn = Callable[[np.ndarray], Any]  # (N, 3, H, W) float32 -> (N, A) probab
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """`auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:i`; UserError when it is not available."""
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
+    device = parse_device(spec)
+    if device.kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise UserError(f"device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.kind == "cpu":
+        return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UserError(f"--device {spec}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+        raise UserError(f"--device {device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible (cuda:0..)")
-    return device
+        raise UserError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible (cuda:0..)")
+    return torch.device("cuda", device.index)
 
 
 def torch_predict_fn(model: nn.Module, device: str | torch.device = "cpu") -> PredictFn:

@@ -3,7 +3,7 @@ ONNX Runtime custom-op library.
 
 One CMake project (`plugins/CMakeLists.txt`) builds them all; this module runs it and looks for its
 outputs, so that `partool plugins build`, the ctypes binding (`partool.ops.kernels`) and the ONNX Runtime
-sessions (`partool.export.ort_custom_op`) agree on where the libraries are. Search order:
+sessions (`partool.runtime.ort_session`) agree on where the libraries are. Search order:
 `PARTOOL_KERNELS_LIB` / `PARTOOL_TRT_PLUGIN_LIB` / `PARTOOL_ORT_OPS_LIB`, then `<repo>/build/plugins/lib`,
 then `<cache>/plugins/lib`. The build also makes `partool_kernels_check`, the kernels' own test
 program, which `run_kernels_check` runs.
@@ -31,6 +31,11 @@ from pathlib import Path
 from partool.errors import UserError
 
 DEFAULT_CUDA_ARCHS = "80;86;87;89;90"
+# The selective scan's ONNX node and TensorRT plugin (docs/architecture.md, "ONNX node"): the exporter writes
+# it, TensorRT's ONNX parser maps it to the plugin by these names, ONNX Runtime's custom-op library runs it.
+PLUGIN_DOMAIN = "partool"
+PLUGIN_OP = "SelectiveScan"
+PLUGIN_VERSION = "1"
 KERNELS_LIB = "libpartool_kernels.so" if sys.platform != "darwin" else "libpartool_kernels.dylib"
 KERNELS_CHECK = "partool_kernels_check"
 TRT_PLUGIN_LIB = "libpartool_trt_plugins.so"

@@ -9,12 +9,13 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.bench import run_bench
 from partool.cli.bench_cmd import parse_batches, register
 from partool.errors import UserError
 from partool.export import export_onnx
 from partool.models import create_model
+from partool.models.run_folder import save_run
 
 IMG = (32, 16)
 

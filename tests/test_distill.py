@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from partool.artifacts import META, load_run, read_meta
+from partool.artifacts import META, read_meta
+from partool.models.run_folder import load_run
 from partool.train.checkpoint import LAST, load_checkpoint
 from partool.train.distill import Teacher, distillation_loss, load_teacher
 from partool.train.loop import TrainConfig, train

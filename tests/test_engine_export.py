@@ -14,12 +14,13 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.cli.export_cmd import build_plan, register
 from partool.errors import UserError
 from partool.export.profiles import load_profile, shipped_profiles, validate
 from partool.export.tensorrt_build import BatchProfile, EngineSpec, engine_metadata, trtexec_command
 from partool.models import create_model
+from partool.models.run_folder import save_run
 from partool.runtime.tensorrt_backend import check_engine_meta
 
 IMG = (64, 32)

@@ -12,15 +12,19 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.errors import UserError
 from partool.export import export_onnx
-from partool.export.ort_custom_op import create_session, scan_python
 from partool.export.quantize import weight_nodes
 from partool.models import create_model
+from partool.models.run_folder import save_run
+from partool.ops import get_backend, selective_scan
+from partool.ops.lowering import current_lowering
+from partool.ops.mamba_inner import mamba_inner_export
 from partool.ops.onnx import scan_lowering
 from partool.ops.scan_reference import scan_sequential
-from partool.ops.selective_scan import get_backend, selective_scan
+from partool.runtime.ort_python_op import scan_python
+from partool.runtime.ort_session import create_session
 
 IMG = (64, 32)
 MODELS = {  # name -> (builder kwargs, scan calls per forward: Vim 2 per layer, VMamba 2 per block)
@@ -48,6 +52,7 @@ def _torch_logits(model, images: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(images)).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("scan", ["plugin", "portable"])
 def test_checker_metadata_and_names(exported, name, scan):
@@ -131,7 +136,9 @@ def test_mixer_export_layout_computes_the_same_function():
     mixer = model.backbone.layers[0].mixer
     hidden = torch.randn(2, 9, mixer.d_model)
     with torch.no_grad():
-        torch.testing.assert_close(mixer._export_forward(hidden), mixer(hidden), atol=1e-5, rtol=1e-4)
+        directions = (mixer.direction(False), mixer.direction(True))
+        exported = mamba_inner_export(hidden, mixer.in_proj.weight, mixer.out_proj.weight, directions)
+        torch.testing.assert_close(exported, mixer(hidden), atol=1e-5, rtol=1e-4)
 
 
 class _OneScan(torch.nn.Module):
@@ -186,11 +193,19 @@ def test_python_op_body_matches_sequential_reference():
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
 
 
-def test_scan_lowering_restores_backend_and_rejects_unknown():
+def test_scan_lowering_is_scoped_to_its_block_and_rejects_unknown():
+    """The lowering holds inside the block only (a scan there is the lowering's custom op, after it the
+    backend's), leaves the backend choice alone, and an unknown kind is a UserError naming the choices."""
     before = get_backend()
+    u = torch.randn(1, 4, 3)
+    args = (u, torch.rand(1, 4, 3), -torch.rand(4, 2), torch.randn(1, 2, 3), torch.randn(1, 2, 3))
     with scan_lowering("plugin"):
-        assert get_backend() == "onnx_plugin"
-    assert get_backend() == before
+        assert current_lowering() == "plugin" and get_backend() == before
+        _, last = selective_scan(*args, return_last_state=True)
+        assert last.numel() == 0  # the lowered op has no state output
+    assert current_lowering() is None and get_backend() == before
+    _, last = selective_scan(*args, return_last_state=True)
+    assert last.shape == (1, 4, 2)
     with pytest.raises(UserError, match="portable"), scan_lowering("tensorrt"):
         pass
 
@@ -209,7 +224,6 @@ def test_cli_exports_a_run_and_rejects_bad_input(tmp_path):
     assert ok.exit_code == 0, ok.output
     proto = onnx.load(str(tmp_path / "onnx" / "model.onnx"))
     assert not any(n.domain == "partool" for n in proto.graph.node)
-    for args in (["--scan", "trt"], ["--img-size", "64by32"], ["--img-size", "128x64"]):
-        bad = runner.invoke(app, ["export", str(run), *args, "--out", str(tmp_path / "bad")])
-        assert isinstance(bad.exception, UserError), (args, bad.output)
+    bad = runner.invoke(app, ["export", str(run), "--scan", "trt", "--out", str(tmp_path / "bad")])
+    assert isinstance(bad.exception, UserError), bad.output
     assert not (tmp_path / "bad" / "model.onnx").exists()

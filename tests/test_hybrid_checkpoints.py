@@ -10,10 +10,11 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.errors import UserError
 from partool.models import create_model, load_checkpoints, model_info
 from partool.models.pretrained import checkpoint_records
+from partool.models.run_folder import save_run
 from partool.models.vim import VimBackbone
 from partool.train.recipe import recipe_for
 

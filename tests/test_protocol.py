@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 from test_train import TINY as TRAIN_TINY
 
-from partool.artifacts import load_run, read_meta
+from partool.artifacts import read_meta
 from partool.cli.app import main
 from partool.data import open_dataset
 from partool.data.transforms import build_transforms
 from partool.evaluate import evaluate, torch_predict_fn
+from partool.models.run_folder import load_run
 from partool.train.loop import TrainConfig, train
 from partool.train.protocol import best_per_metric
 

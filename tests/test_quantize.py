@@ -17,11 +17,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.data.synth import ATTRIBUTES
 from partool.errors import UserError
 from partool.export import export_onnx
-from partool.export.ort_custom_op import create_session
 from partool.export.quantize import (
     WEIGHT_OPS,
     calibration_batches,
@@ -31,6 +30,8 @@ from partool.export.quantize import (
     weight_nodes,
 )
 from partool.models import create_model
+from partool.models.run_folder import save_run
+from partool.runtime.ort_session import create_session
 
 IMG = (64, 32)
 DATA = "synth:16"  # 16 train images, 4 test
@@ -78,6 +79,7 @@ def test_calibration_draws_distinct_eval_transformed_images():
     assert len(np.concatenate(calibration_batches(DATA, meta, count=999))) == 16  # capped at the split
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", ["plugin", "portable"])
 def test_qdq_only_feeds_weight_ops_and_the_scan_stays_float(graphs, scan):
     fp32, int8, _, _ = graphs[scan]
@@ -141,6 +143,7 @@ def test_first_input_weights_are_quantized_per_output_row(graphs, bits, qmax):
         assert np.abs(q * scale[:, None] - weight).max() <= 0.5 * scale.max() * (1 + 1e-6)
 
 
+@pytest.mark.slow
 def test_vmamba_stacked_projection_weights_are_quantized_per_row(tmp_path):
     """VMamba's per-direction projections export as one MatMul(W (2, rows, cols), x) each: INT8 quantizes
     W with one scale per row shared by the two directions (max |W[:, row, :]| / 64 for the default 7-bit
@@ -184,6 +187,7 @@ def test_int8_runs_on_ort_close_to_fp32_and_is_smaller(graphs, scan):
 _QEMU_X86 = shutil.which("qemu-x86_64")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     _QEMU_X86 is None or platform.machine() != "x86_64",
     reason="needs qemu-x86_64 (Debian's qemu-user) on an x86-64 machine to run ONNX Runtime on a CPU without VNNI",
@@ -212,7 +216,11 @@ def test_7bit_weights_give_the_same_int8_outputs_on_a_cpu_without_vnni(graphs, t
     )  # fmt: skip
     assert haswell.returncode == 0, haswell.stderr[-2000:]
     emulated = {n: np.load(tmp_path / f"{n}-haswell.npy") for n in ("fp32", "int8-7bit", "int8-8bit")}
-    here = {"fp32": _run(fp32, images), "int8-7bit": _run(int8, images), "int8-8bit": _run(full_range, images)}
+    here = {
+        "fp32": _run(fp32, images),
+        "int8-7bit": _run(int8, images),
+        "int8-8bit": _run(full_range, images),
+    }
     scale = np.abs(here["fp32"]).max()
     np.testing.assert_allclose(emulated["fp32"], here["fp32"], atol=1e-4 * scale, rtol=0)
     np.testing.assert_allclose(emulated["int8-7bit"], here["int8-7bit"], atol=1e-4 * scale, rtol=0)

@@ -5,6 +5,8 @@ TensorRT itself is not installable here, so its class is exercised only on the t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -12,13 +14,21 @@ import pytest
 import torch
 from PIL import Image
 
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.data.transforms import build_transforms
+from partool.devices import Device, parse_device
 from partool.errors import UserError
 from partool.models import create_model
+from partool.models.run_folder import save_run
 from partool.runtime import load_backend, preprocess
 from partool.runtime.base import sigmoid
-from partool.runtime.tensorrt_backend import check_engine_meta, engine_io, parse_compute_capability
+from partool.runtime.onnx_backend import choose_providers
+from partool.runtime.tensorrt_backend import (
+    _device_index,
+    check_engine_meta,
+    engine_io,
+    parse_compute_capability,
+)
 
 IMG = (64, 32)
 ATTRS = [f"a{i}" for i in range(5)]
@@ -143,7 +153,8 @@ def test_cuda_graphs_match_the_eager_forward(run_dir):
     assert graphed._graphs.captured == [1, 2, 4, 8, 16]
     from partool.ops import kernels
 
-    if kernels.cuda_available():  # the scans ran the variant the warm-up forwards timed, and the summary says which
+    # the scans ran the variant the warm-up forwards timed, and the summary says which
+    if kernels.cuda_available():
         assert graphed.describe()["scan_variants"]
 
 
@@ -189,6 +200,80 @@ def test_unreadable_onnx_is_a_user_error(run_dir, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"\x08garbage")
     with pytest.raises(UserError, match=r"model\.onnx"):
         load_backend(tmp_path / "model.onnx", device="cpu")
+
+
+def _tiny_portable_onnx(folder, meta) -> None:
+    """model.onnx + partool.json of a standard-op graph: per-channel means of the image through a (3, A) MatMul."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.arange(3 * len(ATTRS), dtype=np.float32).reshape(3, len(ATTRS)) / 10
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["images"], ["pooled"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, *IMG])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(ATTRS)])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    (folder / "partool.json").write_text(json.dumps({**meta, "output": "logits"}))
+
+
+def test_a_portable_onnx_runs_without_torch(run_dir, tmp_path):
+    """An edge device with onnxruntime and NumPy only: loading and running a graph without partool nodes
+    imports neither torch nor partool.ops (nor the export stage), checked in a fresh interpreter."""
+    path, _ = run_dir
+    _tiny_portable_onnx(tmp_path, json.loads((path / "partool.json").read_text()))
+    script = f"""
+import json, sys
+import numpy as np
+from partool.runtime import load_backend
+backend = load_backend({str(tmp_path / "model.onnx")!r}, device="cpu")
+probs = backend.predict(np.ones((2, 3, {IMG[0]}, {IMG[1]}), np.float32))
+loaded = [m for m in sys.modules if m == "torch" or m.startswith(("torch.", "partool.ops", "partool.export"))]
+print(json.dumps({{"shape": list(probs.shape), "loaded": sorted(loaded)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"shape": [2, len(ATTRS)], "loaded": []}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("auto", Device("auto")), (None, Device("auto")), ("", Device("auto")), (" CPU ", Device("cpu")),
+     ("cuda", Device("cuda")), ("Cuda:1", Device("cuda", 1))],
+)  # fmt: skip
+def test_parse_device(text, expected):
+    assert parse_device(text) == expected
+    assert str(expected) == {None: "auto", "": "auto"}.get(text, (text or "").strip().lower())
+
+
+@pytest.mark.parametrize("text", ["gpu", "mps", "cuda:", "cuda:x", "cuda:-1", "cpu:0", "cuda1"])
+def test_parse_device_rejects_other_spellings(text):
+    with pytest.raises(UserError, match=r"unknown device .*use auto, cpu, cuda or cuda:N"):
+        parse_device(text)
+
+
+def test_each_runtime_maps_the_parsed_device():
+    """ONNX Runtime: execution providers; TensorRT: a CUDA ordinal (never the CPU)."""
+    cpu_only, with_cuda = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", cpu_only) == cpu_only
+    assert choose_providers("auto", with_cuda) == with_cuda
+    assert choose_providers("cpu", with_cuda) == cpu_only
+    assert choose_providers("cuda:1", with_cuda)[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    with pytest.raises(UserError, match="no CUDA provider"):
+        choose_providers("cuda", cpu_only)
+    with pytest.raises(UserError, match="unknown device"):
+        choose_providers("gpu", with_cuda)
+    assert [_device_index(d) for d in ("auto", "cuda", "cuda:2")] == [0, 0, 2]
+    with pytest.raises(UserError, match="runs on a GPU"):
+        _device_index("cpu")
 
 
 # ------------------------------------------------------------------ TensorRT pure logic (no TensorRT here)

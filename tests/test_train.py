@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from partool.artifacts import META, WEIGHTS, load_run, read_meta, save_run
+from partool.artifacts import META, WEIGHTS, read_meta
 from partool.errors import UserError
 from partool.models import create_model
+from partool.models.run_folder import load_run, save_run
 from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partool.train.loop import TrainConfig, train
 from partool.train.recipe import lr_at, recipe_for
@@ -43,6 +44,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"full": full, "first": first, "rest": rest, "root": root}
 
 
+@pytest.mark.slow
 def test_loss_falls_and_run_folder_is_complete(runs: dict[str, object]) -> None:
     full = runs["full"]
     losses = [h["train_loss"] for h in full.history]

@@ -12,12 +12,13 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from partool.artifacts import build_meta, save_run
+from partool.artifacts import build_meta
 from partool.cli.export_cmd import register
 from partool.errors import UserError
 from partool.export import export_onnx
 from partool.export.triton import write_repository
 from partool.models import create_model
+from partool.models.run_folder import save_run
 
 IMG = (64, 32)
 ATTRS = ["a", "b", "c"]
@@ -78,6 +79,7 @@ def _meta(path) -> dict[str, Any]:
     return json.loads((path.parent / "partool.json").read_text())
 
 
+@pytest.mark.slow
 def test_onnxruntime_repository_layout_and_config(exported, tmp_path):
     src = exported["portable"]
     folder = write_repository(tmp_path, "vim t/par", src, _meta(src), "onnxruntime", 16, [4, 8, 32], 500, 2)
@@ -114,6 +116,7 @@ def test_plugin_graph_on_onnxruntime_needs_the_custom_op_library(exported, tmp_p
     assert any(n.op_type == "SelectiveScan" for n in proto.graph.node)
 
 
+@pytest.mark.slow
 def test_tensorrt_repository_without_tensorrt_writes_config_and_build_script(exported, tmp_path):
     app = typer.Typer()
     register(app)

@@ -9,7 +9,7 @@ import typer
 from partool.cli.options import CUDA_GRAPHS_OPTION, PRECISION_OPTION
 from partool.cli.output import console, print_json, print_table
 from partool.errors import UserError
-from partool.runtime.evaluate import evaluate_run
+from partool.runtime.backend_eval import evaluate_run
 
 
 def eval_cmd(

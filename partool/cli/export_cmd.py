@@ -10,16 +10,6 @@ import typer
 from partool.errors import UserError
 
 
-def parse_img_size(text: str | None) -> tuple[int, int] | None:
-    """'HxW' -> (H, W); UserError for anything else."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"--img-size {text!r} is not HxW with positive integers (e.g. 256x128)")
-    return int(parts[0]), int(parts[1])
-
-
 def _pick(cli: Any, profile: Any, default: Any) -> Any:
     """The command line wins over the profile, the profile over the built-in default."""
     return cli if cli is not None else profile if profile is not None else default
@@ -108,7 +98,6 @@ def export(
         None, "--out", help="Output folder (default: RUN/onnx-SCAN[-PREC], RUN/engine-SCAN-PREC or RUN/triton)."
     ),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset (18 or newer)."),
-    img_size: str | None = typer.Option(None, "--img-size", help="HxW; must match the run's input size."),
     fp16: bool = typer.Option(False, "--fp16", help="FP16: weight ops in float16 (engines: the FP16 builder flag)."),
     int8: bool = typer.Option(
         False, "--int8", help="INT8 by explicit quantization (Q/DQ); reports the mA/F1 drop vs FP32."
@@ -148,8 +137,6 @@ def export(
 
       partool export runs/vim-s-pa100k --format triton --scan portable --fp16
     """
-    from dataclasses import replace
-
     from partool.export.pipeline import run_export
 
     plan = build_plan(
@@ -158,7 +145,6 @@ def export(
         max_batch=max_batch, plugin=plugin, triton_platform=triton_platform, triton_name=triton_name,
         weight_bits=weight_bits,
     )  # fmt: skip
-    plan = replace(plan, img_size=parse_img_size(img_size))
     written = run_export(run, out, plan, typer.echo)
     for key, path in written.items():
         path = Path(path)

@@ -18,9 +18,11 @@ import onnx
 import torch
 from torch import nn
 
-from partool.artifacts import META, atomic_path, atomic_write_json, load_run
+from partool.artifacts import META, atomic_path, atomic_write_json
 from partool.errors import UserError
-from partool.ops.onnx import LOWERINGS, PLUGIN_DOMAIN, PLUGIN_OP, scan_lowering
+from partool.models.run_folder import load_run
+from partool.ops.onnx import LOWERINGS, scan_lowering
+from partool.plugins import PLUGIN_DOMAIN, PLUGIN_OP
 
 DEFAULT_OPSET = 18  # Split(num_outputs) needs 18; ONNX Runtime, TensorRT 10 and OpenVINO all read it
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -123,16 +125,8 @@ def export_run(
     *,
     scan: str = "plugin",
     opset: int = DEFAULT_OPSET,
-    img_size: tuple[int, int] | None = None,
 ) -> Path:
     """Export a run folder (model.safetensors + partool.json) to `out_dir/model.onnx` (default: RUN/onnx-SCAN)."""
     model, meta = load_run(run)
     out = Path(out_dir) if out_dir is not None else Path(run) / f"onnx-{scan}"
-    if img_size is not None and list(img_size) != list(meta["input_size"]):
-        # The PAR head mixes a fixed number of tokens, so the weights hold only at the trained size.
-        raise UserError(
-            f"--img-size {img_size[0]}x{img_size[1]} differs from the run's "
-            f"{meta['input_size'][0]}x{meta['input_size'][1]}; the PAR head is tied to the token count, so "
-            "export at the run's size (leave --img-size out) or train at the size you need"
-        )
-    return export_onnx(model, out / MODEL_FILE, scan=scan, opset=opset, img_size=img_size, meta=meta)
+    return export_onnx(model, out / MODEL_FILE, scan=scan, opset=opset, meta=meta)

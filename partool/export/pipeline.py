@@ -60,7 +60,6 @@ class ExportPlan:
     workspace_mib: int | None = None
     triton: TritonOptions = field(default_factory=TritonOptions)
     profile: str | None = None
-    img_size: tuple[int, int] | None = None  # checked against the run's (the head is tied to it)
 
 
 def int8_weight_bits(plan: ExportPlan) -> int:
@@ -159,7 +158,7 @@ def run_export(run: Path, out: Path | None, plan: ExportPlan, echo: Echo) -> dic
     precision_tag = "" if plan.precision == "fp32" else f"-{plan.precision}"
     plain_onnx = plan.format == "onnx" and plan.precision == "fp32"
     fp32_dir = out if plain_onnx and out is not None else run / f"onnx-{plan.scan}"
-    fp32 = export_run(run, fp32_dir, scan=plan.scan, opset=plan.opset, img_size=plan.img_size)
+    fp32 = export_run(run, fp32_dir, scan=plan.scan, opset=plan.opset)
     written: dict[str, Any] = {"fp32": fp32}
     if plan.profile:
         atomic_write_json(fp32_dir / META, {**_meta(fp32_dir), "profile": plan.profile})

@@ -31,7 +31,7 @@ Calibration ranges are collected here (MinMax over `--calib-count` images of the
 `create_session`, the session that also runs plugin graphs through the custom op; ORT's own calibrator
 builds a plain InferenceSession that cannot. ModelOpt was measured as the alternative and not taken: its
 ONNX quantizer (`modelopt.onnx`) will not import without the `[onnx]` extra, which pins onnx~=1.21,
-onnxruntime-gpu~=1.24 and cupy — a second ONNX Runtime next to the project's (see ARCHITECTURE.md).
+onnxruntime-gpu~=1.24 and cupy — a second ONNX Runtime next to the project's (see docs/architecture.md).
 
 FP16: weights and the weight ops in float16, every other op and the graph I/O in float32 (casts around
 each converted op), with onnxruntime's copy of onnxconverter-common's converter. Converting everything
@@ -50,6 +50,7 @@ import numpy as np
 import onnx
 
 from partool.errors import UserError
+from partool.runtime.ort_session import create_session
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 WEIGHT_BITS = (7, 8)  # 7: ONNX Runtime on any x86 CPU; 8: TensorRT, VNNI and ARM CPUs (module docstring)
@@ -136,8 +137,6 @@ def calibration_batches(
 
 def calibrate_ranges(proto: onnx.ModelProto, batches: Sequence[np.ndarray], tensors: Sequence[str]) -> dict:
     """{tensor: (min, max)} over `batches`, from one session whose outputs include `tensors`."""
-    from partool.export.ort_custom_op import create_session
-
     augmented = onnx.ModelProto()
     augmented.CopyFrom(proto)
     outputs = {o.name for o in augmented.graph.output}

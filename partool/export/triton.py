@@ -29,7 +29,7 @@ import onnx
 
 from partool.artifacts import META, atomic_path, atomic_write_bytes, atomic_write_json
 from partool.errors import UserError
-from partool.ops.onnx import PLUGIN_DOMAIN, PLUGIN_OP
+from partool.plugins import PLUGIN_DOMAIN, PLUGIN_OP
 
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 TRITON_TYPES = {

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from partool.artifacts import WEIGHTS, read_meta
 from partool.errors import UserError
 from partool.models.vim import midcls_index, resample_midcls_pos_embed
 
@@ -355,8 +356,6 @@ def _run_state(run: Path, role: str, model: nn.Module) -> StateDict:
     """The timm ViT weights of a partool `vit-b` run folder, for a model built at the run's input size."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from partool.artifacts import WEIGHTS, read_meta
 
     run_dir, meta = read_meta(run)
     size = list(getattr(getattr(model, "backbone", model), "img_size", ()))

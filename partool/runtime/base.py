@@ -1,8 +1,7 @@
 """One inference interface for every model format: person crops in, attribute probabilities out.
 
 The video pipeline, `partool demo` and users' scripts call `Backend.predict` and never ask which runtime
-sits behind it. `load_backend` picks the runtime from the path: a run folder (or its partool.json) runs
-on PyTorch, a `.onnx` file on ONNX Runtime, a `.engine` file on TensorRT. Each backend only implements
+sits behind it (`partool.runtime.load_backend` picks it from the path). Each backend only implements
 `_infer` on an already normalised (n, 3, H, W) float32 batch of at most `max_batch` rows; the base class
 preprocesses crops, splits large inputs into chunks and turns logits into probabilities.
 """
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from partool.artifacts import META, check_meta
 from partool.errors import UserError
 from partool.runtime.preprocess import preprocess
 
@@ -93,8 +93,6 @@ class Backend(ABC):
 
 def read_sidecar_meta(model_file: Path) -> dict[str, Any]:
     """`partool.json` beside an exported `.onnx` / `.engine`: the run's metadata plus the export's."""
-    from partool.artifacts import META, check_meta
-
     path = model_file.parent / META
     if not path.is_file():
         raise UserError(
@@ -115,39 +113,3 @@ def refuse_export_precision(path: Path, precision: str | None) -> None:
             f"--precision {precision} applies to run folders (PyTorch); {path.name} runs at the precision it was "
             "exported with: re-export with `partool export --fp16` or `--int8` for another one"
         )
-
-
-def load_backend(
-    path: str | Path,
-    device: str = "auto",
-    plugin: str | Path | None = None,
-    precision: str = "auto",
-    cuda_graphs: bool = True,
-) -> Backend:
-    """The backend for a run folder (torch), a `.onnx` (onnxruntime) or a `.engine` (tensorrt).
-
-    `precision` and `cuda_graphs` are the PyTorch runtime's: an exported model runs at the precision it
-    was exported or built with, so asking one for another precision is an error, not a silent no-op.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(
-            f"model {path} does not exist; pass a run folder (runs/NAME), a model.onnx or a model.engine"
-        )
-    if path.is_dir() or path.name == "partool.json":
-        from partool.runtime.torch_backend import TorchBackend
-
-        return TorchBackend(path, device=device, precision=precision, cuda_graphs=cuda_graphs)
-    refuse_export_precision(path, precision)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from partool.runtime.onnx_backend import OnnxBackend
-
-        return OnnxBackend(path, device=device)
-    if suffix in (".engine", ".plan", ".trt"):
-        from partool.runtime.tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(path, device=device, plugin=plugin)
-    raise UserError(
-        f"model {path}: cannot tell the runtime from the name; pass a run folder, a .onnx or a .engine file"
-    )

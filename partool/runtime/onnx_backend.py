@@ -1,7 +1,7 @@
 """ONNX Runtime backend: an exported `model.onnx` (+ partool.json) on the CPU or CUDA execution provider.
 
-Plugin graphs (partool::SelectiveScan nodes) run through the custom op of `partool.export.ort_custom_op`,
-registered only when the graph holds such nodes; portable graphs need plain onnxruntime.
+Plugin graphs (partool::SelectiveScan nodes) run through the custom op `partool.runtime.ort_session`
+registers only when the graph holds such nodes; portable graphs need plain onnxruntime (and no torch).
 """
 
 from __future__ import annotations
@@ -10,29 +10,28 @@ from pathlib import Path
 
 import numpy as np
 
+from partool.devices import parse_device
 from partool.errors import UserError
 from partool.runtime.base import Backend, read_sidecar_meta
+from partool.runtime.ort_session import create_session
 
 DEFAULT_MAX_BATCH = 64
 
 
 def choose_providers(device: str, available: list[str]) -> list[str]:
     """Execution providers for --device: auto prefers CUDA when this onnxruntime build has it."""
-    spec = (device or "auto").strip().lower()
+    parsed = parse_device(device)
     cuda = "CUDAExecutionProvider" in available
-    if spec == "cpu":
+    if parsed.kind == "cpu" or (parsed.kind == "auto" and not cuda):
         return ["CPUExecutionProvider"]
-    if spec == "auto":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-    if spec.startswith("cuda"):
-        if not cuda:
-            raise UserError(
-                f"--device {device}: this onnxruntime has no CUDA provider (it has {', '.join(available)}); "
-                "install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
-            )
-        index = spec.partition(":")[2] or "0"
-        return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]  # type: ignore[list-item]
-    raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if parsed.kind == "auto":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if not cuda:
+        raise UserError(
+            f"--device {device}: this onnxruntime has no CUDA provider (it has {', '.join(available)}); "
+            "install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
+        )
+    return [("CUDAExecutionProvider", {"device_id": parsed.index or 0}), "CPUExecutionProvider"]  # type: ignore[list-item]
 
 
 class OnnxBackend(Backend):
@@ -45,8 +44,6 @@ class OnnxBackend(Backend):
     ) -> None:
         import onnx
         import onnxruntime as ort
-
-        from partool.export.ort_custom_op import create_session
 
         path = Path(path)
         meta = read_sidecar_meta(path)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from partool.devices import parse_device
 from partool.errors import UserError
 from partool.runtime.base import Backend, read_sidecar_meta
 
@@ -157,12 +158,11 @@ class _Cuda:
 
 
 def _device_index(device: str) -> int:
-    spec = (device or "auto").strip().lower()
-    if spec in ("auto", "cuda"):
-        return 0
-    if spec.startswith("cuda:") and spec[5:].isdigit():
-        return int(spec[5:])
-    raise UserError(f"--device {device}: a TensorRT engine runs on a GPU; use auto, cuda or cuda:N")
+    """The CUDA ordinal for --device: auto and cuda mean GPU 0; an engine cannot run on the CPU."""
+    parsed = parse_device(device)
+    if parsed.kind == "cpu":
+        raise UserError(f"--device {device}: a TensorRT engine runs on a GPU; use auto, cuda or cuda:N")
+    return parsed.index or 0
 
 
 def _pinned_view(ptr: int, count: int, dtype: np.dtype) -> np.ndarray:

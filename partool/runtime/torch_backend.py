@@ -48,8 +48,8 @@ class TorchBackend(Backend):
         precision: str = "auto",
         cuda_graphs: bool = True,
     ) -> None:
-        from partool.artifacts import load_run
         from partool.evaluate import resolve_device
+        from partool.models.run_folder import load_run
         from partool.runtime.cuda_graphs import GraphedForward
 
         self.device = resolve_device(device)
@@ -101,7 +101,7 @@ class TorchBackend(Backend):
             "cuda_graphs": self._graphs is not None,
         }
         if self.device.type == "cuda":  # which CUDA scan kernels the tuner picked (after the first forward)
-            from partool.ops.kernels import tuned_scan_variants
+            from partool.ops.kernel_abi import tuned_scan_variants
 
             described["scan_variants"] = sorted(set(tuned_scan_variants().values()))
         return described

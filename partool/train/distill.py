@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from partool.artifacts import load_run
 from partool.errors import UserError
+from partool.models.run_folder import load_run
 
 
 def distillation_loss(base: Tensor, student_logits: Tensor, teacher_logits: Tensor, weight: float) -> Tensor:

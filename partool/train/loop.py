@@ -3,7 +3,7 @@
 Per epoch: set the learning rate from the schedule, one pass over the training split with weighted BCE
 (AMP on CUDA), evaluation with the papers' metrics on the split the protocol names
 (`partool.train.protocol`: val by default, test as the paper), the best-mA weights saved as a run folder
-(`partool.artifacts.save_run`), `metrics.csv`, TensorBoard scalars, loss/mA curves as PNG, and the resume
+(`partool.models.run_folder.save_run`), `metrics.csv`, TensorBoard scalars, loss/mA curves as PNG, and the resume
 state `last.pt`, all written atomically by rank 0 only.
 
 Determinism: the data order and DataLoader worker seeds come from a generator reseeded from (seed, epoch)
@@ -43,7 +43,7 @@ from rich.progress import (
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from partool.artifacts import META, WEIGHTS, atomic_write_bytes, build_meta, save_run, write_meta
+from partool.artifacts import META, WEIGHTS, atomic_write_bytes, build_meta, write_meta
 from partool.data import open_dataset
 from partool.data.base import PARDataset
 from partool.data.transforms import build_transforms
@@ -53,6 +53,7 @@ from partool.metrics import pedestrian_metrics
 from partool.models import create_model, load_checkpoints, model_info
 from partool.models.par import PAROutput
 from partool.models.pretrained import checkpoint_records
+from partool.models.run_folder import save_run
 from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partool.train.distill import Teacher, distillation_loss, load_teacher, teacher_summary
 from partool.train.losses import WeightedBCELoss
