@@ -193,6 +193,7 @@ def test_bad_sizes_are_user_errors(name: str, kw: dict[str, int]) -> None:
         _tiny(name, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pafusion", "mahdft", "maformer", "adamtf", "kdtm", "makdf"])
 def test_portable_onnx_export_matches_torch(name: str, tmp_path) -> None:
     import onnx
@@ -263,7 +264,7 @@ def test_learns_a_synth_batch_with_its_training_terms(name: str) -> None:
 
 def test_kdtm_trains_through_the_loop_with_its_teacher_terms(tmp_path) -> None:
     """The loop adds PAROutput.aux_loss: the teacher head (reached by nothing else) trains, the ViT does not."""
-    from partool.artifacts import load_run
+    from partool.models.run_folder import load_run
     from partool.train.loop import TrainConfig, train
 
     result = train(

@@ -18,52 +18,33 @@ authors' `ckpt_best_F1.pth` (train_hybrid.py).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-
 import torch
-from timm.layers import DropPath, trunc_normal_
-from timm.models.vision_transformer import VisionTransformer
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 from partool.errors import UserError
-from partool.models.checkpoint_files import VIM_S, VIT_B
-from partool.models.mamba import BiMamba, RMSNorm, linspace
+from partool.models.hybrid_parts import (
+    BOTH,
+    FROZEN,
+    FrozenViTHybrid,
+    ViTHybrid,
+    add_vim_stem,
+    block_runs,
+    last_blocks,
+    prefixed,
+    register_hybrid,
+    same_blocks,
+    vim_layers,
+    vim_part,
+    vim_stem_tokens,
+    vit_trunk,
+)
+from partool.models.mamba import RMSNorm
 from partool.models.par import BackboneOutput, StreamSpec
-from partool.models.pretrained import CheckpointPart, KeyMap, StateDict, block_count, block_map
-from partool.models.registry import register_model
-from partool.models.vim import Block, PatchEmbed, VimBackbone, run_blocks
-
-
-def _vit(
-    img_size: tuple[int, int], dim: int, depth: int, heads: int, drop_path_rate: float
-) -> VisionTransformer:
-    """A timm ViT/16 without classifier (ViT-B/16 at dim 768, depth 12, 12 heads)."""
-    h, w = img_size
-    if h % 16 or w % 16 or h <= 0 or w <= 0:
-        raise UserError(
-            f"image size {h}x{w} is not a positive multiple of the patch size 16; change --img-size"
-        )
-    if dim % heads:
-        raise UserError(f"vit_dim {dim} is not divisible by vit_heads {heads}")
-    return VisionTransformer(
-        img_size=(h, w), patch_size=16, embed_dim=dim, depth=depth, num_heads=heads, num_classes=0,
-        drop_path_rate=drop_path_rate,
-    )  # fmt: skip
-
+from partool.models.pretrained import CheckpointPart
+from partool.models.vim import VimBackbone, run_blocks
 
 VIM_S_DEPTH, VIT_B_DEPTH = 24, 12  # the full stacks the authors' hybrids take their last blocks from
-
-
-def _vim_layers(
-    dim: int, depth: int, drop_path_rate: float, schedule_depth: int | None = None
-) -> nn.ModuleList:
-    """`depth` Vim blocks (bimamba v2 + RMSNorm) with Vim's stochastic-depth schedule (block i gets rates[i]).
-
-    With `schedule_depth`, the blocks stand for the last `depth` of a Vim that deep and get their rates."""
-    total = max(depth, schedule_depth or depth)
-    rates = [0.0, *linspace(0.0, drop_path_rate, total)][total - depth : total]
-    return nn.ModuleList(Block(dim, BiMamba(dim), rate, 1e-5) for rate in rates)
 
 
 def _last_vit_blocks(
@@ -71,94 +52,16 @@ def _last_vit_blocks(
 ) -> nn.Sequential:
     """The last `depth` blocks of a timm ViT of max(depth, 12) blocks: timm's blocks, init and the
     stochastic-depth rates those positions have in the full stack (numbered from 0 here)."""
-    vit = _vit(img_size, dim, max(depth, VIT_B_DEPTH), heads, drop_path_rate)
+    vit = vit_trunk(img_size, dim, max(depth, VIT_B_DEPTH), heads, drop_path_rate)
     return nn.Sequential(*vit.blocks[len(vit.blocks) - depth :])
 
 
-PAR_VIT_B = "a vit-b PAR run folder (their ckpt_best_F1.pth)"  # train_hybrid.py, hybrids 4, 5, 7, 8
-BOTH = (("vim", VIM_S), ("vit", VIT_B))
-FROZEN = (("vim", VIM_S), ("vit", f"{PAR_VIT_B}, or {VIT_B}"))
-STEM: KeyMap = [("patch_embed.", "patch_embed."), ("cls_token", "cls_token"), ("pos_embed", "pos_embed")]
-
-
-def vim_part(
-    root: nn.Module, what: str, keys: Callable[[StateDict], KeyMap], grid_size: tuple[int, int] | None = None
-) -> CheckpointPart:
-    """A hybrid's Vim part: the Vim-S file's blocks (and stem, with a leading cls token) routed by `keys`."""
-    return CheckpointPart("vim", root, what, grid_size=grid_size, cls_first=True, keys=keys)
-
-
-def same_blocks(dst: str, count: int) -> Callable[[StateDict], KeyMap]:
-    """File blocks 0..count-1 into `dst` 0..count-1."""
-    return lambda state: block_map("layers.", dst, list(range(count)))
-
-
-def every_nth_block(dst: str, count: int) -> Callable[[StateDict], KeyMap]:
-    """`count` file blocks evenly spaced from the first (a 24-block file into 12: the even ones)."""
-
-    def keys(state: StateDict) -> KeyMap:
-        step = max(1, block_count(state, "layers.") // count)
-        return block_map("layers.", dst, [j * step for j in range(count)])
-
-    return keys
-
-
-def last_blocks(src: str, dst: str, count: int) -> Callable[[StateDict], KeyMap]:
-    """The file's last `count` blocks under `src` into `dst` 0..count-1."""
-
-    def keys(state: StateDict) -> KeyMap:
-        total = block_count(state, src)
-        return block_map(src, dst, list(range(max(0, total - count), total)))
-
-    return keys
-
-
-def prefixed(stem: str, keys: Callable[[StateDict], KeyMap]) -> Callable[[StateDict], KeyMap]:
-    """`keys` plus the Vim stem (patch_embed, cls_token, pos_embed) under `stem`."""
-    return lambda state: [(src, stem + dst) for src, dst in STEM] + keys(state)
-
-
-def _check_images(images: Tensor, img_size: tuple[int, int]) -> None:
-    if tuple(images.shape[-2:]) != tuple(img_size):
-        h, w = img_size
-        raise UserError(
-            f"input images are {images.shape[-2]}x{images.shape[-1]} but the model was built for {h}x{w}"
-        )
-
-
-def _embed(vit: VisionTransformer, images: Tensor) -> Tensor:
-    """timm's token embedding: patches, cls token and position embedding (as forward_features starts)."""
-    return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
-
-
-class _ViTHybrid(nn.Module, ABC):
-    """Common parts of the hybrids built around a full timm ViT: metadata and the checkpoint root."""
-
-    family = "vit"
-
-    def _setup(self, vit: VisionTransformer, img_size: tuple[int, int]) -> None:
-        self.vit = vit
-        self.img_size = tuple(img_size)
-        self.grid_size = tuple(vit.patch_embed.grid_size)
-        self.num_tokens = vit.patch_embed.num_patches + vit.num_prefix_tokens
-
-    def checkpoint_root(self) -> nn.Module:
-        """Official (timm) ViT checkpoints load into the Transformer."""
-        return self.vit
-
-    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
-        """`--pretrained vit=` fills the Transformer, `vim=` the Vim part (`_vim_part`)."""
-        vit = CheckpointPart(
-            "vit", self.vit, grid_size=self.grid_size, prefix_tokens=self.vit.num_prefix_tokens
-        )
-        return {"vim": self._vim_part(), "vit": vit}
-
-    @abstractmethod
-    def _vim_part(self) -> CheckpointPart:
-        """The blocks a Vim-S checkpoint fills: each hybrid lays out its Vim part differently."""
-
-
-class PaFusion(_ViTHybrid):
+@register_hybrid(
+    "pafusion",
+    "PaFusion hybrid: ViT-B/16 and Vim-S blocks in parallel, outputs added per block",
+    BOTH,
+)
+class PaFusion(ViTHybrid):
     """Parallel ViT and Vim streams; after each ViT block the Vim output (384) is projected and added.
 
     Per ViT block i: the ViT stream runs block i, the Vim stream runs vim_depth/vit_depth Vim blocks; then
@@ -181,29 +84,20 @@ class PaFusion(_ViTHybrid):
         super().__init__()
         if depth % vit_depth:
             raise UserError(f"pafusion needs depth ({depth}) to be a multiple of vit_depth ({vit_depth})")
-        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
+        self._setup(vit_trunk(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
         self.out_dim = vit_dim
-        self.per_block = depth // vit_depth
-        self.patch_embed = PatchEmbed(self.img_size, 16, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
-        trunc_normal_(self.cls_token, std=0.02)
-        trunc_normal_(self.pos_embed, std=0.02)
-        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        add_vim_stem(self, self.img_size, embed_dim)  # at the root: patch_embed, cls_token, pos_embed
+        self.layers = vim_layers(embed_dim, depth, drop_path_rate)
         self.up_projs = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(vit_depth))
         self.down_projs = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(vit_depth - 1))
 
     def forward(self, images: Tensor) -> Tensor:
-        _check_images(images, self.img_size)
-        x = _embed(self.vit, images)
-        v = self.patch_embed(images)
-        hidden = torch.cat([self.cls_token.expand(v.shape[0], -1, -1).to(v.dtype), v], 1) + self.pos_embed
-        residual = None
-        for i, block in enumerate(self.vit.blocks):
+        x = self._embed(images)
+        hidden, residual = vim_stem_tokens(self, images), None
+        runs = block_runs(self.layers, len(self.vit.blocks))
+        for i, (block, run) in enumerate(zip(self.vit.blocks, runs, strict=True)):
             x = block(x)
-            hidden, residual = run_blocks(
-                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
-            )
+            hidden, residual = run_blocks(run, hidden, residual)
             x = x + self.up_projs[i](hidden.to(x.dtype))
             if i < len(self.down_projs):
                 hidden = self.down_projs[i](x)
@@ -216,6 +110,11 @@ class PaFusion(_ViTHybrid):
         return vim_part(self, "patch_embed, cls_token, pos_embed, layers", keys, self.grid_size)
 
 
+@register_hybrid(
+    "nasf",
+    "N-ASF hybrid: all Vim-S blocks, then the last 4 ViT-B/16 Transformer blocks",
+    BOTH,
+)
 class NASF(nn.Module):
     """N-ASF: a whole Vim, Linear(384 -> 768), then the last Transformer blocks of a ViT-B, no final norm.
 
@@ -261,7 +160,12 @@ class NASF(nn.Module):
         return self.blocks(self.dim_proj(self.vim(images).to(self.dim_proj.weight.dtype)))
 
 
-class ASF(_ViTHybrid):
+@register_hybrid(
+    "asf",
+    "ASF hybrid: runs of ViT-B/16 blocks alternating with runs of Vim-S blocks",
+    BOTH,
+)
+class ASF(ViTHybrid):
     """ASF: `groups` alternations of a run of ViT blocks and a run of Vim blocks, then the ViT LayerNorm.
 
     Group g: x = ViT blocks(x); the Vim stream continues from down_g(x) (fp32 residual carried across
@@ -286,22 +190,20 @@ class ASF(_ViTHybrid):
             raise UserError(
                 f"asf needs vit_depth ({vit_depth}) and depth ({depth}) divisible by groups ({groups})"
             )
-        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
+        self._setup(vit_trunk(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
         self.out_dim, self.groups = vit_dim, groups
-        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.layers = vim_layers(embed_dim, depth, drop_path_rate)
         self.down_projs = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(groups))
         self.up_projs = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(groups))
 
     def forward(self, images: Tensor) -> Tensor:
-        _check_images(images, self.img_size)
-        x = _embed(self.vit, images)
-        nt, nm = len(self.vit.blocks) // self.groups, len(self.layers) // self.groups
+        x = self._embed(images)
         residual = None
-        for g in range(self.groups):
-            for block in self.vit.blocks[g * nt : (g + 1) * nt]:
-                x = block(x)
+        vit_runs, vim_runs = block_runs(self.vit.blocks, self.groups), block_runs(self.layers, self.groups)
+        for g, (vit_run, vim_run) in enumerate(zip(vit_runs, vim_runs, strict=True)):
+            x = vit_run(x)
             hidden = self.down_projs[g](x)
-            hidden, residual = run_blocks(self.layers[g * nm : (g + 1) * nm], hidden, residual)
+            hidden, residual = run_blocks(vim_run, hidden, residual)
             x = self.up_projs[g](hidden.to(x.dtype))
         return self.vit.norm(x)
 
@@ -310,7 +212,12 @@ class ASF(_ViTHybrid):
         return vim_part(self, "layers", same_blocks("layers.", len(self.layers)))
 
 
-class MaHDFT(_ViTHybrid):
+@register_hybrid(
+    "mahdft",
+    "MaHDFT hybrid: frozen ViT-B/16, every block's tokens pooled, joined and fused by 4 Vim-S blocks",
+    FROZEN,
+)
+class MaHDFT(FrozenViTHybrid):
     """MaHDFT: a frozen ViT; every block's tokens pooled by a 1x1 Conv1d (T -> T // 4), joined, projected
     768 -> 384 and fused by 4 Vim blocks and norm_f; a 1x1 Conv1d maps the joined tokens back to T; output
     (B, T, 384).
@@ -346,9 +253,7 @@ class MaHDFT(_ViTHybrid):
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
-        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, 0.0), img_size)
-        self.vit.requires_grad_(False)
-        self.vit.eval()
+        self._setup_frozen(img_size, vit_dim, vit_depth, vit_heads)
         self.out_dim = embed_dim
         self.fused_stream = StreamSpec(self.num_tokens, vit_dim)
         pooled = self.num_tokens // 4
@@ -356,19 +261,13 @@ class MaHDFT(_ViTHybrid):
             raise UserError(f"mahdft needs at least 4 tokens to pool, the image gives {self.num_tokens}")
         self.pools = nn.ModuleList(nn.Conv1d(self.num_tokens, pooled, 1) for _ in range(vit_depth))
         self.dim_proj = nn.Linear(vit_dim, embed_dim)
-        self.layers = _vim_layers(embed_dim, depth, drop_path_rate, VIM_S_DEPTH)
+        self.layers = vim_layers(embed_dim, depth, drop_path_rate, VIM_S_DEPTH)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm_f = RMSNorm(embed_dim)
         self.final_pool = nn.Conv1d(pooled * vit_depth, self.num_tokens, 1)
 
-    def train(self, mode: bool = True) -> MaHDFT:
-        super().train(mode)
-        self.vit.eval()  # frozen: always the inference behaviour
-        return self
-
     def forward(self, images: Tensor) -> BackboneOutput:
-        _check_images(images, self.img_size)
-        x = _embed(self.vit, images)
+        x = self._embed(images)
         joined = []
         for block, pool in zip(self.vit.blocks, self.pools, strict=True):
             x = block(x)
@@ -383,80 +282,3 @@ class MaHDFT(_ViTHybrid):
         """The file's last blocks and norm_f, as the authors' `layers[-4:]` of Vim-S."""
         blocks = last_blocks("layers.", "layers.", len(self.layers))
         return vim_part(self, "layers, norm_f", lambda state: [*blocks(state), ("norm_f.", "norm_f.")])
-
-
-@register_model(
-    "pafusion",
-    "vit",
-    "PaFusion hybrid: ViT-B/16 and Vim-S blocks in parallel, outputs added per block",
-    recipe="hybrid",
-    checkpoints=BOTH,
-)
-def pafusion(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 12,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 24,
-    drop_path_rate: float = 0.1,
-) -> PaFusion:
-    return PaFusion(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
-
-
-@register_model(
-    "nasf",
-    "vim",
-    "N-ASF hybrid: all Vim-S blocks, then the last 4 ViT-B/16 Transformer blocks",
-    recipe="hybrid",
-    checkpoints=BOTH,
-)
-def nasf(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 4,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 24,
-    drop_path_rate: float = 0.1,
-) -> NASF:
-    return NASF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
-
-
-@register_model(
-    "asf",
-    "vit",
-    "ASF hybrid: runs of ViT-B/16 blocks alternating with runs of Vim-S blocks",
-    recipe="hybrid",
-    checkpoints=BOTH,
-)
-def asf(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 12,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 24,
-    groups: int = 4,
-    drop_path_rate: float = 0.1,
-) -> ASF:
-    return ASF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, groups, drop_path_rate)
-
-
-@register_model(
-    "mahdft",
-    "vit",
-    "MaHDFT hybrid: frozen ViT-B/16, every block's tokens pooled, joined and fused by 4 Vim-S blocks",
-    recipe="hybrid",
-    checkpoints=FROZEN,
-)
-def mahdft(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 12,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 4,
-    drop_path_rate: float = 0.1,
-) -> MaHDFT:
-    return MaHDFT(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)

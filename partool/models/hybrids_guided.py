@@ -1,9 +1,9 @@
 """Hybrids of MambaPAR (arXiv 2407.10374) where one branch guides or teaches the other: MaFormer, AdaMTF,
-KDTM and MaKDF. Same parts and conventions as `partool.models.hybrids` (timm ViT-B/16 at full size with
-timm's parameter names, so `--pretrained` loads a timm/ImageNet ViT into it; partool's Vim blocks at Vim-S
-width 384). The authors' code (Event-AHU/OpenPAR, MambaPAR_Empirical_Study/models/hybrid_4.py MaFormer,
-hybrid_6.py AdaMTF, hybrid_7.py KDTM, hybrid_8.py MaKDF) was read for details; choices and deviations are
-listed per class.
+KDTM and MaKDF. Same parts (`partool.models.hybrid_parts`) and conventions as `partool.models.hybrids`
+(timm ViT-B/16 at full size with timm's parameter names, so `--pretrained` loads a timm/ImageNet ViT into
+it; partool's Vim blocks at Vim-S width 384). The authors' code (Event-AHU/OpenPAR,
+MambaPAR_Empirical_Study/models/hybrid_4.py MaFormer, hybrid_6.py AdaMTF, hybrid_7.py KDTM, hybrid_8.py
+MaKDF) was read for details; choices and deviations are listed per class.
 
 KDTM and MaKDF train with extra loss terms and a teacher that the deployed model does not need: they use
 PARModel's teacher stream and auxiliary loss (see `partool.models.par`), and in eval mode (eval, predict,
@@ -14,69 +14,38 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from partool.errors import UserError
-from partool.models.hybrids import (
+from partool.models.hybrid_parts import (
     BOTH,
     FROZEN,
-    _check_images,
-    _embed,
-    _vim_layers,
-    _vit,
-    _ViTHybrid,
+    FrozenViTHybrid,
+    VimStem,
+    ViTHybrid,
+    block_runs,
+    check_images,
+    check_runs,
     every_nth_block,
     prefixed,
+    register_hybrid,
     same_blocks,
+    vim_layers,
     vim_part,
+    vit_embed,
+    vit_trunk,
 )
 from partool.models.par import BackboneOutput, StreamSpec
 from partool.models.pretrained import CheckpointPart, KeyMap, StateDict
-from partool.models.registry import register_model
-from partool.models.vim import PatchEmbed, VimBackbone, run_blocks
+from partool.models.vim import VimBackbone, run_blocks
 
 
-def _per_block(name: str, depth: int, vit_depth: int) -> int:
-    """Vim blocks per ViT block; UserError unless depth is a positive multiple of vit_depth."""
-    if depth < vit_depth or depth % vit_depth:
-        raise UserError(f"{name} needs depth ({depth}) to be a positive multiple of vit_depth ({vit_depth})")
-    return depth // vit_depth
-
-
-class _FrozenViTHybrid(_ViTHybrid):
-    """A hybrid whose ViT is frozen: no gradients, always in eval mode (no stochastic depth), built without
-    drop path, so the optimizer (which takes only trainable parameters) leaves it as loaded."""
-
-    def _setup_frozen(self, img_size: tuple[int, int], dim: int, depth: int, heads: int) -> None:
-        self._setup(_vit(img_size, dim, depth, heads, 0.0), img_size)
-        self.vit.requires_grad_(False)
-        self.vit.eval()
-
-    def train(self, mode: bool = True) -> _FrozenViTHybrid:
-        super().train(mode)
-        self.vit.eval()
-        return self
-
-
-class _VimStem(nn.Module):
-    """The Vim stream's own tokens: patches at the Vim width, a cls token first (aligned with the ViT's
-    tokens, so the streams can be mixed or compared token by token) and a position embedding."""
-
-    def __init__(self, img_size: tuple[int, int], dim: int) -> None:
-        super().__init__()
-        self.patch_embed = PatchEmbed(img_size, 16, dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, dim))
-        trunc_normal_(self.cls_token, std=0.02)
-        trunc_normal_(self.pos_embed, std=0.02)
-
-    def forward(self, images: Tensor) -> Tensor:
-        v = self.patch_embed(images)
-        return torch.cat([self.cls_token.expand(v.shape[0], -1, -1).to(v.dtype), v], 1) + self.pos_embed
-
-
-class MaFormer(_FrozenViTHybrid):
+@register_hybrid(
+    "maformer",
+    "MaFormer hybrid: frozen ViT-B/16 with a Vim-S side chain added into each block",
+    FROZEN,
+)
+class MaFormer(FrozenViTHybrid):
     """MaFormer: a frozen ViT with a trainable Mamba side chain added into every block.
 
     Per ViT block i: the side chain takes down_i(x) (768 -> 384) of the block's input, runs depth/vit_depth
@@ -100,22 +69,19 @@ class MaFormer(_FrozenViTHybrid):
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
-        self.per_block = _per_block("maformer", depth, vit_depth)
+        check_runs("maformer", depth, vit_depth)
         self._setup_frozen(img_size, vit_dim, vit_depth, vit_heads)
         self.out_dim = vit_dim
-        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.layers = vim_layers(embed_dim, depth, drop_path_rate)
         self.down_projs = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(vit_depth))
         self.up_projs = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(vit_depth))
 
     def forward(self, images: Tensor) -> Tensor:
-        _check_images(images, self.img_size)
-        x = _embed(self.vit, images)
+        x = self._embed(images)
         residual = None
-        for i, block in enumerate(self.vit.blocks):
-            hidden = self.down_projs[i](x)
-            hidden, residual = run_blocks(
-                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
-            )
+        runs = block_runs(self.layers, len(self.vit.blocks))
+        for i, (block, run) in enumerate(zip(self.vit.blocks, runs, strict=True)):
+            hidden, residual = run_blocks(run, self.down_projs[i](x), residual)
             x = block(x) + self.up_projs[i](hidden.to(x.dtype))
         return self.vit.norm(x)
 
@@ -124,7 +90,12 @@ class MaFormer(_FrozenViTHybrid):
         return vim_part(self, "layers", every_nth_block("layers.", len(self.layers)))
 
 
-class AdaMTF(_ViTHybrid):
+@register_hybrid(
+    "adamtf",
+    "AdaMTF hybrid: ViT-B/16 and Vim-S streams joined by adapters fed back to both",
+    BOTH,
+)
+class AdaMTF(ViTHybrid):
     """AdaMTF: ViT and Vim streams side by side; after each ViT block (and its depth/vit_depth Vim blocks)
     an adapter reads both streams' tokens and its output is added back to both.
 
@@ -150,13 +121,13 @@ class AdaMTF(_ViTHybrid):
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
-        self.per_block = _per_block("adamtf", depth, vit_depth)
+        check_runs("adamtf", depth, vit_depth)
         if adapter_dim < 1:
             raise UserError(f"adamtf needs adapter_dim >= 1, got {adapter_dim}")
-        self._setup(_vit(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
+        self._setup(vit_trunk(img_size, vit_dim, vit_depth, vit_heads, drop_path_rate), img_size)
         self.out_dim = vit_dim
-        self.stem = _VimStem(self.img_size, embed_dim)
-        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
+        self.stem = VimStem(self.img_size, embed_dim)
+        self.layers = vim_layers(embed_dim, depth, drop_path_rate)
         joint = vit_dim + embed_dim
         self.adapters = nn.ModuleList(
             nn.Sequential(nn.Linear(joint, adapter_dim), nn.GELU(), nn.Linear(adapter_dim, joint))
@@ -165,15 +136,13 @@ class AdaMTF(_ViTHybrid):
         self.up_final = nn.Linear(embed_dim, vit_dim)
 
     def forward(self, images: Tensor) -> Tensor:
-        _check_images(images, self.img_size)
-        x = _embed(self.vit, images)
+        x = self._embed(images)
         hidden, residual = self.stem(images), None
         d = x.shape[-1]
-        for i, block in enumerate(self.vit.blocks):
+        runs = block_runs(self.layers, len(self.vit.blocks))
+        for i, (block, run) in enumerate(zip(self.vit.blocks, runs, strict=True)):
             x = block(x)
-            hidden, residual = run_blocks(
-                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
-            )
+            hidden, residual = run_blocks(run, hidden, residual)
             mix = self.adapters[i](torch.cat([x, hidden.to(x.dtype)], -1))
             x, hidden = x + mix[..., :d], hidden + mix[..., d:].to(hidden.dtype)
         return self.vit.norm(x + self.up_final(hidden.to(x.dtype)))
@@ -184,7 +153,12 @@ class AdaMTF(_ViTHybrid):
         return vim_part(self, "stem, layers", keys, self.grid_size)
 
 
-class KDTM(_FrozenViTHybrid):
+@register_hybrid(
+    "kdtm",
+    "KDTM hybrid: frozen ViT-B/16 teacher with its own head distilled into a Vim-S student",
+    FROZEN,
+)
+class KDTM(FrozenViTHybrid):
     """KDTM: a frozen ViT teacher with its own PAR head, distilled into a Vim student.
 
     The student is a whole Vim (middle cls token, as `vim-s`); its tokens are the main stream, so the
@@ -217,7 +191,7 @@ class KDTM(_FrozenViTHybrid):
         self.teacher_stream = StreamSpec(self.num_tokens, vit_dim)
 
     def forward(self, images: Tensor) -> Tensor | BackboneOutput:
-        _check_images(images, self.img_size)
+        check_images(images, self.img_size)
         tokens = self.vim(images)
         if not self.training:
             return tokens
@@ -227,7 +201,7 @@ class KDTM(_FrozenViTHybrid):
 
     def _teacher_tokens(self, images: Tensor) -> Tensor:
         """The authors' teacher features: embeddings, `blocks[:-1]`, no final norm."""
-        x = _embed(self.vit, images)
+        x = vit_embed(self.vit, images)
         for block in self.vit.blocks[:-1]:
             x = block(x)
         return x
@@ -237,7 +211,12 @@ class KDTM(_FrozenViTHybrid):
         return CheckpointPart("vim", self.vim, grid_size=self.grid_size)
 
 
-class MaKDF(_FrozenViTHybrid):
+@register_hybrid(
+    "makdf",
+    "MaKDF hybrid: frozen ViT-B/16 distilled layer-wise into Vim-S through auxiliary blocks",
+    FROZEN,
+)
+class MaKDF(FrozenViTHybrid):
     """MaKDF: a Vim main branch taught layer by layer by a frozen ViT through auxiliary Mamba blocks.
 
     Per ViT block i the main branch runs depth/vit_depth Vim blocks, then an auxiliary Vim block reads it;
@@ -267,24 +246,22 @@ class MaKDF(_FrozenViTHybrid):
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
-        self.per_block = _per_block("makdf", depth, vit_depth)
+        check_runs("makdf", depth, vit_depth)
         self._setup_frozen(img_size, vit_dim, vit_depth, vit_heads)
         self.out_dim = embed_dim
-        self.stem = _VimStem(self.img_size, embed_dim)
-        self.layers = _vim_layers(embed_dim, depth, drop_path_rate)
-        self.aux_layers = _vim_layers(embed_dim, vit_depth, 0.0)
+        self.stem = VimStem(self.img_size, embed_dim)
+        self.layers = vim_layers(embed_dim, depth, drop_path_rate)
+        self.aux_layers = vim_layers(embed_dim, vit_depth, 0.0)
         self.up_adapters = nn.ModuleList(nn.Linear(embed_dim, vit_dim) for _ in range(vit_depth))
         self.down_adapters = nn.ModuleList(nn.Linear(vit_dim, embed_dim) for _ in range(vit_depth))
 
     def forward(self, images: Tensor) -> Tensor | BackboneOutput:
-        _check_images(images, self.img_size)
+        check_images(images, self.img_size)
         hidden, residual = self.stem(images), None
-        x = _embed(self.vit, images) if self.training else None
+        x = vit_embed(self.vit, images) if self.training else None
         losses = []
-        for i in range(len(self.aux_layers)):
-            hidden, residual = run_blocks(
-                self.layers[i * self.per_block : (i + 1) * self.per_block], hidden, residual
-            )
+        for i, run in enumerate(block_runs(self.layers, len(self.aux_layers))):
+            hidden, residual = run_blocks(run, hidden, residual)
             aux, _ = self.aux_layers[i](hidden, residual)
             guide = self.up_adapters[i](aux)
             hidden = hidden + self.down_adapters[i](guide)
@@ -306,80 +283,3 @@ class MaKDF(_FrozenViTHybrid):
             return main(state) + aux(state)
 
         return vim_part(self, "stem, layers, aux_layers", keys, self.grid_size)
-
-
-@register_model(
-    "maformer",
-    "vit",
-    "MaFormer hybrid: frozen ViT-B/16 with a Vim-S side chain added into each block",
-    recipe="hybrid",
-    checkpoints=FROZEN,
-)
-def maformer(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 12,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 12,
-    drop_path_rate: float = 0.1,
-) -> MaFormer:
-    return MaFormer(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
-
-
-@register_model(
-    "adamtf",
-    "vit",
-    "AdaMTF hybrid: ViT-B/16 and Vim-S streams joined by adapters fed back to both",
-    recipe="hybrid",
-    checkpoints=BOTH,
-)
-def adamtf(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 12,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 24,
-    adapter_dim: int = 32,
-    drop_path_rate: float = 0.1,
-) -> AdaMTF:
-    return AdaMTF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, adapter_dim, drop_path_rate)
-
-
-@register_model(
-    "kdtm",
-    "vit",
-    "KDTM hybrid: frozen ViT-B/16 teacher with its own head distilled into a Vim-S student",
-    recipe="hybrid",
-    checkpoints=FROZEN,
-)
-def kdtm(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 12,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 24,
-    drop_path_rate: float = 0.1,
-) -> KDTM:
-    return KDTM(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)
-
-
-@register_model(
-    "makdf",
-    "vit",
-    "MaKDF hybrid: frozen ViT-B/16 distilled layer-wise into Vim-S through auxiliary blocks",
-    recipe="hybrid",
-    checkpoints=FROZEN,
-)
-def makdf(
-    img_size: tuple[int, int] = (224, 224),
-    vit_dim: int = 768,
-    vit_depth: int = 12,
-    vit_heads: int = 12,
-    embed_dim: int = 384,
-    depth: int = 24,
-    drop_path_rate: float = 0.1,
-) -> MaKDF:
-    return MaKDF(img_size, vit_dim, vit_depth, vit_heads, embed_dim, depth, drop_path_rate)

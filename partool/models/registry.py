@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -14,7 +14,10 @@ from partool.errors import UserError
 from partool.models.head import PARHead
 from partool.models.par import HEAD_DIM, PARModel
 
-BackboneBuilder = Callable[..., nn.Module]  # builder(img_size=(H, W), **kw) -> backbone
+# builder(img_size=(H, W), **kw) -> backbone: a factory function or a backbone class. Its signature (a
+# class's __init__) lists the model's options with their defaults; `create_model` takes those names only.
+BackboneBuilder = Callable[..., nn.Module]
+Builder = TypeVar("Builder", bound=BackboneBuilder)
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,13 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(
-    name: str, family: str, description: str, **meta: Any
-) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator: register `builder(img_size, **kw) -> backbone` under `name` with its metadata."""
+def register_model(name: str, family: str, description: str, **meta: Any) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder(img_size, **kw) -> backbone` under `name` with its metadata.
 
-    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
+    It decorates a factory function or the backbone class itself (then the options and their defaults are
+    its `__init__`'s, written once); either comes back unchanged."""
+
+    def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelInfo(name, family, description, builder=builder, **meta)

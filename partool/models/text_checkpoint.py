@@ -3,11 +3,11 @@
 `state-spaces/mamba-130m` (as downloaded from the Hugging Face hub: `pytorch_model.bin` + `config.json`)
 is mamba_ssm's `MambaLMHeadModel`: `backbone.embedding`, `backbone.layers.{i}.norm` (RMSNorm) and
 `.mixer.*` (Mamba v1: in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj), `backbone.norm_f`, and
-`lm_head` (tied to the embedding; a text encoder has no use for it). `TextMamba` uses the same names
-without `backbone.`, so loading is a rename plus a strict shape check. The block sizes (d_model, layers,
-vocabulary rows, d_inner, d_state, d_conv, dt_rank) are read off the tensors, not from `config.json`,
-so a checkpoint describes itself. transformers' `-hf` conversions spell the embedding `embeddings`;
-that spelling is accepted too.
+`lm_head` (tied to the embedding; a text encoder has no use for it). `TextMamba` (`text_encoder.py`) uses
+the same names without `backbone.`, so loading is a rename plus a strict shape check. The block sizes
+(d_model, layers, vocabulary rows, d_inner, d_state, d_conv, dt_rank) are read off the tensors, not from
+`config.json`, so a checkpoint describes itself. transformers' `-hf` conversions spell the embedding
+`embeddings`; that spelling is accepted too.
 
 The mamba models were trained on EleutherAI/gpt-neox-20b's tokenizer; its `tokenizer.json` is read with
 the `tokenizers` library (an optional dependency, imported only when a tokenizer is asked for).
