@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from partool.ops import kernel_abi
+
 HBM_BYTES_PER_S = 3.35e12
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
@@ -107,7 +109,7 @@ def parity(kernels) -> list[dict[str, object]]:
     rows = []
     for b, d, n, length, groups, dtype, extras, reverse in cases:
         args = inputs(b, d, n, length, groups, dtype, extras)
-        out, last = kernels.scan_cuda(*args, delta_softplus=extras, reverse=reverse)
+        out, last = kernels.scan(*args, delta_softplus=extras, reverse=reverse)
         ref, ref_last = reference(*args, extras, reverse)
         err, err_last = rel_err(out, ref), rel_err(last, ref_last)
         ok = err <= TOL[dtype] and err_last <= 1e-5
@@ -135,8 +137,8 @@ def parity(kernels) -> list[dict[str, object]]:
             (64, 768, 16, 197, 1, torch.float16, True, True),  # the timed shape
         ):
             args = inputs(b, d, n, length, groups, dtype, extras, seed=7)
-            with kernels.use_scan_variant(config):
-                out, last = kernels.scan_cuda(*args, delta_softplus=extras, reverse=reverse)
+            with kernel_abi.use_scan_variant(config):
+                out, last = kernels.scan(*args, delta_softplus=extras, reverse=reverse)
             ref, ref_last = reference(*args, extras, reverse)
             err, err_last = rel_err(out, ref), rel_err(last, ref_last)
             rows.append(
@@ -150,7 +152,7 @@ def parity(kernels) -> list[dict[str, object]]:
     bwd["z"] = fwd["z"]
     want = 0.5 * (reference(*fwd.values(), True, False)[0] + reference(*bwd.values(), True, True)[0])
     for config in variants(kernels):
-        with kernels.use_scan_variant(config):
+        with kernel_abi.use_scan_variant(config):
             got = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.5)
         err = rel_err(got, want)
         rows.append({"case": f"bidirectional {config}", "rel_err": err, "ok": err <= 1e-5})
@@ -276,7 +278,7 @@ def variants(kernels) -> list[str]:
     resolve to one of those), by the library's names."""
     from partool.ops.scan_tuning import HEURISTIC
 
-    return [name for name in kernels.scan_tuner().names if name == "auto" or name not in HEURISTIC]
+    return [name for name in kernel_abi.scan_tuner().names if name == "auto" or name not in HEURISTIC]
 
 
 def _time_configs(kernels, kernel: str, call, b: int, moved: int) -> list[dict[str, object]]:
@@ -284,7 +286,7 @@ def _time_configs(kernels, kernel: str, call, b: int, moved: int) -> list[dict[s
     floor = moved / HBM_BYTES_PER_S * 1e6
     rows = []
     for config in variants(kernels):
-        us, method = graph_us(functools.partial(call, kernels.scan_tuner().variant(config)))
+        us, method = graph_us(functools.partial(call, kernel_abi.scan_tuner().variant(config)))
         rows.append(
             {"kernel": kernel, "config": config, "b": b, "us": us, "hbm_floor_us": floor,
              "x_floor": us / floor, "method": method}
@@ -293,18 +295,18 @@ def _time_configs(kernels, kernel: str, call, b: int, moved: int) -> list[dict[s
 
 
 def timings(kernels) -> list[dict[str, object]]:
-    lib = kernels.load_library()
+    lib = kernel_abi.load_library()
     rows = []
     d, n, length = 768, 16, 197
     for b in (1, 64):
         u, delta, A, B, C, D, z, bias = inputs(b, d, n, length, 1, torch.float16, True)
         out = torch.empty_like(u)
-        params = kernels._scan_params(u, delta, A, B, C, D, z, bias, out, None, True, False)
+        params = kernel_abi.scan_params(u, delta, A, B, C, D, z, bias, out, None, True, False)
         stream = ctypes.c_void_p()
 
         def call(variant: int, params=params, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernels.check(lib.partool_selective_scan_fwd_cuda_variant(ctypes.byref(params), variant, stream))
+            kernel_abi.check(lib.partool_selective_scan_fwd_cuda_variant(ctypes.byref(params), variant, stream))
 
         moved = 4 * b * d * length * 2 + 2 * b * n * length * 2  # u, delta, z, out; B, C (fp16)
         rows += _time_configs(kernels, "scan fp16 (z, D, bias, softplus)", call, b, moved)
@@ -313,13 +315,13 @@ def timings(kernels) -> list[dict[str, object]]:
         fwd = dict(zip(keys, (u, delta, A, B, C, D, z, bias), strict=True))
         bwd = dict(zip(keys, inputs(b, d, n, length, 1, torch.float16, True, seed=9), strict=True))
         bwd["z"] = z
-        fa = kernels._prepare(*fwd.values())
-        ba = kernels._prepare(*bwd.values())
-        bparams = kernels._bidir_params(fa, ba, out, True, 0.5)
+        fa = kernel_abi.prepare_scan(*fwd.values())
+        ba = kernel_abi.prepare_scan(*bwd.values())
+        bparams = kernel_abi.bidir_params(fa, ba, out, True, 0.5)
 
         def bcall(variant: int, bparams=bparams, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernels.check(lib.partool_selective_scan_bidir_fwd_cuda_variant(ctypes.byref(bparams), variant, stream))
+            kernel_abi.check(lib.partool_selective_scan_bidir_fwd_cuda_variant(ctypes.byref(bparams), variant, stream))
 
         moved = 6 * b * d * length * 2 + 4 * b * n * length * 2  # u, delta x2, z, out; B, C x2
         rows += _time_configs(kernels, "bidirectional scan fp16", bcall, b, moved)
@@ -327,11 +329,11 @@ def timings(kernels) -> list[dict[str, object]]:
         x = torch.randn(b, d, length, device="cuda", dtype=torch.float16)
         w = torch.randn(d, 4, device="cuda")
         cout = torch.empty_like(x)
-        cparams = kernels._conv_params(x, w, None, cout, silu=True, reverse=False)
+        cparams = kernel_abi.conv_params(x, w, None, cout, silu=True, reverse=False)
 
         def ccall(cparams=cparams, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernels.check(lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(cparams), stream))
+            kernel_abi.check(lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(cparams), stream))
 
         us, method = graph_us(ccall)
         floor = 2 * b * d * length * 2 / HBM_BYTES_PER_S * 1e6
@@ -354,11 +356,11 @@ def timings(kernels) -> list[dict[str, object]]:
             torch.rand(384, device="cuda", dtype=torch.float16),
         )
         nout, nres, wf = torch.empty_like(h), torch.empty_like(res), wn.float()
-        nparams = kernels._add_rms_norm_params(h, res, wf, 1e-5, nres, nout)
+        nparams = kernel_abi.add_rms_norm_params(h, res, wf, 1e-5, nres, nout)
 
         def ncall(nparams=nparams, stream=stream, _alive=(h, res, wf, nres, nout)) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernels.check(lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(nparams), stream))
+            kernel_abi.check(lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(nparams), stream))
 
         def torch_norm(h=h, res=res, wn=wn) -> None:
             r = res + h.float()
@@ -404,7 +406,7 @@ def main() -> None:
         sys.exit("gpu_check: no CUDA device visible to PyTorch")
     import partool.ops.kernels as kernels
 
-    if not kernels.cuda_available():
+    if not kernel_abi.cuda_available():
         sys.exit(
             "gpu_check: libpartool_kernels is missing or built without CUDA; run `partool plugins build`"
         )
@@ -413,7 +415,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "capability": list(torch.cuda.get_device_capability()),
         "torch": torch.__version__,
-        "library": kernels.find_kernels_library().name,  # a file name: where it lay is this machine's business
+        "library": kernel_abi.find_kernels_library().name,  # a file name: where it lay is this machine's business
     }
     result["parity"] = parity(kernels)
     for row in result["parity"]:

@@ -25,9 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, write_json
 
+from partool.cli.options import parse_size
 from partool.models import create_model
 from partool.ops import available_backends, set_backend
-from partool.ops.kernels import scan_tuner, use_scan_variant
+from partool.ops.kernel_abi import scan_tuner, use_scan_variant
 
 
 def _replay_ms(graph: torch.cuda.CUDAGraph, repeat: int) -> float:
@@ -148,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/gpu_model.py needs a CUDA GPU")
-    img_size = tuple(int(v) for v in args.img_size.lower().split("x"))
+    img_size = parse_size(args.img_size)
     backends = args.backends or [
         name for name, ok in available_backends().items() if ok and name in ("cuda", "mamba_ssm")
     ]

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_facts, print_table, time_call, write_json
 
-from partool.ops.selective_scan import scan_reference_fn
+from partool.ops.scan_reference import scan_reference_fn
 
 
 def vim_s_inputs(batch: int, d: int = 768, n: int = 16, length: int = 197) -> tuple:
@@ -48,21 +48,22 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
+    import partool.ops.kernel_abi as kernel_abi
     import partool.ops.kernels as kernels
     from partool.plugins import build_plugins
 
-    if not kernels.cpu_available():
+    if not kernel_abi.cpu_available():
         build_plugins()
     rows, results = [], []
     with torch.inference_mode():
         for b in args.batch:
             inputs = vim_s_inputs(b)
-            kernel_out = kernels.scan_cpu(*inputs)[0]
+            kernel_out = kernels.scan(*inputs)[0]
             reference_out = scan_reference_fn(*inputs, chunked=False)[0]
             err = float((kernel_out - reference_out).abs().max() / reference_out.abs().max())
             repeat = 3 if b > 1 else 5
             ms = {
-                "kernel": time_call(functools.partial(kernels.scan_cpu, *inputs), repeat=max(repeat, 10)),
+                "kernel": time_call(functools.partial(kernels.scan, *inputs), repeat=max(repeat, 10)),
                 "sequential": time_call(
                     functools.partial(scan_reference_fn, *inputs, chunked=False), repeat=repeat
                 ),

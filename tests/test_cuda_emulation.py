@@ -25,6 +25,10 @@ from scan_references import (
     rel_err,
 )
 
+from partool.ops import kernel_abi
+
+pytestmark = pytest.mark.slow  # builds the emulation library with CMake
+
 GUARD = 64  # NaN elements before and after every tensor handed to a kernel
 STATUS_CUDA, STATUS_UNSUPPORTED_SHAPE = 4, 6
 KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -32,13 +36,10 @@ VARIANT = {name: i for i, name in enumerate(SCAN_VARIANTS)}  # partool_scan_cuda
 
 
 class Emulated:
-    """libpartool_kernels_cudaemu through the kernels module's ctypes structures, on host tensors."""
+    """libpartool_kernels_cudaemu through the kernel binding's ctypes structures, on host tensors."""
 
     def __init__(self, path: Path) -> None:
-        from partool.ops import kernels
-
-        self.k = kernels
-        self.lib = kernels._load(str(path))
+        self.lib = kernel_abi._load(str(path))
         self.lib.partool_cudaemu_set_device.argtypes = [ctypes.c_int, ctypes.c_int]
         self.lib.partool_cudaemu_set_seed.argtypes = [ctypes.c_ulonglong]
         self.lib.partool_cudaemu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_uint)] * 2 + [
@@ -95,11 +96,11 @@ class Emulated:
         """The kernel arguments, each in its own guarded buffer; `flat`: u, delta, z, B and C as flat views
         (the fused Vim path's layout), read by the kernels in place."""
         if not flat:
-            return tuple(self.guard(x) for x in self.k._prepare(*args))
+            return tuple(self.guard(x) for x in kernel_abi.prepare_scan(*args))
         u, delta, A, B, C, D, z, bias = args
         views = (self.guard_flat(u, 0, 2), self.guard_flat(delta, 2, 0), self.guard(A), self.guard_flat(B, 3, 2),
                  self.guard_flat(C, 1, 4), self.guard(D), None if z is None else self.guard_flat(z, 1, 1), self.guard(bias))  # fmt: skip
-        prepared = self.k._prepare(*views)
+        prepared = kernel_abi.prepare_scan(*views)
         assert all(p is v for p, v in zip(prepared, views, strict=True)), "not read in place"
         return prepared
 
@@ -116,8 +117,10 @@ class Emulated:
         u = prepared[0]
         out = self._out_like(u)
         last = self.guard(torch.empty(u.shape[0], u.shape[1], args[2].shape[1]))
-        params = self.k._scan_params(*prepared, out, last, softplus, reverse)
-        status = self.lib.partool_selective_scan_fwd_cuda_variant(ctypes.byref(params), VARIANT[variant], None)
+        params = kernel_abi.scan_params(*prepared, out, last, softplus, reverse)
+        status = self.lib.partool_selective_scan_fwd_cuda_variant(
+            ctypes.byref(params), VARIANT[variant], None
+        )
         return status, out, last
 
     def bidir(
@@ -125,23 +128,25 @@ class Emulated:
     ) -> tuple[int, torch.Tensor]:
         fa, ba = self._prepared(fwd, flat), self._prepared(bwd, flat)
         out = self._out_like(fa[0])
-        params = self.k._bidir_params(fa, ba, out, True, out_scale)
-        status = self.lib.partool_selective_scan_bidir_fwd_cuda_variant(ctypes.byref(params), VARIANT[variant], None)
+        params = kernel_abi.bidir_params(fa, ba, out, True, out_scale)
+        status = self.lib.partool_selective_scan_bidir_fwd_cuda_variant(
+            ctypes.byref(params), VARIANT[variant], None
+        )
         return status, out
 
     def conv(self, x, w, bias, silu: bool, reverse: bool, flat: bool = False) -> tuple[int, torch.Tensor]:
         x, w, bias = (self.guard_flat(x, 2, 1) if flat else self.guard(x)), self.guard(w), self.guard(bias)
         out = self._out_like(x)
-        params = self.k._conv_params(x, w, bias, out, silu, reverse)
+        params = kernel_abi.conv_params(x, w, bias, out, silu, reverse)
         return self.lib.partool_causal_conv1d_fwd_cuda(ctypes.byref(params), None), out
 
     def conv_pair(self, x, w, bias) -> tuple[int, torch.Tensor]:
         """Both directions' convs of a flat-layout x as one launch, each into a guarded flat output."""
         x, w, bias = self.guard_flat(x, 1, 2), self.guard(w), self.guard(bias)
         halves = [self.guard_flat(torch.empty(x.shape, dtype=x.dtype), 0, 1) for _ in range(2)]
-        params = self.k.Conv1dPairParams(
-            first=self.k._conv_params(x, w[0], bias[0], halves[0], True, False),
-            second=self.k._conv_params(x, w[1], bias[1], halves[1], True, True),
+        params = kernel_abi.Conv1dPairParams(
+            first=kernel_abi.conv_params(x, w[0], bias[0], halves[0], True, False),
+            second=kernel_abi.conv_params(x, w[1], bias[1], halves[1], True, True),
         )
         return self.lib.partool_causal_conv1d_pair_fwd_cuda(ctypes.byref(params), None), halves
 
@@ -152,7 +157,7 @@ class Emulated:
         x, residual, weight = self.guard(x), self.guard(residual), self.guard(weight)
         out = self.guard(torch.empty_like(x))
         r = {"new": lambda: self.guard(torch.empty(x.shape)), "in place": lambda: residual, "none": lambda: None}[residual_out]()  # fmt: skip
-        params = self.k._add_rms_norm_params(x, residual, weight, eps, r, out)
+        params = kernel_abi.add_rms_norm_params(x, residual, weight, eps, r, out)
         return self.lib.partool_add_rms_norm_fwd_cuda(ctypes.byref(params), None), out, r
 
     def selftest(self, kernel: str, out: torch.Tensor, blocks: int, threads: int, smem: int, arg: int) -> int:
@@ -319,7 +324,10 @@ def test_launch_failures_are_reported(device):
     # rows/states16: 128 rows a block, 8 KiB at the shortest tile
     device.device(smem_optin=1024)
     status, *_ = device.scan(
-        make_inputs(1, 8, 16, 64, 1, torch.float32, False), softplus=False, reverse=False, variant="rows/states16"
+        make_inputs(1, 8, 16, 64, 1, torch.float32, False),
+        softplus=False,
+        reverse=False,
+        variant="rows/states16",
     )
     assert status == STATUS_CUDA
     assert (
@@ -438,24 +446,26 @@ def test_tuner_launches_every_explicit_variant(device, monkeypatch):
     before = device.last_launch()[3]
     best = tuner.choose(("scan",), run, timer)
     explicit = [name for name in VARIANT if name not in scan_tuning.HEURISTIC]
-    assert device.last_launch()[3] - before == len(explicit) * (scan_tuning.WARMUP_RUNS + scan_tuning.TIMED_RUNS)
+    assert device.last_launch()[3] - before == len(explicit) * (
+        scan_tuning.WARMUP_RUNS + scan_tuning.TIMED_RUNS
+    )
     assert tuner.names[best] in explicit
     check_scan(device, case, seed=3, variant=tuner.names[best])
 
 
 def test_cuda_launch_path_tunes_once_per_shape(device, monkeypatch):
-    """partool.ops.kernels' CUDA branch as a model's scans take it (`_launch` on a CUDA device), with the
+    """The kernel binding's CUDA branch as a model's scans take it (`launch` on a CUDA device), with the
     emulation library standing in for the GPU one: the first call of a shape times every explicit variant,
     later calls of it launch once with the winner, and the winner is recorded under the shape's key."""
     import contextlib
     import time
 
-    from partool.ops import kernels, scan_tuning
+    from partool.ops import scan_tuning
 
     monkeypatch.delenv(scan_tuning.ENV, raising=False)
     monkeypatch.setenv("PARTOOL_KERNELS_LIB", str(build_emulation()))
-    monkeypatch.setattr(kernels, "_tuner", scan_tuning.ScanTuner(list(VARIANT), lambda: False))
-    monkeypatch.setattr(kernels, "_cuda_stream", lambda _device: 0)
+    monkeypatch.setattr(kernel_abi, "_tuner", scan_tuning.ScanTuner(list(VARIANT), lambda: False))
+    monkeypatch.setattr(kernel_abi, "_cuda_stream", lambda _device: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda _device: contextlib.nullcontext())
 
     def perf_timer(run, variant: int, runs: int) -> float:
@@ -464,7 +474,7 @@ def test_cuda_launch_path_tunes_once_per_shape(device, monkeypatch):
             run(variant)
         return (time.perf_counter() - start) / runs
 
-    monkeypatch.setattr(kernels, "cuda_event_time", perf_timer)
+    monkeypatch.setattr(kernel_abi, "cuda_event_time", perf_timer)
     args = make_inputs(2, 24, 16, 40, 1, torch.float32, True, seed=5)
     prepared = device._prepared(args)
     u = prepared[0]
@@ -472,10 +482,10 @@ def test_cuda_launch_path_tunes_once_per_shape(device, monkeypatch):
     explicit = [name for name in VARIANT if name not in scan_tuning.HEURISTIC]
     for launches in (len(explicit) * (scan_tuning.WARMUP_RUNS + scan_tuning.TIMED_RUNS) + 1, 1):
         out, last = device.guard(torch.empty_like(u)), device.guard(torch.empty(2, 24, 16))
-        params = kernels._scan_params(*prepared, out, last, True, False)
+        params = kernel_abi.scan_params(*prepared, out, last, True, False)
         before = device.last_launch()[3]
-        kernels._launch("selective_scan", params, torch.device("cuda", 0))
+        kernel_abi.launch("selective_scan", params, torch.device("cuda", 0))
         assert device.last_launch()[3] - before == launches
         assert rel_err(out, ref) <= TOL[torch.float32]
-    (key, name), = kernels.tuned_scan_variants().items()
+    ((key, name),) = kernel_abi.tuned_scan_variants().items()
     assert key == ("selective_scan", 0, 2, 24, 16, 40, 1, 0, 24 * 40, 40) and name in explicit

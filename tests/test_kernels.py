@@ -24,23 +24,15 @@ from scan_references import (
     rel_err,
 )
 
+from partool.ops import kernel_abi
 from partool.ops.scan_reference import scan_chunked
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="session")
-def kernels():
-    """The kernels module with the library built (incrementally) in the default build dir."""
-    if shutil.which("cmake") is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        pytest.skip("cmake or a C++ compiler is missing: cannot build libpartool_kernels")
-    from partool import plugins
-
-    plugins.build_plugins(quiet=True)
-    import partool.ops.kernels as k
-
-    assert k.cpu_available()
-    return k
+def float_scan_reference(inputs, softplus, reverse):
+    """numpy_scan of make_inputs' tensors taken in float32 (numpy has no bfloat16): (out, last state)."""
+    return numpy_scan(*(None if x is None else x.float() for x in inputs), softplus, reverse)
 
 
 SWEEP = list(
@@ -58,19 +50,8 @@ SWEEP = list(
 @pytest.mark.parametrize(("n", "groups", "extras", "reverse", "length", "dtype"), SWEEP)
 def test_cpu_scan_matches_numpy(kernels, n, groups, extras, reverse, length, dtype):
     u, delta, A, B, C, D, z, bias = make_inputs(2, 8, n, length, groups, dtype, extras)
-    out, last = kernels.scan_cpu(u, delta, A, B, C, D, z, bias, delta_softplus=extras, reverse=reverse)
-    ref, ref_last = numpy_scan(
-        u.float(),
-        delta.float(),
-        A,
-        B.float(),
-        C.float(),
-        D,
-        None if z is None else z.float(),
-        bias,
-        extras,
-        reverse,
-    )
+    out, last = kernels.scan(u, delta, A, B, C, D, z, bias, delta_softplus=extras, reverse=reverse)
+    ref, ref_last = float_scan_reference((u, delta, A, B, C, D, z, bias), extras, reverse)
     assert out.dtype == dtype and out.shape == u.shape
     assert last.dtype == torch.float32 and last.shape == (2, 8, n)
     assert rel_err(out, ref) <= TOL[dtype]
@@ -90,7 +71,7 @@ def test_cpu_scan_wide_argument_ranges(kernels, length, reverse):
     B, C = torch.randn(b, 1, n, length, generator=gen), torch.randn(b, 1, n, length, generator=gen)
     D, bias = torch.randn(d, generator=gen), torch.randn(d, generator=gen)
     z = torch.rand(b, d, length, generator=gen) * 60 - 30
-    out, last = kernels.scan_cpu(u, delta, A, B, C, D, z, bias, delta_softplus=True, reverse=reverse)
+    out, last = kernels.scan(u, delta, A, B, C, D, z, bias, delta_softplus=True, reverse=reverse)
     ref, ref_last = numpy_scan(u, delta, A, B, C, D, z, bias, True, reverse)
     assert rel_err(out, ref) <= 1e-5
     assert rel_err(last, ref_last) <= 1e-5
@@ -99,7 +80,7 @@ def test_cpu_scan_wide_argument_ranges(kernels, length, reverse):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_cpu_scan_matches_chunked_reference(kernels, reverse):
     u, delta, A, B, C, *_ = make_inputs(3, 12, 16, 70, 3, torch.float32, False, seed=3)
-    out, last = kernels.scan_cpu(u, delta, A, B, C, reverse=reverse)
+    out, last = kernels.scan(u, delta, A, B, C, reverse=reverse)
     ref, ref_last = scan_chunked(u, delta, A, B, C, reverse=reverse)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(last, ref_last, rtol=1e-5, atol=1e-5)
@@ -142,9 +123,9 @@ def test_cpu_bidirectional_equals_two_scans(kernels, dtype):
     out = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.5)
 
     def ref(p, reverse):
-        args = [p[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
-        args = [a.float() if a is not None else None for a in args]
-        return numpy_scan(*args, True, reverse)[0]
+        return float_scan_reference(
+            [p[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")], True, reverse
+        )[0]
 
     expected = 0.5 * (ref(fwd, False) + ref(bwd, True))
     assert out.dtype == dtype
@@ -170,11 +151,11 @@ def test_cpu_kernels_take_strided_layouts_in_place(kernels, dtype):
     args = make_inputs(3, 8, 16, 23, 2, dtype, True, seed=4)
     u, delta, A, B, C, D, z, bias = args
     views = (flat_view(u), flat_view(delta), A, flat_view(B, 5, 3), flat_view(C, 2, 1), D, flat_view(z), bias)
-    prepared = kernels._prepare(*views)
+    prepared = kernel_abi.prepare_scan(*views)
     for i in (0, 1, 3, 4, 6):
         assert prepared[i].data_ptr() == views[i].data_ptr(), KEYS[i]
-    out, last = kernels.scan_cpu(*views, delta_softplus=True, reverse=True)
-    want, want_last = kernels.scan_cpu(*_contiguous(args), delta_softplus=True, reverse=True)
+    out, last = kernels.scan(*views, delta_softplus=True, reverse=True)
+    want, want_last = kernels.scan(*_contiguous(args), delta_softplus=True, reverse=True)
     assert out.stride() == views[0].stride() and torch.equal(out, want) and torch.equal(last, want_last)
 
     other = make_inputs(3, 8, 16, 23, 2, dtype, True, seed=5)
@@ -199,20 +180,22 @@ def test_cpu_conv1d_pair_is_two_convs_in_one_call(kernels):
     for i, reverse in ((0, False), (1, True)):
         assert torch.equal(both[i], kernels.causal_conv1d(x, w[i], bias[i], silu=True, reverse=reverse))
         assert rel_err(both[i], conv_reference(x, w[i], bias[i], True, reverse)) <= 1e-6
-    lib = kernels.load_library()
-    pair = kernels.Conv1dPairParams(
-        first=kernels._conv_params(x, w[0], None, both[0], True, False),
-        second=kernels._conv_params(both[0], w[1], None, both[1], True, True),  # reads what the first writes
+    lib = kernel_abi.load_library()
+    pair = kernel_abi.Conv1dPairParams(
+        first=kernel_abi.conv_params(x, w[0], None, both[0], True, False),
+        second=kernel_abi.conv_params(
+            both[0], w[1], None, both[1], True, True
+        ),  # reads what the first writes
     )
     assert lib.partool_causal_conv1d_pair_fwd_cpu(ctypes.byref(pair), 1) == 1
     assert "the other call's x" in lib.partool_last_error_message().decode()
-    pair.second = kernels._conv_params(x[:, :5], w[1], None, both[1], True, True)
+    pair.second = kernel_abi.conv_params(x[:, :5], w[1], None, both[1], True, True)
     assert lib.partool_causal_conv1d_pair_fwd_cpu(ctypes.byref(pair), 1) == 1
     assert "differ in batch/dim/length/width/io_dtype" in lib.partool_last_error_message().decode()
 
 
 def test_strides_are_validated(kernels):
-    lib = kernels.load_library()
+    lib = kernel_abi.load_library()
     keep: list = []
     for field, value, message in (
         ("dim_stride", 3, "rows overlap"),  # rows of 5 only 3 apart
@@ -225,13 +208,13 @@ def test_strides_are_validated(kernels):
         assert message in lib.partool_last_error_message().decode()
     fwd = make_inputs(2, 8, 4, 5, 1, torch.float32, False)
     bwd = (flat_view(fwd[0]), *fwd[1:])  # prepared apart: another layout than fwd and out
-    fa, ba = kernels._prepare(*fwd), kernels._prepare(*bwd)
+    fa, ba = kernel_abi.prepare_scan(*fwd), kernel_abi.prepare_scan(*bwd)
     out = torch.empty_like(fa[0])
-    params = kernels._bidir_params(fa, ba, out, False, 0.5)
+    params = kernel_abi.bidir_params(fa, ba, out, False, 0.5)
     assert lib.partool_selective_scan_bidir_fwd_cpu(ctypes.byref(params), 1) == 1
     assert "differ in batch_stride/dim_stride" in lib.partool_last_error_message().decode()
     x = torch.randn(2, 4, 6)
-    cparams = kernels._conv_params(x, torch.randn(4, 4), None, torch.empty_like(x), True, False)
+    cparams = kernel_abi.conv_params(x, torch.randn(4, 4), None, torch.empty_like(x), True, False)
     cparams.batch_stride = 12  # two batches of 4 rows 6 apart cannot start 12 apart
     assert lib.partool_causal_conv1d_fwd_cpu(ctypes.byref(cparams), 1) == 1
     assert "rows overlap" in lib.partool_last_error_message().decode()
@@ -251,7 +234,7 @@ def _op_samples(dtype):
             (x, w, fwd[keys.index("D")], extras, not extras),
         )
         residual = torch.randn(x.shape) if extras else None
-        yield torch.ops.partool.kernels_add_rms_norm.default, (x, residual, torch.rand(8), 1e-5)
+        yield torch.ops.partool.kernels_add_rms_norm.default, (x, residual, torch.rand(8), 1e-5, extras)
     # the layouts of the fused Vim path (outputs in u's layout: the fake implementations must say so)
     fwd = make_inputs(2, 8, 4, 11, 1, dtype, True, seed=5)
     flat = (flat_view(fwd[0]), flat_view(fwd[1]), fwd[2], flat_view(fwd[3], 1, 2), flat_view(fwd[4], 3, 0),
@@ -272,6 +255,7 @@ def test_custom_ops_pass_opcheck(kernels, dtype):
         torch.library.opcheck(op, args)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the Linux process map")
 def test_kernels_share_pytorchs_openmp_runtime(kernels):
     """The CPU kernels run on the caller's OpenMP team; inside PyTorch that must be PyTorch's own OpenMP
@@ -302,6 +286,7 @@ def test_kernels_share_pytorchs_openmp_runtime(kernels):
         assert "libgomp.so.1" in dynamic.stdout, "built without OpenMP: CMake found none for this compiler"
 
 
+@pytest.mark.slow
 def test_kernels_compile_into_one_graph(kernels):
     """torch.compile(fullgraph=True) traces scan, bidirectional scan, conv1d and add + RMSNorm as custom ops
     (a ctypes call would break the graph) and gives the eager results, glue included."""
@@ -312,7 +297,7 @@ def test_kernels_compile_into_one_graph(kernels):
 
     def glue(fwd, bwd, w):
         xc = kernels.causal_conv1d(fwd["u"] * 2, w, fwd["D"], silu=True, reverse=True)
-        out, last = kernels.scan_cpu(**{**fwd, "u": xc}, delta_softplus=True)
+        out, last = kernels.scan(**{**fwd, "u": xc}, delta_softplus=True)
         both = kernels.scan_bidirectional(fwd, bwd, delta_softplus=True, out_scale=0.25)
         normed, residual = kernels.add_rms_norm(out.sin() + both, fwd["u"], w[:, 0], 1e-5)
         return normed + residual, last.cos()
@@ -329,7 +314,7 @@ def test_backend_probes_are_compile_constants(kernels):
     from partool.ops import mamba_ssm_available, resolve_backend
 
     def pick(x):
-        probes = (kernels.cpu_available(), kernels.cuda_available(), mamba_ssm_available())
+        probes = (kernel_abi.cpu_available(), kernel_abi.cuda_available(), mamba_ssm_available())
         return x + sum(probes) + (10 if resolve_backend(None, x.device).name == "cpu" else 20)
 
     torch._dynamo.reset()
@@ -388,8 +373,8 @@ def test_cpu_add_rms_norm_in_place_and_eps(kernels):
     weight = torch.rand(8) + 0.5
     want_r, want_out = add_rms_norm_reference(x, residual, weight, 0.25)
     out = torch.empty_like(x)
-    params = kernels._add_rms_norm_params(x, residual, weight, 0.25, residual, out)
-    assert kernels.load_library().partool_add_rms_norm_fwd_cpu(ctypes.byref(params), 2) == 0
+    params = kernel_abi.add_rms_norm_params(x, residual, weight, 0.25, residual, out)
+    assert kernel_abi.load_library().partool_add_rms_norm_fwd_cpu(ctypes.byref(params), 2) == 0
     assert rel_err(residual, want_r) <= 1e-7 and rel_err(out, want_out) <= 1e-6
     assert torch.all(out[1, :, 4] == 0)
     # eps matters: with a tiny column its scale is 1/sqrt(mean + eps), not 1/sqrt(mean)
@@ -399,7 +384,7 @@ def test_cpu_add_rms_norm_in_place_and_eps(kernels):
 
 
 def test_add_rms_norm_refuses_bad_arguments(kernels):
-    lib = kernels.load_library()
+    lib = kernel_abi.load_library()
     x, weight = torch.randn(1, 4, 3), torch.ones(4)
     out, res = torch.empty_like(x), torch.empty_like(x)
     valid = dict(x=x, residual=None, weight=weight, eps=1e-5, residual_out=res, out=out)
@@ -412,7 +397,7 @@ def test_add_rms_norm_refuses_bad_arguments(kernels):
         "batch, dim and length must be positive": ({}, {"length": 0}),
     }
     for message, (arguments, fields) in cases.items():
-        params = kernels._add_rms_norm_params(**{**valid, **arguments})
+        params = kernel_abi.add_rms_norm_params(**{**valid, **arguments})
         for name, value in fields.items():
             setattr(params, name, value)
         for call, arg in ((lib.partool_add_rms_norm_fwd_cpu, 1), (lib.partool_add_rms_norm_fwd_cuda, None)):
@@ -428,7 +413,7 @@ def _valid_params(kernels, keep):
     u, delta, A, B, C, *_ = make_inputs(1, 8, 4, 5, 2, torch.float32, False)
     out = torch.empty_like(u)
     keep.extend([u, delta, A, B, C, out])
-    return kernels._scan_params(u, delta, A, B, C, None, None, None, out, None, False, False)
+    return kernel_abi.scan_params(u, delta, A, B, C, None, None, None, out, None, False, False)
 
 
 @pytest.mark.parametrize(
@@ -449,7 +434,7 @@ def test_invalid_arguments_return_status(kernels, field, value, status):
     keep: list = []
     params = _valid_params(kernels, keep)
     setattr(params, field, value)
-    lib = kernels.load_library()
+    lib = kernel_abi.load_library()
     for call in (lib.partool_selective_scan_fwd_cpu, lib.partool_selective_scan_fwd_cuda):
         got = (
             call(ctypes.byref(params), 1)
@@ -458,17 +443,17 @@ def test_invalid_arguments_return_status(kernels, field, value, status):
         )
         assert got == status
         assert lib.partool_last_error_message().decode()
-    with pytest.raises(kernels.KernelError, match=lib.partool_status_string(status).decode()):
-        kernels.check(status)
+    with pytest.raises(kernel_abi.KernelError, match=lib.partool_status_string(status).decode()):
+        kernel_abi.check(status)
 
 
 def test_null_params_and_conv_width(kernels):
-    lib = kernels.load_library()
+    lib = kernel_abi.load_library()
     assert lib.partool_selective_scan_fwd_cpu(None, 1) == 1
     assert lib.partool_selective_scan_bidir_fwd_cpu(None, 1) == 1
     assert lib.partool_causal_conv1d_fwd_cpu(None, 1) == 1
     x = torch.randn(1, 2, 5)
-    with pytest.raises(kernels.KernelError, match="width=5"):
+    with pytest.raises(kernel_abi.KernelError, match="width=5"):
         kernels.causal_conv1d(x, torch.randn(2, 5))
 
 
@@ -476,7 +461,7 @@ def test_cuda_entry_without_device_memory(kernels):
     """Valid arguments in host memory: NO_CUDA without a GPU (or CPU-only build), else a refusal."""
     keep: list = []
     params = _valid_params(kernels, keep)
-    lib = kernels.load_library()
+    lib = kernel_abi.load_library()
     status = lib.partool_selective_scan_fwd_cuda(ctypes.byref(params), None)
     expected = 1 if (torch.cuda.is_available() and lib.partool_kernels_has_cuda()) else 5
     assert status == expected, lib.partool_last_error_message().decode()
@@ -484,8 +469,8 @@ def test_cuda_entry_without_device_memory(kernels):
 
 
 def test_abi_version_and_status_strings(kernels):
-    lib = kernels.load_library()
-    assert lib.partool_kernels_abi_version() == kernels.ABI_VERSION
+    lib = kernel_abi.load_library()
+    assert lib.partool_kernels_abi_version() == kernel_abi.ABI_VERSION
     assert lib.partool_status_string(0) == b"ok"
     assert lib.partool_status_string(2) == b"unsupported dstate"
 
@@ -541,11 +526,11 @@ def test_struct_layout_matches_c_compiler(kernels, tmp_path):
     )
     lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
     structs = {
-        "partool_scan_params_t": kernels.ScanParams,
-        "partool_bidir_scan_params_t": kernels.BidirScanParams,
-        "partool_conv1d_params_t": kernels.Conv1dParams,
-        "partool_add_rms_norm_params_t": kernels.AddRmsNormParams,
-        "partool_conv1d_pair_params_t": kernels.Conv1dPairParams,
+        "partool_scan_params_t": kernel_abi.ScanParams,
+        "partool_bidir_scan_params_t": kernel_abi.BidirScanParams,
+        "partool_conv1d_params_t": kernel_abi.Conv1dParams,
+        "partool_add_rms_norm_params_t": kernel_abi.AddRmsNormParams,
+        "partool_conv1d_pair_params_t": kernel_abi.Conv1dPairParams,
     }
     seen = 0
     for line in lines:
@@ -556,7 +541,7 @@ def test_struct_layout_matches_c_compiler(kernels, tmp_path):
             assert getattr(structs[first], second).offset == int(value), f"{first}.{second}"
         seen += 1
     assert seen == 56
-    assert {name for name, _ in kernels.ScanParams._fields_} == {
+    assert {name for name, _ in kernel_abi.ScanParams._fields_} == {
         line.split()[1] for line in lines if line.startswith("partool_scan_params_t")
     }
 
@@ -581,23 +566,12 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
     ],
 )
 def test_cuda_scan_matches_reference(kernels, n, groups, extras, reverse, b, length, dtype):
-    if not kernels.cuda_available():
+    if not kernel_abi.cuda_available():
         pytest.skip("library built without CUDA")
     u, delta, A, B, C, D, z, bias = make_inputs(b, 64, n, length, groups, dtype, extras)
     dev = [x.cuda() if x is not None else None for x in (u, delta, A, B, C, D, z, bias)]
-    out, last = kernels.scan_cuda(*dev, delta_softplus=extras, reverse=reverse)
-    ref, ref_last = numpy_scan(
-        u.float(),
-        delta.float(),
-        A,
-        B.float(),
-        C.float(),
-        D,
-        None if z is None else z.float(),
-        bias,
-        extras,
-        reverse,
-    )
+    out, last = kernels.scan(*dev, delta_softplus=extras, reverse=reverse)
+    ref, ref_last = float_scan_reference((u, delta, A, B, C, D, z, bias), extras, reverse)
     assert rel_err(out.cpu(), ref) <= TOL[dtype]
     assert rel_err(last.cpu(), ref_last) <= 1e-5
 
@@ -605,7 +579,7 @@ def test_cuda_scan_matches_reference(kernels, n, groups, extras, reverse, b, len
 @pytest.mark.gpu
 @cuda
 def test_cuda_bidirectional_conv_and_norm(kernels):
-    if not kernels.cuda_available():
+    if not kernel_abi.cuda_available():
         pytest.skip("library built without CUDA")
     keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     fwd = dict(zip(keys, make_inputs(4, 64, 16, 197, 1, torch.float32, True, 1), strict=True))
@@ -631,6 +605,7 @@ def test_cuda_bidirectional_conv_and_norm(kernels):
     assert rel_err(out.cpu(), want_out) <= 1e-5 and rel_err(r.cpu(), want_r) <= 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_narrower_row_kernels_match(kernels, tmp_path, isa):
     """PARTOOL_CPU_ISA caps the row kernels (base: SSE2/NEON; avx2: no AVX-512), so every unit that this
@@ -644,7 +619,7 @@ def test_narrower_row_kernels_match(kernels, tmp_path, isa):
         "outs = []\n"
         "for n in (1, 5, 16):\n"
         "    args = make_inputs(2, 8, n, 41, 2, torch.float32, True)\n"
-        "    outs.append(k.scan_cpu(*args, delta_softplus=True, reverse=n == 5))\n"
+        "    outs.append(k.scan(*args, delta_softplus=True, reverse=n == 5))\n"
         "x, w, bias = torch.randn(2, 8, 37), torch.randn(8, 4), torch.randn(8)\n"
         "for reverse in (False, True):\n"
         "    outs.append(k.causal_conv1d(x, w[:, : 3 + reverse], bias, silu=not reverse, reverse=reverse))\n"

@@ -14,9 +14,9 @@ import torch
 from partool.artifacts import build_meta
 from partool.export import export_onnx
 from partool.export.onnx_export import count_scan_nodes
-from partool.export.ort_custom_op import create_session
 from partool.models import create_model, list_models, model_info
-from partool.ops.selective_scan import count_scan_flops, set_backend
+from partool.ops import count_scan_flops, set_backend
+from partool.runtime.ort_session import create_session
 
 IMG = (64, 32)
 _HYBRID = {"vit_dim": 32, "vit_depth": 1, "vit_heads": 2, "embed_dim": 16, "depth": 1, "drop_path_rate": 0.0}
@@ -53,6 +53,7 @@ def test_every_registered_model_is_covered() -> None:
 REPRESENTATIVE = {"vim-s", "vit-s", "asf", "nasf", "mahdft"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", [n if n in REPRESENTATIVE else pytest.param(n, marks=pytest.mark.sweep) for n in sorted(TINY)]
 )

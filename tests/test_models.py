@@ -15,15 +15,18 @@ from partool.models.mamba import BiMamba
 from partool.models.vim import resample_midcls_pos_embed
 from partool.models.vmamba import SS2D
 from partool.ops.causal_conv1d import causal_conv1d
+from partool.ops.cross_scan import CrossScanWeights, cross_scan_fn
+
+pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_threads():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture
+def cpu_backend(plugins_build):
+    """The `cpu` kernel backend: libpartool_kernels from the session's plugin build (or one built before)."""
+    from partool.ops import available_backends
+
+    if not available_backends().get("cpu"):
+        pytest.skip("kernel library not built (partool plugins build)")
 
 
 # --- independent helpers (written from the equations, not from partool's code) -------------------------
@@ -246,7 +249,11 @@ def test_vmamba_grouped_scans_equal_four_separate_scans():
         y = loop_scan(u, delta, A[k], B, C, ss2d.Ds.view(4, d)[k])
         for pos, (i, j) in enumerate(order):
             expect[:, :, i, j] += y[..., pos]
-    torch.testing.assert_close(ss2d.scan(x), expect.flatten(2), rtol=1e-6, atol=1e-8)
+    weights = CrossScanWeights(
+        ss2d.x_proj_weight, ss2d.dt_projs_weight, ss2d.dt_projs_bias, ss2d.A_logs, ss2d.Ds
+    )
+    got = cross_scan_fn(x, weights, cache_owner=ss2d)  # (b, h, w, d)
+    torch.testing.assert_close(got, expect.permute(0, 2, 3, 1), rtol=1e-6, atol=1e-8)
 
 
 def test_vmamba_tiny_forward_backward_and_sizes():
@@ -271,14 +278,12 @@ def test_vit_small_tokens_and_forward():
 
 
 @pytest.mark.parametrize("img_size", [(64, 32), (96, 96)])  # maps of 2x1 and 3x3 at the last stage
-def test_vmamba_fused_kernel_path_matches_reference(img_size, monkeypatch):
+def test_vmamba_fused_kernel_path_matches_reference(cpu_backend, img_size, monkeypatch):
     """Inference on the `cpu` kernel backend runs SS2D's fused scan (one bidirectional call per block,
     flat layout, strided merge) and gives the logits of the sequential reference, before and after the
     weights change in place (the cached constants follow), in float32 and, within rounding, bf16."""
-    from partool.ops import available_backends, kernels, set_backend
+    from partool.ops import kernels, set_backend
 
-    if not available_backends().get("cpu"):
-        pytest.skip("kernel library not built (partool plugins build)")
     torch.manual_seed(0)
     model = create_model("vmamba-t", 5, img_size=img_size, depths=[1, 1, 2, 1], dims=16).eval()
     images = torch.randn(3, 3, *img_size)
@@ -309,12 +314,10 @@ def test_vmamba_fused_kernel_path_matches_reference(img_size, monkeypatch):
     torch.testing.assert_close(outputs["bf16"], outputs["after", "reference"], rtol=0, atol=0.05)
 
 
-def test_vim_fused_kernel_path_matches_reference():
+def test_vim_fused_kernel_path_matches_reference(cpu_backend):
     """Inference on the `cpu` kernel backend runs the fused conv + bidirectional scan; same logits."""
-    from partool.ops import available_backends, set_backend
+    from partool.ops import set_backend
 
-    if not available_backends().get("cpu"):
-        pytest.skip("kernel library not built (partool plugins build)")
     torch.manual_seed(0)
     model = create_model("vim-t", 5, img_size=(64, 32), depth=2).eval()
     images = torch.randn(2, 3, 64, 32)
@@ -350,14 +353,12 @@ def test_vim_fused_kernel_path_matches_reference():
     assert not torch.allclose(outputs["after", "cpu"], outputs["before", "cpu"])
 
 
-def test_vim_flat_block_stack_matches_the_blocks(monkeypatch):
+def test_vim_flat_block_stack_matches_the_blocks(cpu_backend, monkeypatch):
     """Inference on a kernel backend runs Vim's blocks in the flat (E, B·T) layout with one add + RMSNorm
     kernel per block and one for norm_f; in half precision too, where the norms' float32 weights are
     cached and must follow in-place updates. Same tokens as the blocks' own forward."""
-    from partool.ops import available_backends, kernels, set_backend
+    from partool.ops import kernels, set_backend
 
-    if not available_backends().get("cpu"):
-        pytest.skip("kernel library not built (partool plugins build)")
     torch.manual_seed(0)
     backbone = create_model("vim-t", 5, img_size=(64, 32), depth=3).backbone.eval()
     calls = []
@@ -388,6 +389,7 @@ def test_vim_flat_block_stack_matches_the_blocks(monkeypatch):
         set_backend(None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "kwargs"),
     [
@@ -396,14 +398,12 @@ def test_vim_flat_block_stack_matches_the_blocks(monkeypatch):
         pytest.param("vmamba-t", {"depths": [1, 1, 1, 1], "dims": 16}, marks=pytest.mark.sweep),
     ],
 )
-def test_models_on_kernel_backend_compile_into_one_graph(name, kwargs):
+def test_models_on_kernel_backend_compile_into_one_graph(cpu_backend, name, kwargs):
     """torch.compile(fullgraph=True) of a model on the `cpu` kernel backend: the kernels are traced as
     custom ops (no graph break; on a GPU, Inductor then fuses the norms and casts between them), and the
     logits equal the reference backend's eager ones."""
-    from partool.ops import available_backends, set_backend
+    from partool.ops import set_backend
 
-    if not available_backends().get("cpu"):
-        pytest.skip("kernel library not built (partool plugins build)")
     torch.manual_seed(0)
     model = create_model(name, 5, img_size=(64, 32), **kwargs).eval()
     images = torch.randn(2, 3, 64, 32)
@@ -434,13 +434,11 @@ _TINY_HYBRID = {
     [(name, _TINY_HYBRID) for name in ("pafusion", "nasf", "mahdft", "maformer", "adamtf", "kdtm", "makdf")]
     + [("asf", {**_TINY_HYBRID, "groups": 1})],
 )
-def test_hybrids_run_their_vim_blocks_flat_on_a_kernel_backend(name, kwargs, monkeypatch):
+def test_hybrids_run_their_vim_blocks_flat_on_a_kernel_backend(cpu_backend, name, kwargs, monkeypatch):
     """The hybrids' Vim segments go through `run_blocks`: on the `cpu` kernel backend in inference they run
     in the flat layout (add + RMSNorm kernels) and give the logits of the chunked PyTorch path."""
-    from partool.ops import available_backends, kernels, set_backend
+    from partool.ops import kernels, set_backend
 
-    if not available_backends().get("cpu"):
-        pytest.skip("kernel library not built (partool plugins build)")
     torch.manual_seed(0)
     model = create_model(name, 5, img_size=(64, 32), **kwargs).eval()
     images = torch.randn(2, 3, 64, 32)

@@ -4,8 +4,6 @@ for malformed nodes and a missing library."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import onnx
 import pytest
@@ -16,31 +14,28 @@ from typer.testing import CliRunner
 from partool.artifacts import build_meta
 from partool.errors import UserError
 from partool.export import export_onnx
-from partool.export.ort_custom_op import create_session, kernel_backend
 from partool.models import create_model
 from partool.ops.selective_scan import selective_scan
+from partool.runtime.ort_session import create_session, kernel_backend
 
 IMG = (64, 32)
 MODELS = {"vim-t": {"depth": 2}, "vmamba-t": {"depths": [1, 1, 1, 1], "dims": 16}}
 
 
 @pytest.fixture(scope="module")
-def ort_ops():
-    """Path of libpartool_ort_ops, built (incrementally) in the default build dir; the module's sessions
-    use it through PARTOOL_ORT_OPS_LIB."""
-    if shutil.which("cmake") is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+def ort_ops(plugins_build):
+    """Path of libpartool_ort_ops from the session's plugin build; the module's sessions use it through
+    PARTOOL_ORT_OPS_LIB."""
+    if plugins_build is None:
         pytest.skip("cmake or a C++ compiler is missing: cannot build libpartool_ort_ops")
-    from partool.plugins import build_plugins
-
-    built = build_plugins(quiet=True)
-    if built.ort_ops is None:
+    if plugins_build.ort_ops is None:
         pytest.skip(
             "onnxruntime_c_api.h not found (the onnxruntime wheel has no headers): set ONNXRUNTIME_ROOT, "
             "or run `bash plugins/fetch_ort_headers.sh` (Debian's libonnxruntime-dev, into ~/.cache/partool)"
         )
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PARTOOL_ORT_OPS_LIB", str(built.ort_ops))
-        yield built.ort_ops
+        mp.setenv("PARTOOL_ORT_OPS_LIB", str(plugins_build.ort_ops))
+        yield plugins_build.ort_ops
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +50,7 @@ def exported(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("scan_op", ["cpp", "python"])
 def test_plugin_graph_matches_pytorch(ort_ops, exported, name, scan_op):

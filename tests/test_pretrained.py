@@ -13,14 +13,7 @@ from safetensors.torch import save_file
 from partool.errors import UserError
 from partool.models import create_model, load_pretrained
 
-
-@pytest.fixture(autouse=True)
-def _seed_and_threads():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 
 
 def official_vim_s_state_dict() -> dict[str, torch.Tensor]:

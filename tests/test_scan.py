@@ -67,6 +67,7 @@ def make_inputs(b, d, n, length, groups, dtype=torch.float32, seed=0):
 
 
 OPTIONALS = list(itertools.product([False, True], repeat=4))  # use D, z, delta_bias, softplus
+SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")  # selective_scan's positional order
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -82,28 +83,12 @@ def test_matches_loop_fp32(backend, n, groups, length, reverse):
             delta_bias=x["delta_bias"] if use_bias else None,
             delta_softplus=softplus,
         )
+        required = [x[k] for k in SCAN_ARGS[:5]]
         out, last = selective_scan(
-            x["u"],
-            x["delta"],
-            x["A"],
-            x["B"],
-            x["C"],
-            return_last_state=True,
-            reverse=reverse,
-            backend=backend,
-            **kwargs,
+            *required, return_last_state=True, reverse=reverse, backend=backend, **kwargs
         )
         want, want_last = loop_scan(
-            x["u"],
-            x["delta"],
-            x["A"],
-            x["B"],
-            x["C"],
-            kwargs["D"],
-            kwargs["z"],
-            kwargs["delta_bias"],
-            softplus,
-            reverse,
+            *required, kwargs["D"], kwargs["z"], kwargs["delta_bias"], softplus, reverse
         )
         assert out.dtype == torch.float32 and last.dtype == torch.float32
         assert last.shape == (2, 4, n)
@@ -115,30 +100,9 @@ def test_matches_loop_fp32(backend, n, groups, length, reverse):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_keep_dtype_and_fp32_state(backend, dtype):
     x = make_inputs(1, 8, 16, 197, 4, dtype=dtype, seed=3)
-    out, last = selective_scan(
-        x["u"],
-        x["delta"],
-        x["A"],
-        x["B"],
-        x["C"],
-        x["D"],
-        x["z"],
-        x["delta_bias"],
-        True,
-        True,
-        backend=backend,
-    )
-    want, want_last = loop_scan(
-        x["u"].float(),
-        x["delta"].float(),
-        x["A"],
-        x["B"].float(),
-        x["C"].float(),
-        x["D"],
-        x["z"].float(),
-        x["delta_bias"],
-        True,
-    )
+    args = [x[k] for k in SCAN_ARGS]
+    out, last = selective_scan(*args, True, True, backend=backend)
+    want, want_last = loop_scan(*(a.float() for a in args), True)  # A, D, delta_bias are float32 already
     assert out.dtype == dtype and last.dtype == torch.float32
     tol = 1e-2 if dtype == torch.float16 else 4e-2  # output rounding only: the state stays fp32
     np.testing.assert_allclose(out.float().numpy(), want, rtol=tol, atol=tol)
@@ -149,8 +113,7 @@ def test_half_inputs_keep_dtype_and_fp32_state(backend, dtype):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradcheck_every_input(backend, reverse):
     x = make_inputs(1, 4, 2, 6, 2, dtype=torch.float64, seed=7)
-    names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
-    args = [x[k].double().requires_grad_() for k in names]
+    args = [x[k].double().requires_grad_() for k in SCAN_ARGS]
 
     def f(*a):
         return selective_scan(*a, delta_softplus=True, reverse=reverse, backend=backend)
@@ -232,7 +195,7 @@ def test_shape_errors_say_what_is_wrong(change, match):
 def test_auto_prefers_differentiable_backends_for_training(monkeypatch):
     """Forward-only kernels win `auto` for inference only; with gradients the chunked reference runs."""
     from partool.ops import ScanBackend
-    from partool.ops.selective_scan import _BACKENDS
+    from partool.ops.backends import _BACKENDS
 
     monkeypatch.delenv("PARTOOL_SCAN_BACKEND", raising=False)
     fake = ScanBackend("fake_kernel", lambda *a: None, lambda: True, frozenset({"cpu"}), False, 1000)

@@ -5,14 +5,12 @@ are checked against the library."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from scan_references import SCAN_VARIANTS, TOL, make_inputs, numpy_scan, rel_err
 
 from partool.errors import UserError
-from partool.ops import scan_tuning
+from partool.ops import kernel_abi, scan_tuning
 from partool.ops.scan_tuning import AUTO, TIMED_RUNS, WARMUP_RUNS, ScanTuner
 
 EXPLICIT = [2, 3, 4, 6, 7, 8, 9, 10]
@@ -105,23 +103,11 @@ def test_forced_and_environment_variants(monkeypatch):
         pass
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    if shutil.which("cmake") is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        pytest.skip("cmake or a C++ compiler is missing: cannot build libpartool_kernels")
-    from partool import plugins
-
-    plugins.build_plugins(quiet=True)
-    import partool.ops.kernels as k
-
-    return k
-
-
 def test_library_names_its_variants_in_header_order(kernels):
-    assert kernels.scan_tuner().names == SCAN_VARIANTS
+    assert kernel_abi.scan_tuner().names == SCAN_VARIANTS
     with (
         pytest.raises(UserError, match="unknown CUDA scan variant"),
-        kernels.use_scan_variant("rows/states32"),
+        kernel_abi.use_scan_variant("rows/states32"),
     ):
         pass
 
@@ -131,17 +117,17 @@ def test_library_names_its_variants_in_header_order(kernels):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_tuned_cuda_scans_match_the_reference(kernels, monkeypatch, dtype):
     """Every variant the tuner may pick gives the reference's result, and the tuned call remembers its winner."""
-    if not kernels.cuda_available():
+    if not kernel_abi.cuda_available():
         pytest.skip("library built without CUDA")
     monkeypatch.delenv(scan_tuning.ENV, raising=False)
     args = make_inputs(4, 96, 16, 197, 1, dtype, True)
     dev = [x.cuda() if x is not None else None for x in args]
     ref, _ = numpy_scan(*(None if x is None else x.float() for x in args), True, False)
-    for name in kernels.scan_tuner().names:
-        with kernels.use_scan_variant(name):
-            out, _ = kernels.scan_cuda(*dev, delta_softplus=True)
+    for name in kernel_abi.scan_tuner().names:
+        with kernel_abi.use_scan_variant(name):
+            out, _ = kernels.scan(*dev, delta_softplus=True)
         assert rel_err(out.cpu(), ref) <= TOL[dtype], name
-    kernels.scan_tuner().clear()
-    out, _ = kernels.scan_cuda(*dev, delta_softplus=True)
+    kernel_abi.scan_tuner().clear()
+    out, _ = kernels.scan(*dev, delta_softplus=True)
     assert rel_err(out.cpu(), ref) <= TOL[dtype]
-    assert len(kernels.scan_tuner().chosen()) == 1
+    assert len(kernel_abi.scan_tuner().chosen()) == 1

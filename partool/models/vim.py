@@ -20,7 +20,7 @@ from partool.errors import UserError
 from partool.models.checkpoint_files import VIM_S, VIM_T
 from partool.models.mamba import BiMamba, RMSNorm, linspace
 from partool.models.registry import register_model
-from partool.ops import kernels
+from partool.ops.rms_norm import add_rms_norm
 
 
 class PatchEmbed(nn.Module):
@@ -78,18 +78,19 @@ def run_blocks(layers: Sequence[Block], hidden: Tensor, residual: Tensor | None)
 
 def runs_flat(layers: Sequence[Block], hidden: Tensor) -> bool:
     """Whether `layers` run in the flat layout on `hidden`: inference (no drop path) on a kernel backend."""
-    return bool(layers) and not any(layer.training for layer in layers) and layers[0].mixer._can_fuse(hidden)
+    return (
+        bool(layers) and not any(layer.training for layer in layers) and layers[0].mixer.uses_kernels(hidden)
+    )
 
 
 def flat_blocks(
     layers: Sequence[Block], h: Tensor, residual: Tensor | None, batch: int
 ) -> tuple[Tensor, Tensor]:
-    """Blocks on the kernel library (inference) in the flat layout (1, E, B·T): per block one add + RMSNorm
-    kernel, where PyTorch runs ~10 ops (casts, add, square, mean, rsqrt, products), then the mixer's
-    `fused_forward_flat`. Same function as the blocks' forward with drop path off."""
+    """Blocks on the kernel library (inference) in the flat layout (1, E, B·T): per block one `add_rms_norm`,
+    then the mixer's `forward_flat`. Same function as the blocks' forward with drop path off."""
     for layer in layers:
-        normed, residual = kernels.add_rms_norm(h, residual, layer.norm.float_weight(), layer.norm.eps)
-        h = layer.mixer.fused_forward_flat(normed[0], batch)[None]
+        normed, residual = add_rms_norm(h, residual, layer.norm.float_weight(), layer.norm.eps)
+        h = layer.mixer.forward_flat(normed[0], batch)[None]
     return h, residual
 
 
@@ -197,9 +198,7 @@ class VimBackbone(nn.Module):
         h, residual = flat_blocks(self.layers, to_flat(hidden), None, batch)
         if self.norm_f.weight.dtype == torch.float32:  # norm_f's output has its weight's dtype
             h = h.float()
-        out, _ = kernels.add_rms_norm(
-            h, residual, self.norm_f.float_weight(), self.norm_f.eps, return_residual=False
-        )
+        out, _ = add_rms_norm(h, residual, self.norm_f.float_weight(), self.norm_f.eps, return_residual=False)
         return from_flat(out, batch).to(self.norm_f.weight.dtype)
 
     def forward(self, images: Tensor) -> Tensor:

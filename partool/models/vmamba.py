@@ -1,11 +1,8 @@
 """VMamba v0 (the version MambaPAR used): SS2D blocks with a 4-direction cross-scan, no MLP.
 
 Module and parameter names equal the official v0 `VSSM` (MzeroMiko/VMamba, `vssm*_ckpt_*.pth`) minus its
-classifier `head`. Of the four scan directions (row-major, column-major, and both reversed), the two
-forward ones are stacked on the channel axis and run as one selective-scan call with B/C grouped per
-direction (b, 2, n, l); the reversed two run as one `reverse=True` call over the same unflipped sequences.
-For inference on the `cpu`/`cuda` kernel backends `SS2D.fused_scan` runs both pairs as one bidirectional
-kernel call in a flat (channels, batch·tokens) layout.
+classifier `head`. SS2D's 4-direction scan (row-major, column-major, and both reversed) is one op,
+`partool.ops.cross_scan.cross_scan_fn`, which picks its reference or kernel implementation per call.
 The backbone returns the last stage's tokens as the blocks leave them, (B, H/32 · W/32, dims[-1]): no
 final LayerNorm, as MambaPAR's `VSSM.forward` (Event-AHU/OpenPAR, MambaPAR_Empirical_Study/models/vmamba.py)
 skips the classifier's norm; the loader drops an official checkpoint's `norm.*` (`pretrained.py`).
@@ -25,40 +22,9 @@ from torch import Tensor, nn
 
 from partool.errors import UserError
 from partool.models.checkpoint_files import VMAMBA_B, VMAMBA_S, VMAMBA_T
-from partool.models.mamba import cached_per_version, dt_bias_init, kernel_inference, linspace, s4d_real_log
+from partool.models.mamba import dt_bias_init, linspace, s4d_real_log
 from partool.models.registry import register_model
-from partool.ops import kernels
-from partool.ops.selective_scan import selective_scan
-
-DIRECTIONS = 4  # row-major, column-major, reversed row-major, reversed column-major
-
-
-def transpose_hw(x: Tensor, rows: int, cols: int) -> Tensor:
-    """(B, d, rows·cols), a map stored row by row, -> (B, d, cols·rows), the same map column by column.
-
-    Under ONNX export it is written as three transposes through a channel-last layout, with reshapes
-    between them so that no optimizer merges them back: ONNX Runtime's Transpose of the two small trailing
-    axes of (B, d, rows, cols) takes a slow generic path (2 threads, (1, 768, 14, 14): 0.58 ms), while the
-    (d, L) <-> (L, d) and (rows, cols, d) -> (cols, rows, d) transposes it runs fast (0.05 + 0.02 + 0.05 ms).
-    """
-    b, d, _ = x.shape
-    if not torch.onnx.is_in_onnx_export():
-        return x.reshape(b, d, rows, cols).transpose(2, 3).reshape(b, d, rows * cols)
-    channel_last = x.transpose(1, 2).reshape(b, rows, cols, d)
-    return channel_last.transpose(1, 2).reshape(b, cols * rows, d).transpose(1, 2)
-
-
-def cross_scan(x: Tensor) -> Tensor:
-    """(B, d, H, W) -> (B, 2, d, H·W): row-major and column-major orders. VMamba v0's two other directions
-    are these sequences reversed; they are scanned with `reverse=True` instead of being flipped and copied."""
-    _, _, height, width = x.shape
-    rows = x.flatten(2)
-    return torch.stack([rows, transpose_hw(rows, height, width)], dim=1)
-
-
-def cross_merge(ys: Tensor, height: int, width: int) -> Tensor:
-    """(B, 2, d, H·W) row-/column-major outputs (both scan directions summed) -> row-major sum (B, d, H·W)."""
-    return ys[:, 0] + transpose_hw(ys[:, 1], width, height)
+from partool.ops.cross_scan import DIRECTIONS, CrossScanWeights, cross_scan_fn
 
 
 class SS2D(nn.Module):
@@ -88,104 +54,14 @@ class SS2D(nn.Module):
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
-    def scan(self, x: Tensor) -> Tensor:
-        """(B, d_inner, H, W) -> (B, d_inner, H·W): the summed 4-direction selective scan as two grouped scans.
-
-        Directions 0/1 (row-, column-major) run forward and 2/3 (the same orders reversed) run as reverse
-        scans of the same two sequences: no flipped copies in or out. Each call groups its two directions
-        (channel block k uses direction k's B/C). The per-direction projections are batched matmuls with the
-        weight first, (2, ·, d) @ (B, 2, d, L): channel-major outputs, one ONNX MatMul each (ONNX Runtime's
-        Einsum took 3-4x as long) that quantize.py quantizes per output row."""
-        b, d, h, w = x.shape
-        length, r, n = h * w, self.dt_rank, self.d_state
-        xs = cross_scan(x)  # (B, 2, d, L)
-        A = -torch.exp(self.A_logs.float()).view(DIRECTIONS, d, n)
-        D, bias = self.Ds.float().view(DIRECTIONS, d), self.dt_projs_bias.float()
-        ys = None
-        for first, reverse in ((0, False), (2, True)):
-            k = slice(first, first + 2)
-            x_dbl = torch.matmul(self.x_proj_weight[k].to(xs.dtype), xs)  # (B, 2, rank + 2n, L)
-            # Slices (views, as torch.split's): torch.split/chunk export as ONNX sequence ops, slices as Slice.
-            dts, Bs, Cs = x_dbl[:, :, :r], x_dbl[:, :, r : r + n], x_dbl[:, :, r + n :]
-            dts = torch.matmul(self.dt_projs_weight[k].to(xs.dtype), dts)  # (B, 2, d, L)
-            out = selective_scan(
-                xs.reshape(b, 2 * d, length), dts.reshape(b, 2 * d, length), A[k].reshape(2 * d, n),
-                Bs.contiguous(), Cs.contiguous(), D[k].reshape(-1), delta_bias=bias[k].reshape(-1),
-                delta_softplus=True, reverse=reverse,
-            )  # fmt: skip
-            ys = out if ys is None else ys + out
-        return cross_merge(ys.view(b, 2, d, length), h, w)
-
-    def _kernel_constants(self) -> dict[str, Tensor]:
-        """The fused path's weights, made once per weight version (`cached_per_version`). Per direction
-        pair p (0: directions 0/1 forward, 1: directions 2/3 reversed) and group g (row-/column-major),
-        direction k = 2p + g. x_proj of both pairs as one (2 [g], 2·rank + 4n, d) weight whose output rows are
-        [dt of p0 | dt of p1 | B, C of p0 | B, C of p1]; dt_proj (2 [p], 2 [g], d, rank); float32 A, D and
-        dt bias (2 [p], 2·d_inner, ·)."""
-
-        def compute() -> dict[str, Tensor]:
-            r, n, d = self.dt_rank, self.d_state, self.d_inner
-            w = self.x_proj_weight  # (4 [k], rank + 2n, d)
-            x_proj = torch.stack([
-                torch.cat([w[g, :r], w[2 + g, :r], w[g, r:], w[2 + g, r:]]) for g in (0, 1)
-            ])  # fmt: skip
-            return {
-                "x_proj": x_proj,
-                "dt_proj": self.dt_projs_weight.view(2, 2, d, r),
-                "A": (-torch.exp(self.A_logs.float())).view(2, 2 * d, n),
-                "D": self.Ds.float().view(2, 2 * d),
-                "delta_bias": self.dt_projs_bias.float().view(2, 2 * d),
-            }
-
-        params = [self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds]
-        return cached_per_version(self, params, compute)
-
-    def fused_scan(self, x: Tensor) -> Tensor:
-        """`scan` + the cross-merge for inference on the kernel library: (B, d_inner, H, W) -> (B, H, W,
-        d_inner), channel-last as out_norm takes it, in nine launches and without flipped copies.
-
-        Both orders of the map are written once, side by side in the flat layout (2 [g], d_inner, B·H·W),
-        so x_proj is one batched GEMM over the whole batch and each pair's dt_proj another; the kernels read
-        u, delta, B and C in place through their strides (only B and C of a pair are packed, 2n rows). The
-        forward pair and the reversed pair run as one bidirectional scan call whose out_scale = 1 sums
-        them; one strided add then merges row- and column-major outputs into the channel-last result."""
-        b, d, h, w = x.shape
-        tokens, r, n = b * h * w, self.dt_rank, self.d_state
-        c = self._kernel_constants()
-        xs = x.new_empty(2, d, b, h * w)  # [g, channel, image, position]: row-major, then column-major
-        xs[0].view(d, b, h, w).copy_(x.transpose(0, 1))
-        xs[1].view(d, b, w, h).copy_(x.permute(1, 0, 3, 2))
-        x_dbl = torch.bmm(c["x_proj"], xs.view(2, d, tokens))  # (2 [g], 2·rank + 4n, B·L)
-
-        def per_image(m: Tensor) -> Tensor:  # (rows, B·L) -> (B, rows, L), a view
-            return m.view(m.shape[0], b, h * w).transpose(0, 1)
-
-        u = per_image(xs.view(2 * d, tokens))
-        pairs = []
-        for p in (0, 1):
-            delta = torch.bmm(c["dt_proj"][p], x_dbl[:, p * r : (p + 1) * r])  # (2 [g], d, B·L)
-            first = 2 * r + 2 * n * p
-            bc = x_dbl[:, first : first + 2 * n].view(2, 2, n, tokens).transpose(0, 1).contiguous()
-            B, C = (bc[i].view(2, n, b, h * w).permute(2, 0, 1, 3) for i in (0, 1))  # (B, 2 [g], n, L) views
-            pairs.append({"u": u, "delta": per_image(delta.view(2 * d, tokens)), "A": c["A"][p], "B": B, "C": C,
-                          "D": c["D"][p], "delta_bias": c["delta_bias"][p]})  # fmt: skip
-        ys = kernels.scan_bidirectional(pairs[0], pairs[1], delta_softplus=True, out_scale=1.0)
-        ys = ys.transpose(0, 1).view(2, d, b, h * w)  # u's layout
-        y = x.new_empty(b, h, w, d)
-        torch.add(
-            ys[0].view(d, b, h, w).permute(1, 2, 3, 0), ys[1].view(d, b, w, h).permute(1, 3, 2, 0), out=y
-        )
-        return y
-
     def forward(self, x: Tensor) -> Tensor:
-        b, h, w, _ = x.shape
         xz = self.in_proj(x)
         x, z = xz[..., : self.d_inner], xz[..., self.d_inner :]
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
-        if kernel_inference(x, self.in_proj.weight) and x.dtype == self.x_proj_weight.dtype:
-            y = self.fused_scan(x)
-        else:
-            y = self.scan(x).transpose(1, 2).reshape(b, h, w, self.d_inner)
+        weights = CrossScanWeights(
+            self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds
+        )
+        y = cross_scan_fn(x, weights, self)  # (B, H, W, d_inner)
         return self.out_proj(self.out_norm(y) * F.silu(z))
 
 

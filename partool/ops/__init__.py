@@ -1,33 +1,32 @@
-"""The selective-scan op and its backends (see ARCHITECTURE.md, "Selective scan")."""
+"""The ops the models compose (docs/architecture.md, "Selective scan").
 
-from partool.ops.scan_mamba_ssm import mamba_ssm_available, scan_mamba_ssm
-from partool.ops.selective_scan import (
+- `selective_scan`: mamba_ssm's `selective_scan_fn` contract plus `reverse`, over the backends of
+  `partool.ops.backends`.
+- `causal_conv1d`, `add_rms_norm`: Mamba's short convolution and Vim's add + RMSNorm.
+- `bimamba_inner_fn` (Vim's mixer) and `cross_scan_fn` (VMamba v0's SS2D scan): each whole inner path in
+  one call, in the manner of mamba_ssm's `mamba_inner_fn`, with a reference, a kernel and an export
+  implementation chosen per call.
+"""
+
+from partool.ops.backends import (
     ScanBackend,
     available_backends,
     get_backend,
     register_backend,
     resolve_backend,
-    selective_scan,
     set_backend,
 )
-
-register_backend(
-    ScanBackend(
-        "mamba_ssm",
-        scan_mamba_ssm,
-        mamba_ssm_available,
-        frozenset({"cuda"}),
-        differentiable=True,
-        priority=15,
-    )
-)
-
-import partool.ops.kernels  # noqa: E402, F401  (registers the `cpu` and `cuda` kernel backends)
+from partool.ops.causal_conv1d import causal_conv1d
+from partool.ops.scan_mamba_ssm import mamba_ssm_available
+from partool.ops.selective_scan import count_scan_flops, selective_scan
 
 __all__ = [
     "ScanBackend",
     "available_backends",
+    "causal_conv1d",
+    "count_scan_flops",
     "get_backend",
+    "mamba_ssm_available",
     "register_backend",
     "resolve_backend",
     "selective_scan",

@@ -1,526 +1,99 @@
-"""ctypes binding of `libpartool_kernels` (plugins/kernels) and its `cpu` / `cuda` scan backends.
+"""The kernel library's ops: selective scan (one direction or both), depthwise conv1d + SiLU, add + RMSNorm.
 
-The Structures below mirror `partool_kernels.h` field for field (tests compare their offsets with a C
-compiler's). Tensors are cast to one io dtype (u's: float32, float16 or bfloat16) and passed in place
-when their rows are dense in a layout the kernels' strides describe (`_dense_rows`: contiguous, or a
-(d, b·l) matrix viewed as (b, d, l)), else as contiguous copies; A, D and delta_bias go as float32.
-The CUDA calls enqueue on PyTorch's current stream. Importing this module registers the backends; they
-report themselves unavailable until the library is built (`partool plugins build`).
-
-Each kernel is also a `torch.library` custom op (`torch.ops.partool.*`, with a fake implementation for
-shapes), which is what torch.compile traces: a model on these backends compiles as one graph, the glue
-around the kernels fused by Inductor, instead of breaking the graph at every ctypes call. Eager calls go
-straight to ctypes (the dispatcher costs ~8 µs a call).
-
-On CUDA the scans run the library's fastest variant for their shape, timed on a shape's first eager call
-(`scan_tuning`); `use_scan_variant` forces one.
+Each op is made once by `_kernel_op`: a `torch.library` custom op (`torch.ops.partool.kernels_*`, with a
+fake implementation for shapes), which is what torch.compile traces, so a model on these kernels compiles
+as one graph with the glue around them fused by Inductor instead of breaking the graph at every ctypes
+call; eager calls go straight to ctypes, without the dispatcher's per-call overhead. Tensors run on the
+device of their first argument. The C ABI and the marshalling of tensors into it live in `kernel_abi`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import os
-from collections.abc import Iterator
-from pathlib import Path
+import inspect
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-from partool.errors import UserError
-from partool.ops.scan_tuning import ScanTuner, cuda_event_time
-from partool.ops.selective_scan import ScanBackend, register_backend
-from partool.plugins import find_kernels_library
+from partool.ops import kernel_abi as abi
 
-ABI_VERSION = 3
-MAX_DSTATE = 16
-MAX_CONV_WIDTH = 4
-STATUS_NO_CUDA = 5
+F = TypeVar("F", bound=Callable)
 
-_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-_p = ctypes.c_void_p
-_fp = ctypes.POINTER(ctypes.c_float)
 
+def _kernel_op(name: str, fake: Callable) -> Callable[[F], F]:
+    """Decorator: `impl` becomes custom op partool::kernels_<name> with shape function `fake`; the returned
+    function calls the op under torch.compile and `impl` directly (ctypes) in eager mode. Keyword and
+    defaulted arguments are bound to positions first (the models' hot paths pass all of them by position)."""
 
-class ScanParams(ctypes.Structure):
-    """partool_scan_params_t."""
+    def wrap(impl: F) -> F:
+        op = torch.library.custom_op(f"partool::kernels_{name}", impl, mutates_args=())
+        op.register_fake(fake)
+        signature = inspect.signature(impl)
+        arity = len(signature.parameters)
 
-    _fields_ = [
-        ("batch", ctypes.c_int),
-        ("dim", ctypes.c_int),
-        ("dstate", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("groups", ctypes.c_int),
-        ("io_dtype", ctypes.c_int),
-        ("u", _p),
-        ("delta", _p),
-        ("A", _p),
-        ("B", _p),
-        ("C", _p),
-        ("D", _p),
-        ("z", _p),
-        ("delta_bias", _p),
-        ("out", _p),
-        ("last_state", _p),
-        ("delta_softplus", ctypes.c_int),
-        ("reverse", ctypes.c_int),
-        ("batch_stride", ctypes.c_int64),
-        ("dim_stride", ctypes.c_int64),
-        ("bc_batch_stride", ctypes.c_int64),
-        ("bc_state_stride", ctypes.c_int64),
-    ]
+        def call(*args, **kwargs):
+            if kwargs or len(args) != arity:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                args = bound.args
+            return op(*args) if torch.compiler.is_compiling() else impl(*args)
 
+        call.__doc__, call.__name__, call.__signature__ = impl.__doc__, impl.__name__, signature
+        return call  # type: ignore[return-value]
 
-class BidirScanParams(ctypes.Structure):
-    """partool_bidir_scan_params_t."""
-
-    _fields_ = [("fwd", ScanParams), ("bwd", ScanParams), ("out", _p), ("out_scale", ctypes.c_float)]
-
-
-class Conv1dParams(ctypes.Structure):
-    """partool_conv1d_params_t."""
-
-    _fields_ = [
-        ("batch", ctypes.c_int),
-        ("dim", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("width", ctypes.c_int),
-        ("io_dtype", ctypes.c_int),
-        ("x", _p),
-        ("weight", _p),
-        ("bias", _p),
-        ("out", _p),
-        ("silu", ctypes.c_int),
-        ("reverse", ctypes.c_int),
-        ("batch_stride", ctypes.c_int64),
-        ("dim_stride", ctypes.c_int64),
-    ]
-
-
-class Conv1dPairParams(ctypes.Structure):
-    """partool_conv1d_pair_params_t."""
-
-    _fields_ = [("first", Conv1dParams), ("second", Conv1dParams)]
-
-
-class AddRmsNormParams(ctypes.Structure):
-    """partool_add_rms_norm_params_t."""
-
-    _fields_ = [
-        ("batch", ctypes.c_int),
-        ("dim", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("io_dtype", ctypes.c_int),
-        ("eps", ctypes.c_float),
-        ("x", _p),
-        ("residual", _p),
-        ("weight", _p),
-        ("residual_out", _p),
-        ("out", _p),
-    ]
-
-
-class KernelError(RuntimeError):
-    """A kernel call returned a nonzero status; `status` is the code, the message says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def load_library(path: str | None = None) -> ctypes.CDLL | None:
-    """The kernels library with its signatures declared, or None when it is not built (yet).
-
-    Raises UserError when the file exists but is unusable (wrong ABI version, not loadable).
-    """
-    lib_path = Path(path) if path else find_kernels_library()
-    if lib_path is None:
-        return None
-    return _load(str(lib_path.resolve()))
-
-
-@functools.cache
-def _load(lib_path: str) -> ctypes.CDLL:
-    try:
-        lib = ctypes.CDLL(str(lib_path))
-    except OSError as exc:
-        raise UserError(f"cannot load {lib_path}: {exc}; rebuild it with `partool plugins build`") from exc
-    lib.partool_kernels_abi_version.restype = ctypes.c_int
-    lib.partool_kernels_abi_version.argtypes = []
-    version = lib.partool_kernels_abi_version()
-    if version != ABI_VERSION:
-        raise UserError(
-            f"{lib_path} has kernel ABI {version}, this partool needs {ABI_VERSION}; "
-            "rebuild it with `partool plugins build`"
-        )
-    signatures = {
-        "partool_status_string": ([ctypes.c_int], ctypes.c_char_p),
-        "partool_last_error_message": ([], ctypes.c_char_p),
-        "partool_kernels_has_cuda": ([], ctypes.c_int),
-        "partool_selective_scan_fwd_cpu": ([ctypes.POINTER(ScanParams), ctypes.c_int], ctypes.c_int),
-        "partool_selective_scan_fwd_cuda": ([ctypes.POINTER(ScanParams), _p], ctypes.c_int),
-        "partool_selective_scan_workspace_size": ([ctypes.POINTER(ScanParams)], ctypes.c_size_t),
-        "partool_selective_scan_bidir_fwd_cpu": (
-            [ctypes.POINTER(BidirScanParams), ctypes.c_int],
-            ctypes.c_int,
-        ),
-        "partool_selective_scan_bidir_fwd_cuda": ([ctypes.POINTER(BidirScanParams), _p], ctypes.c_int),
-        "partool_scan_cuda_variant_name": ([ctypes.c_int], ctypes.c_char_p),
-        "partool_selective_scan_fwd_cuda_variant": ([ctypes.POINTER(ScanParams), ctypes.c_int, _p], ctypes.c_int),
-        "partool_selective_scan_bidir_fwd_cuda_variant": (
-            [ctypes.POINTER(BidirScanParams), ctypes.c_int, _p],
-            ctypes.c_int,
-        ),
-        "partool_causal_conv1d_fwd_cpu": ([ctypes.POINTER(Conv1dParams), ctypes.c_int], ctypes.c_int),
-        "partool_causal_conv1d_fwd_cuda": ([ctypes.POINTER(Conv1dParams), _p], ctypes.c_int),
-        "partool_causal_conv1d_pair_fwd_cpu": (
-            [ctypes.POINTER(Conv1dPairParams), ctypes.c_int],
-            ctypes.c_int,
-        ),
-        "partool_causal_conv1d_pair_fwd_cuda": ([ctypes.POINTER(Conv1dPairParams), _p], ctypes.c_int),
-        "partool_add_rms_norm_fwd_cpu": ([ctypes.POINTER(AddRmsNormParams), ctypes.c_int], ctypes.c_int),
-        "partool_add_rms_norm_fwd_cuda": ([ctypes.POINTER(AddRmsNormParams), _p], ctypes.c_int),
-    }
-    for name, (argtypes, restype) in signatures.items():
-        fn = getattr(lib, name)
-        fn.argtypes = argtypes
-        fn.restype = restype
-    return lib
-
-
-_loaded: dict[str | None, ctypes.CDLL] = {}  # PARTOOL_KERNELS_LIB (None: the default lookup) -> library
-
-
-def _lib() -> ctypes.CDLL:
-    """The loaded library. A successful lookup is kept (the disk search costs ~0.1 ms, a b=1 scan ~0.5 ms);
-    a failed one is retried on the next call, so a library built meanwhile is found."""
-    key = os.environ.get("PARTOOL_KERNELS_LIB") or None
-    lib = _loaded.get(key)
-    if lib is None:
-        lib = load_library(key)
-        if lib is None:
-            raise UserError("libpartool_kernels is not built; run `partool plugins build`")
-        _loaded[key] = lib
-    return lib
-
-
-def check(status: int) -> None:
-    """Raise KernelError for a nonzero status, with the library's message."""
-    if status != 0:
-        lib = _lib()
-        detail = lib.partool_last_error_message().decode(errors="replace")
-        raise KernelError(status, f"{lib.partool_status_string(status).decode()}: {detail}")
-
-
-def _ptr(x: Tensor | None) -> int | None:
-    return None if x is None else x.data_ptr()
-
-
-def _cpu_threads() -> int:
-    return torch.get_num_threads()
-
-
-def _cuda_stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
-
-
-def _dense_rows(x: Tensor) -> bool:
-    """x (b, d, l) is laid out as the kernels' strides describe without copies: each length-l row
-    contiguous, and the rows packed without gaps or overlaps in any order of the two leading axes (a
-    contiguous tensor, or a (d, b·l) matrix viewed as (b, d, l))."""
-    if x.numel() == 0 or (x.shape[2] > 1 and x.stride(2) != 1):
-        return False
-    expected = x.shape[2]
-    for stride, size in sorted((x.stride(i), x.shape[i]) for i in (0, 1) if x.shape[i] > 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _rows_like(x: Tensor | None, layout: Tensor, dtype: torch.dtype) -> Tensor | None:
-    """x in `dtype` with the memory layout of `layout` (u: the kernels take one layout for u, delta, z, out)."""
-    if x is None or (x.dtype == dtype and x.stride() == layout.stride()):
-        return x
-    return torch.empty_like(layout, dtype=dtype).copy_(x)
-
-
-def _kernel_rows(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """x (b, d, l) in `dtype`, in place when its layout is one the kernels read (`_dense_rows`), else contiguous."""
-    x = x.to(dtype)
-    return x if _dense_rows(x) else x.contiguous()
-
-
-def _state_rows(B: Tensor, C: Tensor, io: torch.dtype) -> tuple[Tensor, Tensor]:
-    """B and C as (b, g, n, l) in `io`, kept in place (e.g. slices of x_proj's output) when both have one
-    layout with contiguous steps and the groups packed like states; else contiguous copies."""
-    B4 = (B.unsqueeze(1) if B.dim() == 3 else B).to(io)
-    C4 = (C.unsqueeze(1) if C.dim() == 3 else C).to(io)
-    _, g, n, length = B4.shape
-    ok = B4.stride() == C4.stride() and (length == 1 or B4.stride(3) == 1)
-    ok = ok and (g == 1 or n == 1 or B4.stride(1) == n * B4.stride(2))
-    # no expanded axes: a zero stride means "contiguous" to the kernels
-    ok = ok and all(stride > 0 for size, stride in zip(B4.shape, B4.stride(), strict=True) if size > 1)
-    return (B4, C4) if ok else (B4.contiguous(), C4.contiguous())
-
-
-def _prepare(u, delta, A, B, C, D, z, delta_bias):
-    """Tensors in the kernel dtypes and layouts: u in place when the kernels can read it so (`_dense_rows`)
-    and delta and z in u's layout, B and C as (b, g, n, l) in place where possible (`_state_rows`), A, D and
-    delta_bias contiguous float32. The output takes u's layout (`torch.empty_like`)."""
-    io = u.dtype if u.dtype in _DTYPES else torch.float32
-    u = _kernel_rows(u, io)
-    B4, C4 = _state_rows(B, C, io)
-
-    def f32(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.to(torch.float32).contiguous()
-
-    return (
-        u,
-        _rows_like(delta, u, io),
-        f32(A),
-        B4,
-        C4,
-        f32(D),
-        _rows_like(z, u, io),
-        f32(delta_bias),
-    )
-
-
-def _bc_strides(B: Tensor) -> tuple[int, int]:
-    """(bc_batch_stride, bc_state_stride) of a `_state_rows` B (b, g, n, l); 0 (contiguous) where unused."""
-    b, g, n, _ = B.shape
-    state = B.stride(2) if n > 1 else (B.stride(1) if g > 1 else 0)
-    return (B.stride(0) if b > 1 else 0), state
-
-
-def _scan_params(u, delta, A, B, C, D, z, delta_bias, out, last, softplus: bool, reverse: bool) -> ScanParams:
-    """partool_scan_params_t of `_prepare`d tensors; out has u's layout."""
-    b, d, length = u.shape
-    if A.is_complex():
-        raise ValueError("the partool kernels take real A only")
-    bc_batch, bc_state = _bc_strides(B)
-    return ScanParams(
-        batch=b,
-        dim=d,
-        dstate=A.shape[1],
-        length=length,
-        groups=B.shape[1],
-        io_dtype=_DTYPES[u.dtype],
-        u=_ptr(u),
-        delta=_ptr(delta),
-        A=_ptr(A),
-        B=_ptr(B),
-        C=_ptr(C),
-        D=_ptr(D),
-        z=_ptr(z),
-        delta_bias=_ptr(delta_bias),
-        out=_ptr(out),
-        last_state=_ptr(last),
-        delta_softplus=int(bool(softplus)),
-        reverse=int(bool(reverse)),
-        batch_stride=u.stride(0) if b > 1 else 0,
-        dim_stride=u.stride(1) if d > 1 else 0,
-        bc_batch_stride=bc_batch,
-        bc_state_stride=bc_state,
-    )
-
-
-def _bidir_params(fwd: tuple, bwd: tuple, out: Tensor, softplus: bool, out_scale: float) -> BidirScanParams:
-    """partool_bidir_scan_params_t of two `_prepare`d directions (the second scans in reverse) into `out`."""
-    return BidirScanParams(
-        fwd=_scan_params(*fwd, out, None, softplus, False),
-        bwd=_scan_params(*bwd, out, None, softplus, True),
-        out=_ptr(out),
-        out_scale=float(out_scale),
-    )
-
-
-def _conv_params(
-    x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, silu: bool, reverse: bool
-) -> Conv1dParams:
-    """partool_conv1d_params_t of x (b, d, l) in a kernel dtype and layout (`_kernel_rows`; out the same),
-    float32 weight (d, w) and bias."""
-    return Conv1dParams(
-        batch=x.shape[0],
-        dim=x.shape[1],
-        length=x.shape[2],
-        width=weight.shape[1],
-        io_dtype=_DTYPES[x.dtype],
-        x=_ptr(x),
-        weight=_ptr(weight),
-        bias=_ptr(bias),
-        out=_ptr(out),
-        silu=int(bool(silu)),
-        reverse=int(bool(reverse)),
-        batch_stride=x.stride(0) if x.shape[0] > 1 else 0,
-        dim_stride=x.stride(1) if x.shape[1] > 1 else 0,
-    )
-
-
-_SCAN_ENTRIES = ("selective_scan", "selective_scan_bidir")
-_tuner: ScanTuner | None = None
-
-
-def scan_tuner() -> ScanTuner:
-    """The process's choice of CUDA scan variant per shape (made on first use, with the library's names)."""
-    global _tuner
-    if _tuner is None:
-        lib = _lib()
-        names = []
-        while (name := lib.partool_scan_cuda_variant_name(len(names))) is not None:
-            names.append(name.decode())
-        _tuner = ScanTuner(names, torch.cuda.is_current_stream_capturing)
-    return _tuner
-
-
-def tuned_scan_variants() -> dict[tuple, str]:
-    """Each CUDA scan shape timed so far in this process, with its winning variant's name."""
-    return {} if _tuner is None else _tuner.chosen()
-
-
-@contextlib.contextmanager
-def use_scan_variant(name: str | None) -> Iterator[None]:
-    """CUDA scans in the block run variant `name` ("auto", "rows/states16", ...; None: the tuned one)."""
-    with scan_tuner().forced(name):
-        yield
-
-
-def _scan_key(entry: str, params: ctypes.Structure, device: torch.device) -> tuple:
-    p = params.fwd if entry == "selective_scan_bidir" else params
-    shape = (p.batch, p.dim, p.dstate, p.length, p.groups, p.io_dtype, p.batch_stride, p.dim_stride)
-    return (entry, device.index, *shape)
-
-
-def _launch(entry: str, params: ctypes.Structure, device: torch.device) -> None:
-    """Run `partool_<entry>_fwd_cuda` on the current stream of a CUDA device (a scan: with its tuned
-    variant), or its `_cpu` twin on PyTorch's threads; KernelError on a failing status."""
-    lib = _lib()
-    if device.type != "cuda":
-        check(getattr(lib, f"partool_{entry}_fwd_cpu")(ctypes.byref(params), _cpu_threads()))
-        return
-    with torch.cuda.device(device):
-        stream = _cuda_stream(device)
-        if entry not in _SCAN_ENTRIES:
-            check(getattr(lib, f"partool_{entry}_fwd_cuda")(ctypes.byref(params), stream))
-            return
-        fn = getattr(lib, f"partool_{entry}_fwd_cuda_variant")
-
-        def run(variant: int) -> None:
-            check(fn(ctypes.byref(params), variant, stream))
-
-        run(scan_tuner().choose(_scan_key(entry, params, device), run, cuda_event_time))
-
-
-def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-    args = _prepare(u, delta, A, B, C, D, z, delta_bias)
-    uu = args[0]
-    out = torch.empty_like(uu)  # u's layout and dtype, or float32 for u of another dtype (cast back below)
-    last = torch.empty(uu.shape[0], uu.shape[1], A.shape[1], dtype=torch.float32, device=uu.device)
-    params = _scan_params(*args, out, last, delta_softplus, reverse)
-    _launch("selective_scan", params, uu.device)
-    return out.to(u.dtype), last
-
-
-def _out_dtype(x: Tensor) -> torch.dtype:
-    """The io dtype a kernel computes x's dtype in (float32 for any dtype the kernels lack)."""
-    return x.dtype if x.dtype in _DTYPES else torch.float32
-
-
-@torch.library.custom_op("partool::kernels_selective_scan", mutates_args=())
-def _scan_op(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-    delta_bias: Tensor | None, delta_softplus: bool, reverse: bool,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return wrap
 
 
 def _out_like(u: Tensor) -> Tensor:
     """An empty kernel output for u: its layout where the kernels read u in place, else contiguous; in
     the kernels' dtype for u (what the real ops allocate, so the fake implementations agree with them)."""
-    dtype = _out_dtype(u)
-    return torch.empty_like(u, dtype=dtype) if _dense_rows(u) else u.new_empty(u.shape, dtype=dtype)
+    dtype = abi.io_dtype(u)
+    return torch.empty_like(u, dtype=dtype) if abi.dense_rows(u) else u.new_empty(u.shape, dtype=dtype)
 
 
-@_scan_op.register_fake
-def _scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+def _pair_out(x: Tensor) -> Tensor:
+    """An empty (2, *x.shape) kernel output whose halves each have the layout of `_out_like(x)`."""
+    b, d, length = x.shape
+    strides = x.stride() if abi.dense_rows(x) else (d * length, length, 1)
+    return x.new_empty_strided((2, b, d, length), (x.numel(), *strides), dtype=abi.io_dtype(x))
+
+
+def _scan_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
     b, d, _ = u.shape
     return _out_like(u).to(u.dtype), u.new_empty((b, d, A.shape[1]), dtype=torch.float32)
 
 
-def _run_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> tuple[Tensor, Tensor]:
-    """One scan on the device of u: the custom op under torch.compile, ctypes directly in eager."""
-    if torch.compiler.is_compiling():
-        return _scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+@_kernel_op("selective_scan", _scan_fake)
+def scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+    delta_bias: Tensor | None = None, delta_softplus: bool = False, reverse: bool = False,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Selective scan forward on the kernel of u's device: (out in u's dtype, last state float32 (b, d, n))."""
+    args = abi.prepare_scan(u, delta, A, B, C, D, z, delta_bias)
+    uu = args[0]
+    out = torch.empty_like(uu)  # u's layout and dtype, or float32 for u of another dtype (cast back below)
+    last = torch.empty(uu.shape[0], uu.shape[1], A.shape[1], dtype=torch.float32, device=uu.device)
+    abi.launch("selective_scan", abi.scan_params(*args, out, last, delta_softplus, reverse), uu.device)
+    return out.to(u.dtype), last
 
 
-def scan_cpu(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    reverse: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Selective scan forward on the CPU kernel: (out in u's dtype, last state float32 (b, d, n))."""
-    if u.device.type != "cpu":
-        raise ValueError(f"scan_cpu takes CPU tensors, got u on {u.device}")
-    return _run_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-
-
-def scan_cuda(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    reverse: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Selective scan forward on the CUDA kernel (tensors on one CUDA device), same returns as scan_cpu."""
-    if u.device.type != "cuda":
-        raise ValueError(f"scan_cuda takes CUDA tensors, got u on {u.device}")
-    return _run_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-
-
-_SCAN_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-
-
+@_kernel_op("bidir_scan", lambda u, *_: _out_like(u))
 def _bidir_scan(
-    fwd: tuple[Tensor | None, ...], bwd: tuple[Tensor | None, ...], delta_softplus: bool, out_scale: float
-) -> Tensor:
-    fa = _prepare(*fwd)
-    if bwd[0] is not None and bwd[0].shape == fa[0].shape:  # one dtype and layout for both and out
-        bwd = (_rows_like(bwd[0], fa[0], fa[0].dtype), *bwd[1:])
-    ba = _prepare(*bwd)
-    out = torch.empty_like(fa[0])
-    params = _bidir_params(fa, ba, out, delta_softplus, out_scale)
-    _launch("selective_scan_bidir", params, out.device)
-    return out
-
-
-@torch.library.custom_op("partool::kernels_bidir_scan", mutates_args=())
-def _bidir_scan_op(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
     delta_bias: Tensor | None, u_b: Tensor, delta_b: Tensor, A_b: Tensor, B_b: Tensor, C_b: Tensor,
     D_b: Tensor | None, z_b: Tensor | None, delta_bias_b: Tensor | None, delta_softplus: bool, out_scale: float,
 ) -> Tensor:  # fmt: skip
-    fwd, bwd = (u, delta, A, B, C, D, z, delta_bias), (u_b, delta_b, A_b, B_b, C_b, D_b, z_b, delta_bias_b)
-    return _bidir_scan(fwd, bwd, delta_softplus, out_scale)
+    fa = abi.prepare_scan(u, delta, A, B, C, D, z, delta_bias)
+    if u_b.shape == fa[0].shape:  # one dtype and layout for both and out
+        u_b = abi.rows_like(u_b, fa[0], fa[0].dtype)
+    ba = abi.prepare_scan(u_b, delta_b, A_b, B_b, C_b, D_b, z_b, delta_bias_b)
+    out = torch.empty_like(fa[0])
+    abi.launch("selective_scan_bidir", abi.bidir_params(fa, ba, out, delta_softplus, out_scale), out.device)
+    return out
 
 
-@_bidir_scan_op.register_fake
-def _bidir_scan_fake(u, *_args):
-    return _out_like(u)
+_SCAN_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
 def scan_bidirectional(
@@ -535,122 +108,62 @@ def scan_bidirectional(
     directions need the same shapes. Runs on the device of fwd["u"]; the output has u's dtype, or float32
     for a dtype the kernels lack.
     """
-    fa, ba = tuple(fwd.get(k) for k in _SCAN_KEYS), tuple(bwd.get(k) for k in _SCAN_KEYS)
-    if torch.compiler.is_compiling():
-        return _bidir_scan_op(*fa, *ba, delta_softplus, out_scale)
-    return _bidir_scan(fa, ba, delta_softplus, out_scale)
+    fa, ba = (fwd.get(k) for k in _SCAN_KEYS), (bwd.get(k) for k in _SCAN_KEYS)
+    return _bidir_scan(*fa, *ba, delta_softplus, out_scale)
 
 
-def _conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
-    x = _kernel_rows(x, _out_dtype(x))
-    w = weight.to(torch.float32).contiguous()
+def _conv_inputs(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """x in a kernel dtype and layout, weight and bias as contiguous float32."""
     bb = None if bias is None else bias.to(torch.float32).contiguous()
-    out = torch.empty_like(x)
-    params = _conv_params(x, w, bb, out, silu, reverse)
-    _launch("causal_conv1d", params, x.device)
-    return out
+    return abi.kernel_rows(x, abi.io_dtype(x)), weight.to(torch.float32).contiguous(), bb
 
 
-@torch.library.custom_op("partool::kernels_causal_conv1d", mutates_args=())
-def _conv1d_op(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
-    return _conv1d(x, weight, bias, silu, reverse)
-
-
-@_conv1d_op.register_fake
-def _conv1d_fake(x, weight, bias, silu, reverse):
-    return _out_like(x)
-
-
+@_kernel_op("causal_conv1d", lambda x, *_: _out_like(x))
 def causal_conv1d(
     x: Tensor, weight: Tensor, bias: Tensor | None = None, silu: bool = True, reverse: bool = False
 ) -> Tensor:
-    """Depthwise (anti-)causal conv1d + optional SiLU on the kernel library: x (b, d, l), weight (d, w)."""
-    if torch.compiler.is_compiling():
-        return _conv1d_op(x, weight, bias, silu, reverse)
-    return _conv1d(x, weight, bias, silu, reverse)
-
-
-def _conv1d_bidirectional(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
-    x = _kernel_rows(x, _out_dtype(x))
-    w = weight.to(torch.float32).contiguous()
-    bb = None if bias is None else bias.to(torch.float32).contiguous()
-    out = _pair_out(x)
-    params = Conv1dPairParams(
-        first=_conv_params(x, w[0], None if bb is None else bb[0], out[0], silu, False),
-        second=_conv_params(x, w[1], None if bb is None else bb[1], out[1], silu, True),
-    )
-    _launch("causal_conv1d_pair", params, x.device)
+    """Depthwise (anti-)causal conv1d + optional SiLU: x (b, d, l), weight (d, w), bias (d,) or None."""
+    x, w, bb = _conv_inputs(x, weight, bias)
+    out = torch.empty_like(x)
+    abi.launch("causal_conv1d", abi.conv_params(x, w, bb, out, silu, reverse), x.device)
     return out
 
 
-def _pair_out(x: Tensor) -> Tensor:
-    """An empty (2, *x.shape) kernel output whose halves each have the layout of `_out_like(x)`."""
-    b, d, length = x.shape
-    strides = x.stride() if _dense_rows(x) else (d * length, length, 1)
-    return x.new_empty_strided((2, b, d, length), (x.numel(), *strides), dtype=_out_dtype(x))
-
-
-@torch.library.custom_op("partool::kernels_causal_conv1d_bidirectional", mutates_args=())
-def _conv1d_bidirectional_op(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
-    return _conv1d_bidirectional(x, weight, bias, silu)
-
-
-@_conv1d_bidirectional_op.register_fake
-def _conv1d_bidirectional_fake(x, weight, bias, silu):
-    return _pair_out(x)
-
-
+@_kernel_op("causal_conv1d_bidirectional", lambda x, *_: _pair_out(x))
 def causal_conv1d_bidirectional(
     x: Tensor, weight: Tensor, bias: Tensor | None = None, silu: bool = True
 ) -> Tensor:
     """Vim's two depthwise convs of x (b, d, l) in one launch: weight (2, d, w) and bias (2, d) hold the
     causal direction's taps first and the anti-causal one's second. Returns (2, b, d, l): [0] causal,
     [1] anti-causal, each in the layout `causal_conv1d` gives (x's, where the kernels read x in place)."""
-    if torch.compiler.is_compiling():
-        return _conv1d_bidirectional_op(x, weight, bias, silu)
-    return _conv1d_bidirectional(x, weight, bias, silu)
-
-
-def _add_rms_norm_params(
-    x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, residual_out: Tensor | None, out: Tensor
-) -> AddRmsNormParams:
-    """partool_add_rms_norm_params_t of contiguous x (b, d, l) in a kernel dtype and float32 rest."""
-    return AddRmsNormParams(
-        batch=x.shape[0],
-        dim=x.shape[1],
-        length=x.shape[2],
-        io_dtype=_DTYPES[x.dtype],
-        eps=float(eps),
-        x=_ptr(x),
-        residual=_ptr(residual),
-        weight=_ptr(weight),
-        residual_out=_ptr(residual_out),
-        out=_ptr(out),
+    x, w, bb = _conv_inputs(x, weight, bias)
+    out = _pair_out(x)
+    params = abi.Conv1dPairParams(
+        first=abi.conv_params(x, w[0], None if bb is None else bb[0], out[0], silu, False),
+        second=abi.conv_params(x, w[1], None if bb is None else bb[1], out[1], silu, True),
     )
+    abi.launch("causal_conv1d_pair", params, x.device)
+    return out
 
 
+def _add_rms_norm_fake(x, residual, weight, eps, return_residual):
+    shape = x.shape if return_residual else (0,)
+    return x.new_empty(x.shape, dtype=abi.io_dtype(x)), x.new_empty(shape, dtype=torch.float32)
+
+
+@_kernel_op("add_rms_norm", _add_rms_norm_fake)
 def _add_rms_norm(
     x: Tensor, residual: Tensor | None, weight: Tensor, eps: float, return_residual: bool
-) -> tuple[Tensor, Tensor | None]:
-    x = x.to(_out_dtype(x)).contiguous()
+) -> tuple[Tensor, Tensor]:
+    """(out, r), r empty unless `return_residual` (the kernel then skips writing it)."""
+    x = x.to(abi.io_dtype(x)).contiguous()
     res = None if residual is None else residual.to(torch.float32).contiguous()
     w = weight.to(torch.float32).contiguous()
     out = torch.empty_like(x)
-    res_out = torch.empty(x.shape, dtype=torch.float32, device=x.device) if return_residual else None
-    params = _add_rms_norm_params(x, res, w, eps, res_out, out)
-    _launch("add_rms_norm", params, x.device)
+    res_out = torch.empty(x.shape if return_residual else (0,), dtype=torch.float32, device=x.device)
+    params = abi.add_rms_norm_params(x, res, w, eps, res_out if return_residual else None, out)
+    abi.launch("add_rms_norm", params, x.device)
     return out, res_out
-
-
-@torch.library.custom_op("partool::kernels_add_rms_norm", mutates_args=())
-def _add_rms_norm_op(x: Tensor, residual: Tensor | None, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    out, res_out = _add_rms_norm(x, residual, weight, eps, True)
-    return out, res_out
-
-
-@_add_rms_norm_op.register_fake
-def _add_rms_norm_fake(x, residual, weight, eps):
-    return x.new_empty(x.shape, dtype=_out_dtype(x)), x.new_empty(x.shape, dtype=torch.float32)
 
 
 def add_rms_norm(
@@ -659,67 +172,5 @@ def add_rms_norm(
     """Residual add + RMSNorm over the channels of channel-major x (b, d, l), the step between two Vim
     blocks: r = residual + x (float32; r = x without a residual), out = r / rms_d(r) · weight in x's dtype
     (float32 for a dtype the kernels lack). Returns (out, r), r None unless `return_residual`."""
-    if torch.compiler.is_compiling():  # the traced op always returns r; an unused r is dropped by Inductor
-        out, res_out = _add_rms_norm_op(x, residual, weight, eps)
-        return out, res_out if return_residual else None
-    return _add_rms_norm(x, residual, weight, eps, return_residual)
-
-
-def _library_available() -> bool:
-    try:
-        _lib()
-    except UserError:
-        return False
-    return True
-
-
-@torch.compiler.assume_constant_result  # torch.compile cannot trace ctypes: evaluated once, at trace time
-def cpu_available() -> bool:
-    """The kernels library is built and loads."""
-    return _library_available()
-
-
-@torch.compiler.assume_constant_result
-def cuda_available() -> bool:
-    """The library holds CUDA kernels and PyTorch sees a CUDA device."""
-    if not (_library_available() and torch.cuda.is_available()):
-        return False
-    return bool(_lib().partool_kernels_has_cuda())
-
-
-def _supported(A: Tensor) -> bool:
-    return 1 <= A.shape[1] <= MAX_DSTATE and not A.is_complex()
-
-
-def _backend_fn(device_type: str):
-    def fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        if not _supported(A):
-            raise UserError(
-                f"the {device_type} scan kernel supports real A with d_state 1..{MAX_DSTATE}, got "
-                f"{tuple(A.shape)} {A.dtype}; use backend 'chunked'"
-            )
-        return _run_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-
-    return fn
-
-
-def register() -> None:
-    """Register the `cpu` and `cuda` backends of partool.ops.selective_scan (forward-only kernels)."""
-    register_backend(
-        ScanBackend(
-            "cpu", _backend_fn("cpu"), cpu_available, frozenset({"cpu"}), differentiable=False, priority=20
-        )
-    )
-    register_backend(
-        ScanBackend(
-            "cuda",
-            _backend_fn("cuda"),
-            cuda_available,
-            frozenset({"cuda"}),
-            differentiable=False,
-            priority=20,
-        )
-    )
-
-
-register()
+    out, res_out = _add_rms_norm(x, residual, weight, eps, return_residual)
+    return out, res_out if return_residual else None

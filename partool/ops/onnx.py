@@ -1,36 +1,31 @@
-"""ONNX lowerings of the selective scan: one `partool::SelectiveScan` plugin node, or standard ONNX ops.
+"""How torch.onnx writes the scan lowerings: one `partool::SelectiveScan` plugin node, or standard ONNX ops.
 
-Each lowering is a scan backend (`onnx_plugin`, `onnx_portable`) that puts a `torch.library` custom op into
-the traced graph; `TRANSLATIONS` tells torch.onnx's (dynamo) exporter how to write each op in ONNX. In eager
-mode the ops run the chunked reference, so a model under `scan_lowering()` still computes the right answer.
+`scan_lowering(kind)` enters `partool.ops.lowering`'s context, in which scans trace as that lowering's
+custom op, and yields `TRANSLATIONS`, which tells torch.onnx's (dynamo) exporter how to write each op.
 
-Plugin node (ARCHITECTURE.md, "ONNX node"): op_type SelectiveScan, domain partool, attributes
+Plugin node (docs/architecture.md, "ONNX node"): op_type SelectiveScan, domain partool, attributes
 delta_softplus, reverse, plugin_namespace="partool", plugin_version="1". Inputs follow the TensorRT plugin's
 rule (plugins/tensorrt/scan_plugin_logic.h): TensorRT's ONNX parser turns an empty input name into a null
 tensor, which a plugin cannot take, so the node lists u, delta, A, B, C and then only the PRESENT optional
 inputs of D, z, delta_bias, packed in that order, and says which are present with the int attributes
 has_D, has_z, has_delta_bias (always all three written).
 
-Portable subgraph, chosen by measurement on ONNX Runtime 1.32 CPU, one thread, one scan at Vim-S shapes
-(b=1, d=768, n=16, l=197, with D, z, delta_bias, softplus), median of 30 runs on a shared 2-core machine:
-
-  * ONNX `Scan` over time (body: a·h + x, MatMul with C), decays materialised (l, b, d, n): 9.6-12.7 ms
-  * every step unrolled, decays materialised (l, b, d, n), state laid out (d, n):           11-15 ms
-  * chunks of 32 steps unrolled, decays computed per chunk, state laid out (n, d):         4.2-6.1 ms
-    (chunks of 16: 4.8-6.9 ms, of 8: 5.4-7.3 ms; ONNX Softplus alone costs 1.8 ms, its stable
-    decomposition max(x, 0) + log(1 + exp(-|x|)) 0.4 ms and it never overflows)
-
-The last one is what `onnx_portable` writes. A chunk's decays and inputs (32 × b·d·n floats) stay in cache;
-the (n, d) layout makes every broadcast run along d = 768 contiguous floats, which ONNX Runtime vectorises
-(along n = 16 it was 4× slower). A closed form over a chunk (exp of the masked segment sums, Mamba-2
-style) needs T times more exponentials than the recurrence because A is per (channel, state) here, and the
-exponentials already dominate, so it was not pursued. The recurrence only multiplies by exp(Δ·A) ≤ 1
-(A < 0, Δ ≥ 0), so the graph is stable for any Δ. `reverse` is the same graph walked from the last chunk.
+Portable subgraph: of the forms tried on ONNX Runtime 1.32's CPU provider while this lowering was written
+(an ONNX `Scan` over time; every step unrolled; chunks of 8, 16 or 32 steps unrolled), chunks of 32 steps
+unrolled with the decays computed per chunk and the state laid out (n, d) ran fastest, about twice as fast
+as `Scan`, and that is what the portable lowering writes (`benchmarks/onnx_cpu.py` times the whole model
+today; its results are in `benchmarks/results/`). A chunk's decays and inputs (32 × b·d·n
+floats) stay in cache; the (n, d) layout makes every broadcast run along d contiguous floats, which ONNX
+Runtime vectorises. Softplus is written as its stable decomposition max(x, 0) + log(1 + exp(-|x|)), which
+never overflows and ran faster than ONNX's Softplus. A closed form over a chunk (exp of the masked segment
+sums, Mamba-2 style) needs T times more exponentials than the recurrence because A is per (channel, state)
+here, and the exponentials already dominate, so it was not pursued. The recurrence only multiplies by
+exp(Δ·A) ≤ 1 (A < 0, Δ ≥ 0), so the graph is stable for any Δ. `reverse` is the same graph walked from
+the last chunk.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,67 +35,13 @@ import onnx
 import onnxscript
 import torch
 from onnxscript import opset18 as op
-from torch import Tensor
 
 from partool.errors import UserError
-from partool.ops.selective_scan import ScanBackend, register_backend, scan_reference_fn, set_backend
+from partool.ops.lowering import LOWERINGS, lowering
+from partool.plugins import PLUGIN_DOMAIN, PLUGIN_OP, PLUGIN_VERSION
 
-# The module, not the function of the same name that partool.ops exports.
-_registry = importlib.import_module("partool.ops.selective_scan")
-PLUGIN_DOMAIN = "partool"
-PLUGIN_OP = "SelectiveScan"
-PLUGIN_VERSION = "1"
-PORTABLE_CHUNK = 32  # steps per unrolled chunk, see the measurements above
-LOWERINGS = {"plugin": "onnx_plugin", "portable": "onnx_portable"}
+PORTABLE_CHUNK = 32  # steps per unrolled chunk (the module docstring says why)
 OPTIONAL_INPUTS = ("D", "z", "delta_bias")
-
-
-def _reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> Tensor:
-    return scan_reference_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)[0]
-
-
-@torch.library.custom_op("partool::selective_scan", mutates_args=())
-def selective_scan_plugin(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    reverse: bool,
-) -> Tensor:
-    """The scan as one opaque op (B, C are (b, g, n, l)); exported as the partool::SelectiveScan node."""
-    return _reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-
-
-@torch.library.custom_op("partool::selective_scan_portable", mutates_args=())
-def selective_scan_portable(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    reverse: bool,
-) -> Tensor:
-    """The scan as one opaque op; exported as the chunked subgraph of standard ONNX ops."""
-    return _reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-
-
-@selective_scan_plugin.register_fake
-def _plugin_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> Tensor:
-    return torch.empty_like(u)
-
-
-@selective_scan_portable.register_fake
-def _portable_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> Tensor:
-    return torch.empty_like(u)
 
 
 def _register_schema() -> None:
@@ -125,7 +66,7 @@ def _register_schema() -> None:
             PLUGIN_OP,
             PLUGIN_DOMAIN,
             1,
-            doc="Mamba selective scan (partool ARCHITECTURE.md, 'Selective scan' and 'ONNX node').",
+            doc="Mamba selective scan (partool docs/architecture.md, 'Selective scan' and 'ONNX node').",
             inputs=inputs,
             outputs=[param("out", io)],
             type_constraints=[(io, types, "u, delta, B, C, z, out"), (fp32, types, "A, D, delta_bias")],
@@ -169,7 +110,8 @@ def _ints(*values: int) -> Any:
 def _static(dim: Any, what: str) -> int:
     if not isinstance(dim, int):
         raise UserError(
-            f"the portable scan lowering needs a fixed {what}, got {dim}; export with a fixed --img-size"
+            f"the portable scan lowering needs a fixed {what}, got {dim}; "
+            "export with static shapes (only the batch may be dynamic)"
         )
     return dim
 
@@ -203,7 +145,7 @@ def portable_subgraph(
         u, delta, B, C = (op.Cast(x, to=f32) for x in (u, delta, B, C))
         z = None if z is None else op.Cast(z, to=f32)
     dt = delta if delta_bias is None else op.Add(delta, op.Unsqueeze(delta_bias, _ints(1)))
-    if delta_softplus:  # max(x, 0) + log(1 + exp(-|x|)): no overflow, and 4x faster than ORT's Softplus
+    if delta_softplus:  # max(x, 0) + log(1 + exp(-|x|)): no overflow, and faster than ORT's Softplus
         one = op.Constant(value=_ONE_F32)
         dt = op.Add(op.Relu(dt), op.Log(op.Add(op.Exp(op.Neg(op.Abs(dt))), one)))
     time_major = _ints(length, -1, groups, 1, c)
@@ -243,43 +185,12 @@ TRANSLATIONS: dict[Any, Callable[..., Any]] = {
 }
 
 
-def _backend_fn(custom_op: Any) -> Callable[..., tuple[Tensor, Tensor]]:
-    def fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> tuple[Tensor, Tensor]:
-        out = custom_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-        # An exported graph has no state output: the last state is an empty tensor, so any use fails loudly.
-        return out, u.new_empty(0, dtype=torch.float32)
-
-    return fn
-
-
-def _always() -> bool:
-    return True
-
-
-for _name, _op in (
-    ("onnx_plugin", torch.ops.partool.selective_scan),
-    ("onnx_portable", torch.ops.partool.selective_scan_portable),
-):
-    # Priority below every real backend: `auto` never picks an export lowering.
-    register_backend(
-        ScanBackend(
-            _name, _backend_fn(_op), _always, frozenset({"cpu", "cuda"}), differentiable=False, priority=-100
-        )
-    )
-
-
 @contextmanager
 def scan_lowering(kind: str) -> Iterator[dict[Any, Callable[..., Any]]]:
     """Within the block, scans trace as the `kind` ("plugin" | "portable") lowering; yields the exporter's
-    custom translation table. The previous global backend is restored afterwards."""
-    if kind not in LOWERINGS:
-        raise UserError(f"unknown scan lowering {kind!r}; choose one of: {', '.join(LOWERINGS)}")
-    previous = _registry._global_backend  # None = env / auto, which set_backend(None) restores
-    set_backend(LOWERINGS[kind])
-    try:
+    custom translation table."""
+    with lowering(kind):
         yield TRANSLATIONS
-    finally:
-        set_backend(previous)
 
 
 __all__ = ["LOWERINGS", "TRANSLATIONS", "plugin_node", "portable_subgraph", "scan_lowering"]

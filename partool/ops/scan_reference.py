@@ -1,12 +1,14 @@
 """Pure-PyTorch selective scans: the sequential ground truth and a chunked form that is fast on CPU.
 
-Both take normalised arguments (see `partool.ops.selective_scan`): B and C as (b, g, n, l), every tensor
-already float32, softplus/bias already applied to delta. Both are differentiable through autograd.
+The cores (`scan_sequential`, `scan_chunked`) take normalised arguments: B and C as (b, g, n, l), every
+tensor already float32, softplus/bias already applied to delta. `scan_reference_fn` puts the whole
+contract of `partool.ops.selective_scan` around them. All are differentiable through autograd.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import torch
@@ -103,3 +105,45 @@ def scan_chunked(
         ys.append(y)
     y = torch.cat(ys).permute(1, 2, 3, 0).reshape(b, d, -1)[..., :length]
     return y, h.reshape(b, d, n)
+
+
+def scan_reference_fn(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    reverse: bool,
+    *,
+    chunked: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """The full contract on top of a core scan, computed in (at least) float32 and cast back to u's dtype.
+
+    B and C arrive as (b, g, n, l). Returns (out, last state (b, d, n))."""
+    dtype = u.dtype
+    work = torch.promote_types(dtype, torch.float32)  # fp16/bf16 -> fp32; float64 stays (gradcheck)
+    uf, dt = u.to(work), delta.to(work)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(work)[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    if chunked:
+        y, last = scan_chunked(
+            uf, dt, A.to(work), B.to(work), C.to(work), reverse, compiled=_compile_chunks()
+        )
+    else:
+        y, last = scan_sequential(uf, dt, A.to(work), B.to(work), C.to(work), reverse)
+    if D is not None:
+        y = y + D.to(work)[:, None] * uf
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(dtype), last
+
+
+def _compile_chunks() -> bool:
+    """PARTOOL_SCAN_COMPILE=1 runs the chunked scan through torch.compile (faster CPU training, ~30 s compile)."""
+    return os.environ.get("PARTOOL_SCAN_COMPILE", "0") == "1"

@@ -4,7 +4,7 @@
  * Selective scan (forward), a fused bidirectional scan for Vim's two directions, the causal
  * depthwise conv1d + SiLU, and the residual add + RMSNorm between blocks, each on CPU (threads
  * across batch x channels, vectorised across the state) and on CUDA (sm_80 and newer). The scan's
- * semantics follow partool's "Selective scan" contract (shared/ARCHITECTURE.md), which is
+ * semantics follow partool's "Selective scan" contract (docs/architecture.md), which is
  * mamba_ssm's selective_scan_fn plus `reverse`:
  *
  *   dt_t = delta_t (+ delta_bias), softplus(dt_t) when delta_softplus

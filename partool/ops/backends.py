@@ -1,0 +1,142 @@
+"""The selective-scan backends: each one registered here, and the choice of one for a call.
+
+Backends: `reference` (sequential PyTorch, the ground truth), `chunked` (PyTorch, fast on CPU), `cpu` and
+`cuda` (the kernel library, `partool.ops.kernels`), `mamba_ssm` (mamba-ssm's CUDA scan, when it imports).
+Differentiable ones run as they are; a forward-only one (the kernels) runs under an autograd Function whose
+backward differentiates the chunked reference (`partool.ops.selective_scan`).
+Choice: the call's `backend=` argument, else `set_backend()`, else `PARTOOL_SCAN_BACKEND`, else `auto`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from partool.errors import UserError
+from partool.ops import kernel_abi, kernels
+from partool.ops.scan_mamba_ssm import mamba_ssm_available, scan_mamba_ssm
+from partool.ops.scan_reference import scan_reference_fn
+
+# fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> (out, last_state (b, d, n) float32).
+# Arguments arrive validated, with B and C as (b, g, n, l); dtypes are the caller's.
+ScanFn = Callable[..., tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class ScanBackend:
+    name: str
+    fn: ScanFn
+    is_available: Callable[[], bool]
+    devices: frozenset[str]  # device types it runs on: {"cpu"}, {"cuda"}, or both
+    differentiable: bool  # False: forward only, backward recomputed by the chunked reference
+    priority: int  # `auto` picks the available backend with the highest priority for the device
+
+
+_BACKENDS: dict[str, ScanBackend] = {}
+_global_backend: str | None = None
+
+
+def register_backend(backend: ScanBackend) -> None:
+    """Add (or replace) a backend."""
+    _BACKENDS[backend.name] = backend
+
+
+def available_backends() -> dict[str, bool]:
+    """Every registered backend and whether it can run here."""
+    return {name: b.is_available() for name, b in _BACKENDS.items()}
+
+
+def set_backend(name: str | None) -> None:
+    """Set the process-wide default backend (None: back to PARTOOL_SCAN_BACKEND / auto)."""
+    if name is not None:
+        _check_name(name)
+    global _global_backend
+    _global_backend = name
+
+
+def get_backend() -> str:
+    """The backend name in force when a call passes none."""
+    return _global_backend or os.environ.get("PARTOOL_SCAN_BACKEND") or "auto"
+
+
+def _check_name(name: str) -> None:
+    if name != "auto" and name not in _BACKENDS:
+        choices = ", ".join(["auto", *_BACKENDS])
+        raise UserError(f"unknown selective-scan backend {name!r}; choose one of: {choices}")
+
+
+def resolve_backend(name: str | None, device: torch.device, needs_grad: bool = False) -> ScanBackend:
+    """The backend that will run a call on `device` (raises UserError if the named one cannot).
+
+    `auto` skips forward-only backends when gradients are needed: their backward recomputes the scan with
+    the chunked reference, so for training the chunked reference alone is faster.
+    """
+    name = name or get_backend()
+    _check_name(name)
+    if name == "auto":
+        usable = [
+            b
+            for b in _BACKENDS.values()
+            if device.type in b.devices and b.is_available() and (b.differentiable or not needs_grad)
+        ]
+        return max(usable, key=lambda b: b.priority)
+    backend = _BACKENDS[name]
+    if device.type not in backend.devices:
+        raise UserError(
+            f"selective-scan backend {name!r} does not run on {device.type}; "
+            f"use one of {sorted(backend.devices)} or backend 'auto'"
+        )
+    if not backend.is_available():
+        raise UserError(
+            f"selective-scan backend {name!r} is not available here; `partool doctor` shows why, "
+            "or use backend 'auto'"
+        )
+    return backend
+
+
+def kernel_path_active(x: Tensor, weight: Tensor) -> bool:
+    """Whether a fused op may run on the kernel library: inference (no autograd on x or `weight`, the
+    module's parameters' stand-in), no tracing or ONNX export in play (torch.compile traces the kernels as
+    custom ops), and a `cpu`/`cuda` kernel backend in force for x's device."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    if x.device.type not in ("cpu", "cuda"):  # e.g. meta (FLOP counting): no kernel runs there
+        return False
+    return resolve_backend(None, x.device).name in ("cpu", "cuda")
+
+
+def _kernel_scan(device_type: str) -> ScanFn:
+    def fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+        if not 1 <= A.shape[1] <= kernel_abi.MAX_DSTATE:
+            raise UserError(
+                f"the {device_type} scan kernel supports d_state 1..{kernel_abi.MAX_DSTATE}, got "
+                f"{tuple(A.shape)}; use backend 'chunked'"
+            )
+        return kernels.scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+    return fn
+
+
+def _always() -> bool:
+    return True
+
+
+def _sequential(*args) -> tuple[Tensor, Tensor]:
+    return scan_reference_fn(*args, chunked=False)
+
+
+_BOTH = frozenset({"cpu", "cuda"})
+for _backend in (
+    ScanBackend("reference", _sequential, _always, _BOTH, differentiable=True, priority=0),
+    ScanBackend("chunked", scan_reference_fn, _always, _BOTH, differentiable=True, priority=10),
+    ScanBackend("mamba_ssm", scan_mamba_ssm, mamba_ssm_available, frozenset({"cuda"}), True, 15),
+    ScanBackend("cpu", _kernel_scan("cpu"), kernel_abi.cpu_available, frozenset({"cpu"}), False, 20),
+    ScanBackend("cuda", _kernel_scan("cuda"), kernel_abi.cuda_available, frozenset({"cuda"}), False, 20),
+):
+    register_backend(_backend)
