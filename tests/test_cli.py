@@ -34,6 +34,7 @@ def test_doctor_json_reports_backends_and_tools():
         assert len(info["openmp_runtimes"]) == 1  # the kernels share PyTorch's OpenMP runtime
 
 
+@pytest.mark.slow
 def test_models_json_lists_the_zoo_with_parameter_counts():
     result = run_cli("models", "--json")
     assert result.returncode == 0, result.stderr

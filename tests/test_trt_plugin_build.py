@@ -16,6 +16,8 @@ from emulation_build import build_emulation
 
 from partool.plugins import tensorrt_include_dirs
 
+pytestmark = pytest.mark.slow  # builds the TensorRT plugin with CMake
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 TRT_DIR = PLUGINS / "tensorrt"
