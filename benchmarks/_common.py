@@ -65,11 +65,11 @@ def watch_library_calls(record: Callable[[str, float], None]) -> None:
 
     launch = kernel_abi.launch
 
-    def watched(entry, params, device):
+    def watched(entry, params, device, backward=False):
         start = time.perf_counter()
         try:
-            return launch(entry, params, device)
+            return launch(entry, params, device, backward)
         finally:
-            record(f"partool::{entry}", time.perf_counter() - start)
+            record(f"partool::{entry}{'_bwd' if backward else ''}", time.perf_counter() - start)
 
     kernel_abi.launch = watched

@@ -37,6 +37,52 @@ def numpy_scan(u, delta, A, B, C, D, z, delta_bias, softplus, reverse):
     return y, h
 
 
+def numpy_scan_bwd(u, delta, A, B, C, D, z, delta_bias, dout, softplus, reverse):
+    """Float64 gradients of numpy_scan's output against `dout`, written from the backward's formulas in
+    partool_kernels.h: the states forward, dh_t = g_t C_t + a_{t+1} dh_{t+1} backward, then every sum.
+    A dict of the partool_scan_bwd_params_t gradients (du, ddelta, dA, dB, dC; dD, dz, ddelta_bias when
+    D, z, delta_bias are given)."""
+    u, delta, A, B, C, dout = (np.asarray(x, dtype=np.float64) for x in (u, delta, A, B, C, dout))
+    b, d, length = u.shape
+    g, n = B.shape[1], A.shape[1]
+    pre = delta + (0.0 if delta_bias is None else np.asarray(delta_bias, np.float64)[:, None])
+    dt = np.where(pre > 20.0, pre, np.log1p(np.exp(np.minimum(pre, 20.0)))) if softplus else pre
+    group = np.arange(d) // (d // g)
+    Bx, Cx = B[:, group], C[:, group]  # (b, d, n, l)
+    a = np.exp(dt[:, :, None, :] * A[None, :, :, None])  # a_t, (b, d, n, l)
+    order = list(reversed(range(length))) if reverse else list(range(length))
+    h_prev, h_after = np.zeros((b, d, n, length)), np.zeros((b, d, n, length))  # h_{t-1} and h_t
+    h = np.zeros((b, d, n))
+    for t in order:
+        h_prev[..., t] = h
+        h = a[..., t] * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
+        h_after[..., t] = h
+    y = (Cx * h_after).sum(2) + (0.0 if D is None else np.asarray(D, np.float64)[:, None] * u)
+    grads = {}
+    gy = dout
+    if z is not None:
+        zz = np.asarray(z, np.float64)
+        sig = 1.0 / (1.0 + np.exp(-zz))
+        gy = dout * zz * sig
+        grads["dz"] = dout * y * sig * (1.0 + zz * (1.0 - sig))
+    dh, carry = np.zeros((b, d, n, length)), np.zeros((b, d, n))
+    for t in reversed(order):
+        dh[..., t] = gy[:, :, None, t] * Cx[..., t] + carry
+        carry = a[..., t] * dh[..., t]
+    ddt = (dh * (A[None, :, :, None] * a * h_prev + Bx * u[:, :, None])).sum(2)
+    grads["ddelta"] = ddt / (1.0 + np.exp(-pre)) if softplus else ddt
+    grads["du"] = (dh * Bx).sum(2) * dt + (0.0 if D is None else np.asarray(D, np.float64)[:, None] * gy)
+    grads["dA"] = (dh * dt[:, :, None] * a * h_prev).sum((0, 3))
+    per_group = (b, g, d // g, n, length)  # channel c is (group c // (d/g), member c % (d/g))
+    grads["dB"] = (dh * (dt * u)[:, :, None]).reshape(per_group).sum(2)
+    grads["dC"] = (gy[:, :, None] * h_after).reshape(per_group).sum(2)
+    if D is not None:
+        grads["dD"] = (gy * u).sum((0, 2))
+    if delta_bias is not None:
+        grads["ddelta_bias"] = grads["ddelta"].sum((0, 2))
+    return grads
+
+
 def make_inputs(b, d, n, length, groups, dtype, extras, seed=0):
     gen = torch.Generator().manual_seed(seed)
     u = torch.randn(b, d, length, generator=gen).to(dtype)
@@ -61,6 +107,18 @@ def conv_reference(x, w, bias, silu, reverse):
     ref = F.conv1d(F.pad(xf, (w.shape[1] - 1, 0)), w.double().unsqueeze(1), bias.double(), groups=x.shape[1])
     ref = F.silu(ref) if silu else ref
     return (ref.flip(-1) if reverse else ref).numpy()
+
+
+def conv_bwd_reference(x, w, bias, dout, silu, reverse):
+    """(dx, dweight, dbias) of conv_reference's output against dout, by torch autograd in float64 (dbias
+    None without a bias)."""
+    x, w = x.double().requires_grad_(), w.double().requires_grad_()
+    b = None if bias is None else bias.double().requires_grad_()
+    xf = x.flip(-1) if reverse else x
+    out = F.conv1d(F.pad(xf, (w.shape[1] - 1, 0)), w.unsqueeze(1), b, groups=x.shape[1])
+    out = F.silu(out) if silu else out
+    (out.flip(-1) if reverse else out).backward(dout.double())
+    return x.grad.numpy(), w.grad.numpy(), None if b is None else b.grad.numpy()
 
 
 def add_rms_norm_reference(x, residual, weight, eps):

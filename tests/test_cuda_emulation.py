@@ -18,10 +18,12 @@ from scan_references import (
     SCAN_VARIANTS,
     TOL,
     add_rms_norm_reference,
+    conv_bwd_reference,
     conv_reference,
     flat_view,
     make_inputs,
     numpy_scan,
+    numpy_scan_bwd,
     rel_err,
 )
 
@@ -133,6 +135,48 @@ class Emulated:
             ctypes.byref(params), VARIANT[variant], None
         )
         return status, out
+
+    def nan_grad(self, *shape: int) -> torch.Tensor:
+        """A guarded float32 gradient, NaN inside too: the kernel must write (or zero) every element."""
+        return self.guard(torch.full(shape, float("nan")))
+
+    def scan_bwd(
+        self, args, dout: torch.Tensor, softplus: bool, reverse: bool, flat: bool = False
+    ) -> tuple[int, dict[str, torch.Tensor]]:
+        """partool_selective_scan_bwd_cuda; dout in u's layout. The gradients by their field names (dD, dz
+        and ddelta_bias only for the inputs given)."""
+        prepared = self._prepared(args, flat)
+        u, _, _, B, _, D, z, bias = prepared
+        b, d, length = u.shape
+        _, g, n, _ = B.shape
+        dout = self.guard_flat(dout, 1, 1) if flat else self.guard(dout)
+        assert dout.stride() == u.stride()
+        shapes = {"du": (b, d, length), "ddelta": (b, d, length), "dA": (d, n), "dB": (b, g, n, length),
+                  "dC": (b, g, n, length), "dD": D is not None and (d,), "dz": z is not None and (b, d, length),
+                  "ddelta_bias": bias is not None and (d,)}  # fmt: skip
+        grads = {name: self.nan_grad(*shape) for name, shape in shapes.items() if shape}
+        params = kernel_abi.ScanBwdParams(
+            fwd=kernel_abi.scan_params(*prepared, None, None, softplus, reverse),
+            dout=dout.data_ptr(),
+            **{name: grad.data_ptr() for name, grad in grads.items()},
+        )
+        return self.lib.partool_selective_scan_bwd_cuda(ctypes.byref(params), None), grads
+
+    def conv_bwd(
+        self, x, w, bias, dout, silu: bool, reverse: bool, flat: bool = False
+    ) -> tuple[int, dict[str, torch.Tensor]]:
+        """partool_causal_conv1d_bwd_cuda; dout in x's layout. {"dx", "dweight"(, "dbias")}."""
+        x, w, bias = (self.guard_flat(x, 2, 1) if flat else self.guard(x)), self.guard(w), self.guard(bias)
+        dout = self.guard_flat(dout, 1, 1) if flat else self.guard(dout)
+        grads = {"dx": self.nan_grad(*x.shape), "dweight": self.nan_grad(*w.shape)}
+        if bias is not None:
+            grads["dbias"] = self.nan_grad(*bias.shape)
+        params = kernel_abi.Conv1dBwdParams(
+            fwd=kernel_abi.conv_params(x, w, bias, None, silu, reverse),
+            dout=dout.data_ptr(),
+            **{name: grad.data_ptr() for name, grad in grads.items()},
+        )
+        return self.lib.partool_causal_conv1d_bwd_cuda(ctypes.byref(params), None), grads
 
     def conv(self, x, w, bias, silu: bool, reverse: bool, flat: bool = False) -> tuple[int, torch.Tensor]:
         x, w, bias = (self.guard_flat(x, 2, 1) if flat else self.guard(x)), self.guard(w), self.guard(bias)
@@ -389,6 +433,120 @@ def test_conv1d_pair_runs_both_directions_in_one_launch(device):
     assert device.last_launch()[3] == before + 1
     for i, reverse in ((0, False), (1, True)):
         assert rel_err(out[i], conv_reference(x.float(), w[i], bias[i], True, reverse)) <= TOL[torch.float16]
+
+
+# ---- backward kernels -------------------------------------------------------------------------------
+
+# (batch, dim, d_state, length, groups, dtype, with (D, z, delta_bias), softplus, reverse, flat): the scan
+# backward walks 32-step chunks (3-4 chunks park boundary states, a partial last chunk, one chunk, one step)
+# in 8-channel blocks (dim per group 6 and 4: partial blocks).
+SCAN_BWD_CASES = [
+    (2, 16, 16, 70, 1, torch.float32, (True, True, True), True, False, False),
+    (2, 12, 5, 100, 2, torch.float32, (False, False, False), False, True, False),
+    (1, 8, 1, 33, 2, torch.float16, (True, False, False), True, True, False),
+    (2, 16, 16, 45, 2, torch.bfloat16, (False, True, True), True, False, True),
+    (2, 8, 5, 32, 1, torch.float16, (True, True, False), False, False, True),
+    (1, 8, 16, 1, 1, torch.float32, (True, True, True), True, True, False),
+]
+# float32 gradients of inputs rounded to the io dtype: only float32 accumulation differs from the reference
+SCAN_BWD_TOL = 2e-5
+
+
+def scan_bwd_inputs(b, d, n, length, groups, dtype, extras, softplus, seed):
+    """Scan inputs with D, z and delta_bias as asked; without softplus delta stays positive (a_t < 1)."""
+    u, delta, A, B, C, D, z, bias = make_inputs(b, d, n, length, groups, dtype, softplus, seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    if not softplus:  # make_inputs has no D, z or bias then
+        D, z = torch.randn(d, generator=gen), torch.randn(b, d, length, generator=gen).to(dtype)
+        bias = torch.rand(d, generator=gen) * 0.3
+    with_D, with_z, with_bias = extras
+    return u, delta, A, B, C, D if with_D else None, z if with_z else None, bias if with_bias else None
+
+
+@pytest.mark.parametrize("case", range(len(SCAN_BWD_CASES)))
+def test_scan_backward_matches_numpy(device, case):
+    b, d, n, length, groups, dtype, extras, softplus, reverse, flat = SCAN_BWD_CASES[case]
+    device.device(seed=case)
+    args = scan_bwd_inputs(b, d, n, length, groups, dtype, extras, softplus, seed=case)
+    dout = torch.randn(b, d, length, generator=torch.Generator().manual_seed(case)).to(dtype)
+    status, grads = device.scan_bwd(args, dout, softplus, reverse, flat=flat)
+    assert status == 0, device.error()
+    ref = numpy_scan_bwd(*map(as_float, args), dout.float(), softplus, reverse)
+    assert grads.keys() == ref.keys()
+    for name, grad in grads.items():
+        assert rel_err(grad, ref[name]) <= SCAN_BWD_TOL, name
+    assert device.last_launch()[:2] == (b * groups * -(-d // groups // 8), 128)
+
+
+def test_scan_backward_references_match_autograd():
+    """numpy_scan_bwd (the formulas) against torch autograd through a float64 scan written step by step."""
+
+    def torch_scan(u, delta, A, B, C, D, z, bias, softplus, reverse):
+        dt = delta + bias[:, None]
+        dt = torch.nn.functional.softplus(dt) if softplus else dt
+        Bx, Cx = (x.repeat_interleave(u.shape[1] // B.shape[1], dim=1) for x in (B, C))
+        h, ys = torch.zeros(*u.shape[:2], A.shape[1], dtype=u.dtype), {}
+        for t in reversed(range(u.shape[2])) if reverse else range(u.shape[2]):
+            h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
+            ys[t] = (h * Cx[..., t]).sum(-1)
+        y = torch.stack([ys[t] for t in range(u.shape[2])], dim=2) + D[:, None] * u
+        return y * torch.nn.functional.silu(z)
+
+    for softplus, reverse in ((True, False), (False, True)):
+        args = [
+            x.double().requires_grad_()
+            for x in scan_bwd_inputs(2, 6, 5, 9, 2, torch.float64, (True,) * 3, softplus, 1)
+        ]
+        out = torch_scan(*args, softplus, reverse)
+        dout = torch.randn_like(out)
+        out.backward(dout)
+        ref = numpy_scan_bwd(*(x.detach() for x in args), dout, softplus, reverse)
+        for name, x in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"), args, strict=True):
+            assert rel_err(x.grad, ref[name]) <= 1e-12, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("width", "reverse", "silu", "with_bias"),
+    [
+        (4, False, True, True),
+        (4, True, True, False),
+        (3, True, False, True),
+        (2, False, False, False),
+        (1, False, True, True),
+    ],
+)
+def test_conv1d_backward_matches_autograd(device, dtype, width, reverse, silu, with_bias):
+    """dx, dweight, dbias; 3 x 20 rows go channel-major over 8-warp blocks, so blocks hold runs of one channel
+    and partial runs; 45 steps: a partial second chunk; both layouts."""
+    gen = torch.Generator().manual_seed(width)
+    x = torch.randn(3, 20, 45, generator=gen).to(dtype)
+    w, bias = torch.randn(20, width, generator=gen), torch.randn(20, generator=gen) if with_bias else None
+    dout = torch.randn(3, 20, 45, generator=gen).to(dtype)
+    refs = conv_bwd_reference(x.float(), w, bias, dout.float(), silu, reverse)
+    want = {name: ref for name, ref in zip(("dx", "dweight", "dbias"), refs, strict=True) if ref is not None}
+    for flat in (False, True):
+        status, grads = device.conv_bwd(x, w, bias, dout, silu, reverse, flat=flat)
+        assert status == 0, device.error()
+        assert grads.keys() == want.keys()
+        for name, grad in grads.items():
+            assert rel_err(grad, want[name]) <= 2e-6, name
+    assert device.last_launch()[:2] == (-(-3 * 20 // 8), 256)
+
+
+def test_backward_entry_points_validate(device):
+    """Optional gradients go with the forward's optional inputs, as on the CPU."""
+    args = scan_bwd_inputs(1, 8, 4, 10, 1, torch.float32, (True, False, False), True, seed=0)
+    prepared = device._prepared(args)
+    names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz")  # dz without z
+    grads = {name: device.nan_grad(64) for name in names}
+    params = kernel_abi.ScanBwdParams(
+        fwd=kernel_abi.scan_params(*prepared, None, None, True, False),
+        dout=device.guard(torch.zeros(1, 8, 10)).data_ptr(),
+        **{name: grad.data_ptr() for name, grad in grads.items()},
+    )
+    assert device.lib.partool_selective_scan_bwd_cuda(ctypes.byref(params), None) == 1  # invalid argument
+    assert "dz" in device.error()
 
 
 # One of each kind: the default (its whole sweep), a chunked tile, a state split. CI's "kernel sweep" step runs

@@ -25,14 +25,13 @@ from partool.errors import UserError
 from partool.ops.scan_tuning import ScanTuner, cuda_event_time
 from partool.plugins import find_kernels_library
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 MAX_DSTATE = 16
 MAX_CONV_WIDTH = 4
 STATUS_NO_CUDA = 5
 
 DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _p = ctypes.c_void_p
-_fp = ctypes.POINTER(ctypes.c_float)
 
 
 class ScanParams(ctypes.Structure):
@@ -94,6 +93,22 @@ class Conv1dPairParams(ctypes.Structure):
     """partool_conv1d_pair_params_t."""
 
     _fields_ = [("first", Conv1dParams), ("second", Conv1dParams)]
+
+
+class ScanBwdParams(ctypes.Structure):
+    """partool_scan_bwd_params_t."""
+
+    _fields_ = [
+        ("fwd", ScanParams),
+        ("dout", _p),
+        *((name, _p) for name in ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias")),
+    ]
+
+
+class Conv1dBwdParams(ctypes.Structure):
+    """partool_conv1d_bwd_params_t."""
+
+    _fields_ = [("fwd", Conv1dParams), ("dout", _p), ("dx", _p), ("dweight", _p), ("dbias", _p)]
 
 
 class AddRmsNormParams(ctypes.Structure):
@@ -176,6 +191,10 @@ def _load(lib_path: str) -> ctypes.CDLL:
         "partool_causal_conv1d_pair_fwd_cuda": ([ctypes.POINTER(Conv1dPairParams), _p], ctypes.c_int),
         "partool_add_rms_norm_fwd_cpu": ([ctypes.POINTER(AddRmsNormParams), ctypes.c_int], ctypes.c_int),
         "partool_add_rms_norm_fwd_cuda": ([ctypes.POINTER(AddRmsNormParams), _p], ctypes.c_int),
+        "partool_selective_scan_bwd_cpu": ([ctypes.POINTER(ScanBwdParams), ctypes.c_int], ctypes.c_int),
+        "partool_selective_scan_bwd_cuda": ([ctypes.POINTER(ScanBwdParams), _p], ctypes.c_int),
+        "partool_causal_conv1d_bwd_cpu": ([ctypes.POINTER(Conv1dBwdParams), ctypes.c_int], ctypes.c_int),
+        "partool_causal_conv1d_bwd_cuda": ([ctypes.POINTER(Conv1dBwdParams), _p], ctypes.c_int),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
@@ -393,19 +412,21 @@ def _scan_key(entry: str, params: ctypes.Structure, device: torch.device) -> tup
     return (entry, device.index, *shape)
 
 
-def launch(entry: str, params: ctypes.Structure, device: torch.device) -> None:
-    """Run `partool_<entry>_fwd_cuda` on the current stream of a CUDA device (a scan: with its tuned
-    variant), or its `_cpu` twin on PyTorch's threads; KernelError on a failing status."""
+def launch(entry: str, params: ctypes.Structure, device: torch.device, backward: bool = False) -> None:
+    """Run `partool_<entry>_fwd_cuda` (`_bwd_` with `backward`) on the current stream of a CUDA device (a
+    forward scan: with its tuned variant), or its `_cpu` twin on PyTorch's threads; KernelError on a
+    failing status."""
     lib = library()
+    stem = f"partool_{entry}_{'bwd' if backward else 'fwd'}"
     if device.type != "cuda":
-        check(getattr(lib, f"partool_{entry}_fwd_cpu")(ctypes.byref(params), _cpu_threads()))
+        check(getattr(lib, f"{stem}_cpu")(ctypes.byref(params), _cpu_threads()))
         return
     with torch.cuda.device(device):
         stream = _cuda_stream(device)
-        if entry not in _SCAN_ENTRIES:
-            check(getattr(lib, f"partool_{entry}_fwd_cuda")(ctypes.byref(params), stream))
+        if backward or entry not in _SCAN_ENTRIES:
+            check(getattr(lib, f"{stem}_cuda")(ctypes.byref(params), stream))
             return
-        fn = getattr(lib, f"partool_{entry}_fwd_cuda_variant")
+        fn = getattr(lib, f"{stem}_cuda_variant")
 
         def run(variant: int) -> None:
             check(fn(ctypes.byref(params), variant, stream))

@@ -93,6 +93,50 @@ def _bidir_scan(
     return out
 
 
+def _scan_grad_buffers(u: Tensor, A: Tensor, B: Tensor, D, z, delta_bias) -> list[Tensor]:
+    """Empty float32 gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) of a scan of u (b, d, l), B
+    (b, g, n, l); an absent optional input's is an empty tensor (a custom op cannot return None)."""
+    b, d, length = u.shape
+
+    def f32(*shape: int) -> Tensor:
+        return torch.empty(shape, dtype=torch.float32, device=u.device)
+
+    def optional(x: Tensor | None, *shape: int) -> Tensor:
+        return f32(*shape) if x is not None else f32(0)
+
+    return [
+        f32(b, d, length), f32(b, d, length), f32(*A.shape), f32(*B.shape), f32(*B.shape),
+        optional(D, d), optional(z, b, d, length), optional(delta_bias, d),
+    ]  # fmt: skip
+
+
+def _scan_bwd_fake(u, delta, A, B, C, D, z, delta_bias, dout, delta_softplus, reverse):
+    return tuple(_scan_grad_buffers(u, A, B, D, z, delta_bias))
+
+
+@_kernel_op("selective_scan_bwd", _scan_bwd_fake)
+def scan_bwd(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+    delta_bias: Tensor | None, dout: Tensor, delta_softplus: bool, reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """Gradients of `scan`'s out given `dout`, recomputing the states in the kernel (none were stored):
+    float32 (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), B and C as (b, g, n, l), an absent optional
+    input's gradient empty."""
+    args = abi.prepare_scan(u, delta, A, B, C, D, z, delta_bias)
+    uu, B4 = args[0], args[3]
+    g = abi.rows_like(dout, uu, uu.dtype)  # the kernels read dout in u's layout and dtype
+    grads = _scan_grad_buffers(uu, A, B4, D, z, delta_bias)
+    fwd = abi.scan_params(*args, g, None, delta_softplus, reverse)  # its out is not read: dout stands in
+    names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias")
+    pointers = {
+        name: grad.data_ptr() if grad.numel() else None for name, grad in zip(names, grads, strict=True)
+    }
+    abi.launch(
+        "selective_scan", abi.ScanBwdParams(fwd=fwd, dout=g.data_ptr(), **pointers), uu.device, backward=True
+    )
+    return tuple(grads)
+
+
 _SCAN_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -127,6 +171,32 @@ def causal_conv1d(
     out = torch.empty_like(x)
     abi.launch("causal_conv1d", abi.conv_params(x, w, bb, out, silu, reverse), x.device)
     return out
+
+
+def _conv_bwd_fake(x, weight, bias, dout, silu, reverse):
+    return (
+        x.new_empty(x.shape, dtype=torch.float32),
+        weight.new_empty(weight.shape, dtype=torch.float32),
+        weight.new_empty((weight.shape[0],) if bias is not None else (0,), dtype=torch.float32),
+    )
+
+
+@_kernel_op("causal_conv1d_bwd", _conv_bwd_fake)
+def causal_conv1d_bwd(
+    x: Tensor, weight: Tensor, bias: Tensor | None, dout: Tensor, silu: bool, reverse: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of `causal_conv1d`'s out given `dout`: float32 (dx, dweight, dbias), dbias empty without
+    a bias."""
+    x, w, bb = _conv_inputs(x, weight, bias)
+    g = abi.rows_like(dout, x, x.dtype)
+    dx, dweight, dbias = _conv_bwd_fake(x, w, bb, g, silu, reverse)
+    params = abi.Conv1dBwdParams(
+        fwd=abi.conv_params(x, w, bb, g, silu, reverse),  # its out is not read: dout stands in
+        dout=g.data_ptr(), dx=dx.data_ptr(), dweight=dweight.data_ptr(),
+        dbias=dbias.data_ptr() if bias is not None else None,
+    )  # fmt: skip
+    abi.launch("causal_conv1d", params, x.device, backward=True)
+    return dx, dweight, dbias
 
 
 @_kernel_op("causal_conv1d_bidirectional", lambda x, *_: _pair_out(x))

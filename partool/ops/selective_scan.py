@@ -2,8 +2,9 @@
 
 The call validates its arguments, counts its FLOPs for `count_scan_flops`, and runs on the backend
 `partool.ops.backends` chooses, or as the ONNX lowering's custom op inside `partool.ops.lowering.lowering`.
-Every backend is differentiable: a forward-only one (the kernels) runs under `_ForwardOnlyScan`, whose
-backward differentiates the chunked reference.
+Every backend is differentiable: autograd sees through the PyTorch ones and mamba_ssm; the kernels run under
+`_KernelScan`, whose backward is the library's backward kernel (it keeps the inputs, never the states); a
+backend with neither runs under `_ForwardOnlyScan`, whose backward differentiates the chunked reference.
 """
 
 from __future__ import annotations
@@ -43,6 +44,34 @@ def _validate(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D, z, d
             raise ValueError(f"{name} must be (dim={d},), got {tuple(x.shape)}")
     if z is not None and z.shape != u.shape:
         raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+
+
+class _KernelScan(torch.autograd.Function):
+    """A scan whose backward is a kernel of its own: only the inputs are saved, the states are recomputed."""
+
+    @staticmethod
+    def forward(ctx, fn, backward, delta_softplus, reverse, u, delta, A, B, C, D, z, delta_bias):
+        ctx.backward, ctx.flags = backward, (delta_softplus, reverse)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        out, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        ctx.mark_non_differentiable(last)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_last):
+        inputs = ctx.saved_tensors
+        grads = ctx.backward(*inputs, grad_out, *ctx.flags)
+        needs = ctx.needs_input_grad[4:]
+        return (
+            None,
+            None,
+            None,
+            None,
+            *[
+                g.to(x.dtype) if need and x is not None else None
+                for g, x, need in zip(grads, inputs, needs, strict=True)
+            ],
+        )
 
 
 class _ForwardOnlyScan(torch.autograd.Function):
@@ -109,9 +138,13 @@ def selective_scan(
         return (out, last) if return_last_state else out
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    impl = resolve_backend(backend, u.device, needs_grad)
+    impl = resolve_backend(backend, u.device, needs_grad, d_state=A.shape[1], dtype=u.dtype)
     if impl.differentiable or not needs_grad:
         out, last = impl.fn(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, reverse)
+    elif impl.backward is not None:
+        out, last = _KernelScan.apply(
+            impl.fn, impl.backward, delta_softplus, reverse, u, delta, A, B4, C4, D, z, delta_bias
+        )
     else:
         out, last = _ForwardOnlyScan.apply(
             impl.fn, delta_softplus, reverse, u, delta, A, B4, C4, D, z, delta_bias

@@ -287,6 +287,14 @@ float warp_exchange(unsigned mask, float value, int src_lane) {
 }  // namespace emu
 }  // namespace partool
 
+// ---- The CUDA runtime on host memory ------------------------------------------------------------
+// Declared by the real cuda_runtime_api.h; defined here (hidden, like the rest of the library) so that
+// the entry points call them unchanged. Synchronous, as the launches are, so stream order holds.
+extern "C" cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) {
+  std::memset(ptr, value, count);
+  return cudaSuccess;
+}
+
 // ---- Test hooks --------------------------------------------------------------------------------
 extern "C" {
 

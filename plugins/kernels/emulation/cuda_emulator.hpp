@@ -16,8 +16,11 @@
 // communicates through shared memory without __syncwarp() (it would pass here and may fail on a GPU).
 //
 // Launches run synchronously, one block after another, on the calling thread; host pointers stand
-// in for device pointers. The emulated device (multiprocessor count, shared-memory opt-in limit)
-// is set through partool_cudaemu_set_device so tests can steer the kernels' launch heuristics.
+// in for device pointers, and the runtime calls that the entry points make besides launches
+// (cudaMemsetAsync) are defined in cuda_emulator.cpp, synchronous too. atomicAdd adds in the (seeded)
+// order the threads run, so sums come out the same on every run, which they need not on a GPU. The
+// emulated device (multiprocessor count, shared-memory opt-in limit) is set through
+// partool_cudaemu_set_device so tests can steer the kernels' launch heuristics.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -90,6 +93,14 @@ inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 
   const int lane = ::partool::emu::lane_id();
   const int src = lane ^ lane_mask;
   return ::partool::emu::warp_exchange(mask, v, src / width == lane / width ? src : lane);
+}
+
+// Atomic as it stands: the fibers of a block interleave only at barriers and shuffles, and blocks run one
+// after another on the calling thread, so no other CUDA thread can run between the read and the write.
+inline float atomicAdd(float* address, float value) {
+  const float old = *address;
+  *address = old + value;
+  return old;
 }
 
 inline float __expf(float x) { return std::exp(x); }

@@ -1,9 +1,10 @@
 /*
  * partool_kernels: inference kernels for Mamba-style models behind a plain C ABI.
  *
- * Selective scan (forward), a fused bidirectional scan for Vim's two directions, the causal
- * depthwise conv1d + SiLU, and the residual add + RMSNorm between blocks, each on CPU (threads
- * across batch x channels, vectorised across the state) and on CUDA (sm_80 and newer). The scan's
+ * Selective scan (forward and backward), a fused bidirectional scan for Vim's two directions, the
+ * causal depthwise conv1d + SiLU (forward and backward), and the residual add + RMSNorm between
+ * blocks, each on CPU (threads across batch x channels, vectorised across the state) and on CUDA
+ * (sm_80 and newer). The scan's
  * semantics follow partool's "Selective scan" contract (docs/architecture.md), which is
  * mamba_ssm's selective_scan_fn plus `reverse`:
  *
@@ -34,7 +35,8 @@ extern "C" {
 #define PARTOOL_API __attribute__((visibility("default")))
 #endif
 
-#define PARTOOL_KERNELS_ABI_VERSION 3  /* 2: element strides in the scan and conv1d structs; 3: CUDA scan variants */
+#define PARTOOL_KERNELS_ABI_VERSION 4  /* 2: element strides in the scan and conv1d structs; 3: CUDA scan variants;
+                                          4: backward of the scan and of the conv1d */
 
 /* Largest d_state the kernels accept (d_state is any value in 1..PARTOOL_MAX_DSTATE). */
 #define PARTOOL_MAX_DSTATE 16
@@ -214,6 +216,66 @@ typedef struct {
 
 PARTOOL_API int partool_add_rms_norm_fwd_cpu(const partool_add_rms_norm_params_t* p, int num_threads);
 PARTOOL_API int partool_add_rms_norm_fwd_cuda(const partool_add_rms_norm_params_t* p, void* cuda_stream);
+
+/*
+ * Backward of the selective scan (ABI 4): the gradients of a loss with respect to every input of one
+ * partool_selective_scan_fwd_* call, given the gradient `dout` of its `out` (the last state gets no
+ * gradient). Like mamba_ssm's backward it recomputes the states from the inputs instead of storing them:
+ * no (batch, dim, length, dstate) tensor is ever kept, forward or backward. With dt the delta after bias
+ * and softplus, a_t = exp(dt_t * A), y_t = C_t . h_t + D * u_t, and g_t the gradient of y_t
+ * (dout_t * silu(z_t) with z, else dout_t), the states' gradient runs the other way,
+ *
+ *   dh_t = g_t * C_t + a_{t+1} * dh_{t+1}          (from the last scanned step to the first)
+ *
+ * and dA += dh_t * dt_t * a_t * h_{t-1}, dB_t += dh_t * dt_t * u_t (summed over the group's channels),
+ * dC_t += g_t * h_t (likewise), du_t = g_t * D + sum_n dh_t * dt_t * B_t, ddt_t = sum_n dh_t * (A * a_t *
+ * h_{t-1} + B_t * u_t), ddelta_t = ddt_t * sigmoid(delta_t + delta_bias) with softplus (else ddt_t),
+ * ddelta_bias = sum over batch and time of ddelta, dD = sum g_t * u_t, dz_t = dout_t * y_t * silu'(z_t).
+ * With `reverse`, "the last scanned step" is t = 0 and h_{t-1} means h_{t+1}.
+ *
+ * `fwd` is the forward call's argument block (inputs, flags, strides; its out and last_state are not
+ * read). Every gradient is float32, contiguous and written, not accumulated. dD, dz and ddelta_bias are
+ * required exactly when fwd has D, z and delta_bias (NULL otherwise); du, ddelta, dA, dB and dC always.
+ * The CPU call takes host scratch of about 2 * num_threads * batch * groups * dstate * length * 8 bytes
+ * (the sums of dB and dC per block of channels, dstate padded to the vector width) and gives the same bits
+ * on every run with the same thread count; the CUDA call allocates nothing and sums dA, dB, dC, dD and
+ * ddelta_bias with atomics (cudaMemsetAsync zeroes them first), so their float32 rounding may differ run
+ * to run.
+ */
+typedef struct {
+  partool_scan_params_t fwd;
+  const void* dout;     /* (batch, dim, length), io_dtype, in fwd's u layout (batch_stride, dim_stride) */
+  float* du;            /* (batch, dim, length) */
+  float* ddelta;        /* (batch, dim, length): of delta as passed, before delta_bias and softplus */
+  float* dA;            /* (dim, dstate) */
+  float* dB;            /* (batch, groups, dstate, length) */
+  float* dC;            /* (batch, groups, dstate, length) */
+  float* dD;            /* (dim) */
+  float* dz;            /* (batch, dim, length) */
+  float* ddelta_bias;   /* (dim) */
+} partool_scan_bwd_params_t;
+
+PARTOOL_API int partool_selective_scan_bwd_cpu(const partool_scan_bwd_params_t* p, int num_threads);
+PARTOOL_API int partool_selective_scan_bwd_cuda(const partool_scan_bwd_params_t* p, void* cuda_stream);
+
+/*
+ * Backward of the depthwise conv1d + optional SiLU (ABI 4), given `dout` of one
+ * partool_causal_conv1d_fwd_* call: dx (the conv's transpose: the mirrored taps over the other side),
+ * dweight[c,k] = sum over batch and time of dpre[t] * x[tap position], dbias[c] = sum of dpre, where
+ * dpre = dout * silu'(pre-activation) with SiLU, else dout. Gradients are float32, contiguous and
+ * written; dbias is required exactly when fwd has a bias. The CUDA call sums dweight and dbias with
+ * atomics after zeroing them (cudaMemsetAsync).
+ */
+typedef struct {
+  partool_conv1d_params_t fwd;  /* the forward call (its out is not read) */
+  const void* dout;             /* (batch, dim, length), io_dtype, in fwd's x layout */
+  float* dx;                    /* (batch, dim, length) */
+  float* dweight;               /* (dim, width) */
+  float* dbias;                 /* (dim) */
+} partool_conv1d_bwd_params_t;
+
+PARTOOL_API int partool_causal_conv1d_bwd_cpu(const partool_conv1d_bwd_params_t* p, int num_threads);
+PARTOOL_API int partool_causal_conv1d_bwd_cuda(const partool_conv1d_bwd_params_t* p, void* cuda_stream);
 
 #ifdef __cplusplus
 }

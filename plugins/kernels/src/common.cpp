@@ -197,6 +197,56 @@ int validate_conv_pair(const partool_conv1d_pair_params_t* p, const char* where)
   return PARTOOL_OK;
 }
 
+namespace {
+
+// Stands in for the forward's `out`, which a backward does not read, so that the forward's own validation
+// (which requires an out) can be reused unchanged.
+char g_unread_out;
+
+// An optional gradient must be given exactly when the forward has the matching input.
+int validate_optional_grad(const void* input, const float* grad, const char* input_name, const char* grad_name,
+                           const char* where) {
+  if ((input != nullptr) == (grad != nullptr)) return PARTOOL_OK;
+  return fail(PARTOOL_ERR_INVALID_ARGUMENT, input != nullptr ? "%s: %s is NULL but fwd.%s is set"
+                                                             : "%s: %s must be NULL when fwd.%s is NULL",
+              where, grad_name, input_name);
+}
+
+}  // namespace
+
+int validate_scan_bwd(const partool_scan_bwd_params_t* p, const char* where) {
+  if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
+  partool_scan_params_t f = p->fwd;
+  f.out = &g_unread_out;
+  if (int s = validate_scan(&f, where)) return s;
+  const struct {
+    const void* ptr;
+    const char* name;
+  } required[] = {{p->dout, "dout"}, {p->du, "du"}, {p->ddelta, "ddelta"},
+                  {p->dA, "dA"},     {p->dB, "dB"}, {p->dC, "dC"}};
+  for (const auto& r : required) {
+    if (r.ptr == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: %s is NULL", where, r.name);
+  }
+  if (int s = validate_optional_grad(f.D, p->dD, "D", "dD", where)) return s;
+  if (int s = validate_optional_grad(f.z, p->dz, "z", "dz", where)) return s;
+  if (int s = validate_optional_grad(f.delta_bias, p->ddelta_bias, "delta_bias", "ddelta_bias", where)) return s;
+  clear_error();
+  return PARTOOL_OK;
+}
+
+int validate_conv_bwd(const partool_conv1d_bwd_params_t* p, const char* where) {
+  if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
+  partool_conv1d_params_t f = p->fwd;
+  f.out = &g_unread_out;
+  if (int s = validate_conv(&f, where)) return s;
+  if (p->dout == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: dout is NULL", where);
+  if (p->dx == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: dx is NULL", where);
+  if (p->dweight == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: dweight is NULL", where);
+  if (int s = validate_optional_grad(f.bias, p->dbias, "bias", "dbias", where)) return s;
+  clear_error();
+  return PARTOOL_OK;
+}
+
 int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where) {
   if (p == nullptr) return fail(PARTOOL_ERR_INVALID_ARGUMENT, "%s: params is NULL", where);
   if (int s = validate_rows(p->batch, p->dim, p->length, where)) return s;

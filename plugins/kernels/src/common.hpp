@@ -24,6 +24,12 @@ int validate_bidir(const partool_bidir_scan_params_t* p, const char* where);
 int validate_conv(const partool_conv1d_params_t* p, const char* where);
 // Checks a pair of conv1d calls: each, their agreement, and no out aliasing the other's x.
 int validate_conv_pair(const partool_conv1d_pair_params_t* p, const char* where);
+// Checks a scan backward: its forward call (whose out and last_state are not read), dout, and that every
+// gradient is given, the optional ones (dD, dz, ddelta_bias) exactly when the forward has D, z, delta_bias.
+int validate_scan_bwd(const partool_scan_bwd_params_t* p, const char* where);
+// Checks a conv1d backward: its forward call (whose out is not read), dout, dx, dweight, and dbias exactly
+// when the forward has a bias.
+int validate_conv_bwd(const partool_conv1d_bwd_params_t* p, const char* where);
 // Checks an add + RMSNorm call.
 int validate_add_rms_norm(const partool_add_rms_norm_params_t* p, const char* where);
 

@@ -1,6 +1,7 @@
 // CPU entry points: validate, transpose B/C to (batch, groups, step, state) float32 once per call,
 // then split the batch x channel rows over the caller's OpenMP team (parallel_for), each worker running
 // the row kernel of the widest instruction set this CPU has (AVX-512, AVX2 + FMA, or SSE2 / NEON).
+// The backward calls split the channels instead (each worker takes all batch rows of its channels).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -27,6 +28,14 @@ struct ScanRows {
   int ns;  // states padded to 4, 8 or 16, at least the kernel's vector width
 };
 
+struct ScanBwdRows {
+  ScanBwdChannelsFn fn;
+  int ns;  // as ScanRows'
+};
+
+// States padded to the row kernels' vector lengths: 4, 8 or 16.
+int padded_states(int dstate) { return dstate <= 4 ? 4 : (dstate <= 8 ? 8 : 16); }
+
 #if PARTOOL_X86_ROW_KERNELS
 // Instruction sets with row kernels, in increasing order.
 enum class Isa { base = 0, avx2 = 1, avx512 = 2 };
@@ -46,13 +55,31 @@ Isa cpu_isa() {
   return best;
 }
 
-// The AVX-512 kernel takes 16 (padded) states in one zmm; fewer go to the AVX2 one (8 per ymm).
-ScanRows pick_scan_rows(int dstate) {
-  const int ns = dstate <= 4 ? 4 : (dstate <= 8 ? 8 : 16);
+// The row kernels' instruction set and padded state count for a scan: the AVX-512 kernel takes 16
+// (padded) states in one zmm; fewer go to the AVX2 one (8 per ymm).
+struct ScanIsa {
+  Isa isa;
+  int ns;
+};
+ScanIsa scan_isa(int dstate) {
+  const int ns = padded_states(dstate);
   const Isa isa = cpu_isa();
-  if (isa == Isa::avx512 && ns == 16) return {scan_rows_avx512, 16};
-  if (isa == Isa::base) return {scan_rows_base, ns};
-  return {scan_rows_avx2, std::max(ns, 8)};
+  if (isa == Isa::avx512 && ns == 16) return {Isa::avx512, 16};
+  if (isa == Isa::base) return {Isa::base, ns};
+  return {Isa::avx2, std::max(ns, 8)};
+}
+
+ScanRows pick_scan_rows(int dstate) {
+  const ScanIsa s = scan_isa(dstate);
+  return {s.isa == Isa::avx512 ? scan_rows_avx512 : s.isa == Isa::avx2 ? scan_rows_avx2 : scan_rows_base, s.ns};
+}
+
+ScanBwdRows pick_scan_bwd_rows(int dstate) {
+  const ScanIsa s = scan_isa(dstate);
+  return {s.isa == Isa::avx512 ? scan_bwd_channels_avx512
+          : s.isa == Isa::avx2 ? scan_bwd_channels_avx2
+                               : scan_bwd_channels_base,
+          s.ns};
 }
 
 ConvRowsFn pick_conv_rows() {
@@ -65,9 +92,22 @@ ConvRowsFn pick_conv_rows() {
       return conv_rows_base;
   }
 }
+
+ConvBwdChannelsFn pick_conv_bwd_channels() {
+  switch (cpu_isa()) {
+    case Isa::avx512:
+      return conv_bwd_channels_avx512;
+    case Isa::avx2:
+      return conv_bwd_channels_avx2;
+    default:
+      return conv_bwd_channels_base;
+  }
+}
 #else
-ScanRows pick_scan_rows(int dstate) { return {scan_rows_base, dstate <= 4 ? 4 : (dstate <= 8 ? 8 : 16)}; }
+ScanRows pick_scan_rows(int dstate) { return {scan_rows_base, padded_states(dstate)}; }
+ScanBwdRows pick_scan_bwd_rows(int dstate) { return {scan_bwd_channels_base, padded_states(dstate)}; }
 ConvRowsFn pick_conv_rows() { return conv_rows_base; }
+ConvBwdChannelsFn pick_conv_bwd_channels() { return conv_bwd_channels_base; }
 #endif
 
 // Runs fn(begin, end, worker) over [0, total) in chunks of `chunk` handed out on demand to up to `threads`
@@ -195,6 +235,84 @@ int run_conv(const partool_conv1d_params_t* calls, int ncalls, int num_threads) 
   return PARTOOL_OK;
 }
 
+// dB or dC (batch, groups, dstate, length) = the sum of the channel blocks' sums (each laid out as
+// transpose_state's output, step order), added in block order.
+void reduce_state_grads(const partool_scan_params_t& p, const float* sums, size_t per_worker, int ns, float* grad,
+                        int blocks, int threads) {
+  const int64_t L = p.length, Lp = scratch_stride(p.length);
+  parallel_for(threads, static_cast<int64_t>(p.batch) * p.groups, 1, [&](int64_t b0, int64_t b1, int) {
+    for (int64_t bg = b0; bg < b1; ++bg) {
+      for (int n = 0; n < p.dstate; ++n) {
+        float* out = grad + (bg * p.dstate + n) * L;
+        const float* in = sums + bg * Lp * ns + n;
+        for (int64_t t = 0; t < L; ++t) out[t] = in[(p.reverse ? L - 1 - t : t) * ns];
+        for (int k = 1; k < blocks; ++k) {
+          const float* more = in + per_worker * static_cast<size_t>(k);
+          for (int64_t t = 0; t < L; ++t) out[t] += more[(p.reverse ? L - 1 - t : t) * ns];
+        }
+      }
+    }
+  });
+}
+
+// The scan backward: workers take whole channels (so dA, dD and ddelta_bias need no reduction); dB and
+// dC, sums over a group's channels, go to one buffer per block of channels, added up in block order at
+// the end. The blocks are a fixed partition of the channels (two per thread), so which worker ran which
+// block does not change a bit of the result: a resumed training run repeats the uninterrupted one exactly.
+int run_scan_bwd(const partool_scan_bwd_params_t& given, int num_threads) {
+  partool_scan_bwd_params_t q = given;
+  q.fwd = with_strides(given.fwd);
+  const partool_scan_params_t& p = q.fwd;
+  const ScanBwdRows rows_fn = pick_scan_bwd_rows(p.dstate);
+  const int ns = rows_fn.ns;
+  const int threads = resolve_threads(num_threads, p.dim);
+  const size_t per_state = static_cast<size_t>(p.batch) * p.groups * scratch_stride(p.length) * ns;
+  const size_t per_worker = 2 * per_state;  // its dB and dC sums
+  const size_t per_scratch = static_cast<size_t>(scan_bwd_scratch_floats(p.length, ns));
+  const size_t floats = 2 * per_state + (2 * per_worker + per_scratch) * static_cast<size_t>(threads);
+  try {
+    std::vector<float> state(2 * per_state);
+    CpuScanBwdJob job{&q, state.data(), state.data() + per_state, ns};
+    transpose_state(p, p.B, ns, p.reverse != 0, state.data(), threads);
+    transpose_state(p, p.C, ns, p.reverse != 0, state.data() + per_state, threads);
+    const int64_t chunk = (p.dim + 2 * threads - 1) / (2 * static_cast<int64_t>(threads));
+    const int blocks = static_cast<int>((p.dim + chunk - 1) / chunk);
+    std::vector<float> sums(per_worker * static_cast<size_t>(blocks));  // zeroed: a single worker fills block 0
+    std::vector<float> scratch(per_scratch * static_cast<size_t>(threads));
+    parallel_for(threads, p.dim, chunk, [&](int64_t c0, int64_t c1, int w) {
+      float* dBT = sums.data() + per_worker * static_cast<size_t>(c0 / chunk);
+      rows_fn.fn(job, c0, c1, scratch.data() + per_scratch * static_cast<size_t>(w), dBT, dBT + per_state);
+    });
+    reduce_state_grads(p, sums.data(), per_worker, ns, q.dB, blocks, threads);
+    reduce_state_grads(p, sums.data() + per_state, per_worker, ns, q.dC, blocks, threads);
+  } catch (const std::bad_alloc&) {
+    return fail(PARTOOL_ERR_OUT_OF_MEMORY, "selective scan backward (cpu): could not allocate %zu bytes of scratch",
+                floats * sizeof(float));
+  }
+  clear_error();
+  return PARTOOL_OK;
+}
+
+int run_conv_bwd(const partool_conv1d_bwd_params_t& given, int num_threads) {
+  partool_conv1d_bwd_params_t q = given;
+  q.fwd = with_strides(given.fwd);
+  const int threads = resolve_threads(num_threads, q.fwd.dim);
+  const ConvBwdChannelsFn fn = pick_conv_bwd_channels();
+  const size_t per_thread = static_cast<size_t>(conv_bwd_scratch_floats(q.fwd.length));
+  try {
+    std::vector<float> scratch(per_thread * static_cast<size_t>(threads));
+    const int64_t chunk = std::max<int64_t>(1, q.fwd.dim / (8 * static_cast<int64_t>(threads)));
+    parallel_for(threads, q.fwd.dim, chunk, [&](int64_t c0, int64_t c1, int w) {
+      fn(q, c0, c1, scratch.data() + per_thread * static_cast<size_t>(w));
+    });
+  } catch (const std::bad_alloc&) {
+    return fail(PARTOOL_ERR_OUT_OF_MEMORY, "causal conv1d backward (cpu): could not allocate %zu bytes of scratch",
+                per_thread * static_cast<size_t>(threads) * sizeof(float));
+  }
+  clear_error();
+  return PARTOOL_OK;
+}
+
 // Positions a worker normalises at a time: its sums of squares and scales stay in two small arrays.
 constexpr int64_t kNormTile = 64;
 
@@ -260,6 +378,16 @@ int partool_causal_conv1d_pair_fwd_cpu(const partool_conv1d_pair_params_t* p, in
   if (int s = partool::validate_conv_pair(p, "partool_causal_conv1d_pair_fwd_cpu")) return s;
   const partool_conv1d_params_t calls[2] = {partool::with_strides(p->first), partool::with_strides(p->second)};
   return partool::run_conv(calls, 2, num_threads);
+}
+
+int partool_selective_scan_bwd_cpu(const partool_scan_bwd_params_t* p, int num_threads) {
+  if (int s = partool::validate_scan_bwd(p, "partool_selective_scan_bwd_cpu")) return s;
+  return partool::run_scan_bwd(*p, num_threads);
+}
+
+int partool_causal_conv1d_bwd_cpu(const partool_conv1d_bwd_params_t* p, int num_threads) {
+  if (int s = partool::validate_conv_bwd(p, "partool_causal_conv1d_bwd_cpu")) return s;
+  return partool::run_conv_bwd(*p, num_threads);
 }
 
 int partool_add_rms_norm_fwd_cpu(const partool_add_rms_norm_params_t* p, int num_threads) {

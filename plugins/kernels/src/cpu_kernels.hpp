@@ -69,6 +69,45 @@ void scan_rows_avx512(const CpuScanJob& job, int64_t r0, int64_t r1, float* scra
 void conv_rows_avx512(const partool_conv1d_params_t& p, int64_t r0, int64_t r1, float* scratch);
 #endif
 
+// ---- backward (cpu_bwd_rows_impl.hpp) ----
+
+// A scan backward: its B and C transposed as CpuDir's (step order of the forward's direction).
+struct CpuScanBwdJob {
+  const partool_scan_bwd_params_t* p;  // p->fwd has its strides filled in (with_strides)
+  const float* BT;
+  const float* CT;
+  int ns;  // padded state count, as CpuScanJob's
+};
+
+// Row buffers of a scan backward worker (scan-step order), before its per-step states and decays.
+constexpr int kScanBwdRows = 10;
+
+// Floats of a scan backward worker's buffers: the rows, then a zero state row and the states and decays
+// of every step (ns floats each).
+inline int64_t scan_bwd_scratch_floats(int length, int ns) {
+  return kScanBwdRows * scratch_stride(length) + (2 * scratch_stride(length) + 1) * ns;
+}
+
+// Floats of a conv backward worker's buffers: x and dpre zero-padded (15 more each), dout, dpre, dx.
+inline int64_t conv_bwd_scratch_floats(int length) { return 5 * scratch_stride(length) + 32; }
+
+// Channels c in [c0, c1), every batch row of each. The scan's `scratch` holds scan_bwd_scratch_floats, and
+// dBT / dCT are this worker's own sums of dB and dC, laid out as job.BT (zeroed by the caller); the conv's
+// `scratch` holds conv_bwd_scratch_floats. Both allocated before the parallel region.
+using ScanBwdChannelsFn = void (*)(const CpuScanBwdJob& job, int64_t c0, int64_t c1, float* scratch, float* dBT,
+                                   float* dCT);
+using ConvBwdChannelsFn = void (*)(const partool_conv1d_bwd_params_t& p, int64_t c0, int64_t c1, float* scratch);
+
+void scan_bwd_channels_base(const CpuScanBwdJob& job, int64_t c0, int64_t c1, float* scratch, float* dBT, float* dCT);
+void conv_bwd_channels_base(const partool_conv1d_bwd_params_t& p, int64_t c0, int64_t c1, float* scratch);
+#if PARTOOL_X86_ROW_KERNELS
+void scan_bwd_channels_avx2(const CpuScanBwdJob& job, int64_t c0, int64_t c1, float* scratch, float* dBT, float* dCT);
+void conv_bwd_channels_avx2(const partool_conv1d_bwd_params_t& p, int64_t c0, int64_t c1, float* scratch);
+void scan_bwd_channels_avx512(const CpuScanBwdJob& job, int64_t c0, int64_t c1, float* scratch, float* dBT,
+                              float* dCT);  // ns == 16 only
+void conv_bwd_channels_avx512(const partool_conv1d_bwd_params_t& p, int64_t c0, int64_t c1, float* scratch);
+#endif
+
 // ---- scalar conversions between the io dtypes and float32 (portable, no compiler extensions) ----
 
 inline float bits_to_float(uint32_t b) {

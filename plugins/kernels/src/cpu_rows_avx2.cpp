@@ -2,3 +2,4 @@
 // run time only when the CPU reports both.
 #define PARTOOL_ROWS_SUFFIX avx2
 #include "cpu_rows_impl.hpp"
+#include "cpu_bwd_rows_impl.hpp"

@@ -2,3 +2,4 @@
 // at run time only when the CPU reports them: the 16 states of a channel fill one zmm register.
 #define PARTOOL_ROWS_SUFFIX avx512
 #include "cpu_rows_impl.hpp"
+#include "cpu_bwd_rows_impl.hpp"

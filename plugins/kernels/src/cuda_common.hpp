@@ -65,6 +65,17 @@ inline int check_device_ptr(const void* ptr, const char* name, const char* where
 #endif
 }
 
+// Enqueues a zero fill of `bytes` at device pointer `ptr` (nothing for NULL): the gradients that kernels sum
+// with atomics start from it. The status (the runtime's error state is cleared on failure).
+inline cudaError_t zero_async(void* ptr, size_t bytes, cudaStream_t stream) {
+  if (ptr == nullptr || bytes == 0) return cudaSuccess;
+  const cudaError_t err = cudaMemsetAsync(ptr, 0, bytes, stream);  // the emulator's: a plain memset
+#ifndef PARTOOL_CUDA_EMULATION
+  if (err != cudaSuccess) cudaGetLastError();
+#endif
+  return err;
+}
+
 // Launches kernel<<<blocks, threads, smem, stream>>>(args...), opting into `smem` bytes of dynamic
 // shared memory first; the launch status (the runtime's error state is cleared on failure).
 template <typename... Params, typename... Args>

@@ -47,4 +47,14 @@ int partool_add_rms_norm_fwd_cuda(const partool_add_rms_norm_params_t* p, void*)
   return partool::fail(PARTOOL_ERR_NO_CUDA, "partool_add_rms_norm_fwd_cuda: library built without CUDA");
 }
 
+int partool_selective_scan_bwd_cuda(const partool_scan_bwd_params_t* p, void*) {
+  if (int s = partool::validate_scan_bwd(p, "partool_selective_scan_bwd_cuda")) return s;
+  return partool::fail(PARTOOL_ERR_NO_CUDA, "partool_selective_scan_bwd_cuda: library built without CUDA");
+}
+
+int partool_causal_conv1d_bwd_cuda(const partool_conv1d_bwd_params_t* p, void*) {
+  if (int s = partool::validate_conv_bwd(p, "partool_causal_conv1d_bwd_cuda")) return s;
+  return partool::fail(PARTOOL_ERR_NO_CUDA, "partool_causal_conv1d_bwd_cuda: library built without CUDA");
+}
+
 }  // extern "C"

@@ -8,7 +8,9 @@
 // every explicit partool_scan_cuda_variant_t (the choices TensorRT's tactics and partool's tuner make). Each case fills strided buffers with random values rounded to the io
 // dtype, runs the kernel, and compares with the reference computed on the same rounded values:
 // max |kernel - reference| / max |reference| within 1e-5 (float32), 2e-3 (float16) or 1e-2 (bfloat16),
-// the padding between rows untouched, and on the CPU the same bits from 1 and 3 threads.
+// the padding between rows untouched, and on the CPU the same bits from 1 and 3 threads. The backward calls
+// (float32 gradients) are held to the same tolerances, each gradient against its own largest value, with
+// guard elements after every gradient that must keep their sentinel.
 //
 //   partool_kernels_check [--cpu-only] [--verbose] [--variants auto,NAME,...]
 //
@@ -143,6 +145,8 @@ class Target {
   virtual int conv(const partool_conv1d_params_t* p) = 0;
   virtual int conv_pair(const partool_conv1d_pair_params_t* p) = 0;
   virtual int norm(const partool_add_rms_norm_params_t* p) = 0;
+  virtual int scan_bwd(const partool_scan_bwd_params_t* p) = 0;
+  virtual int conv_bwd(const partool_conv1d_bwd_params_t* p) = 0;
   virtual std::string finish() { return ""; }  // "" or what went wrong
 };
 
@@ -156,6 +160,8 @@ class CpuTarget : public Target {
   int conv(const partool_conv1d_params_t* p) override { return partool_causal_conv1d_fwd_cpu(p, threads_); }
   int conv_pair(const partool_conv1d_pair_params_t* p) override { return partool_causal_conv1d_pair_fwd_cpu(p, threads_); }
   int norm(const partool_add_rms_norm_params_t* p) override { return partool_add_rms_norm_fwd_cpu(p, threads_); }
+  int scan_bwd(const partool_scan_bwd_params_t* p) override { return partool_selective_scan_bwd_cpu(p, threads_); }
+  int conv_bwd(const partool_conv1d_bwd_params_t* p) override { return partool_causal_conv1d_bwd_cpu(p, threads_); }
 
  private:
   int threads_;
@@ -175,6 +181,8 @@ class CudaCalls : public Target {
   int conv(const partool_conv1d_params_t* p) override { return partool_causal_conv1d_fwd_cuda(p, nullptr); }
   int conv_pair(const partool_conv1d_pair_params_t* p) override { return partool_causal_conv1d_pair_fwd_cuda(p, nullptr); }
   int norm(const partool_add_rms_norm_params_t* p) override { return partool_add_rms_norm_fwd_cuda(p, nullptr); }
+  int scan_bwd(const partool_scan_bwd_params_t* p) override { return partool_selective_scan_bwd_cuda(p, nullptr); }
+  int conv_bwd(const partool_conv1d_bwd_params_t* p) override { return partool_causal_conv1d_bwd_cuda(p, nullptr); }
 
  protected:
   std::string variant_name() const { return partool_scan_cuda_variant_name(variant_); }
@@ -484,6 +492,151 @@ void check_bidir(Report& report, Target& target, const ScanCase& c, uint32_t see
   if (keep != nullptr) *keep = std::move(r);
 }
 
+// ---------------------------------------------------------------- selective scan backward
+
+// Elements after every gradient that must keep the sentinel: a kernel writes its gradient and no further.
+constexpr size_t kGuard = 16;
+
+// A float32 gradient buffer of n elements and the guard.
+Buffer gradient_buffer(size_t n) { return sentinel(PARTOOL_DTYPE_F32, n + kGuard); }
+
+// The worst relative error over a call's gradients, which gradient it was, and any gradient written past its end.
+struct GradCheck {
+  double err = 0.0;
+  std::string worst, problem;
+
+  void add(const char* name, const Buffer& got, const std::vector<double>& want) {
+    const double e = compare(got, want, [](size_t i) { return i; });
+    if (!(e <= err)) err = e, worst = name;  // (a NaN or inf error is the worst)
+    for (size_t i = want.size(); i < got.size() && problem.empty(); ++i) {
+      if (got.get(i) != kSentinel) problem = std::string(name) + " written past its end";
+    }
+  }
+};
+
+double silu_grad(double v) {
+  const double s = 1.0 / (1.0 + std::exp(-v));
+  return s * (1.0 + v * (1.0 - s));
+}
+
+// The gradients of the scan's inputs, dense: du, ddelta, dz (b, c, t); dA (c, n); dB, dC (b, g, n, t); dD,
+// ddelta_bias (c).
+struct ScanGrads {
+  std::vector<double> du, ddelta, dz, dA, dB, dC, dD, dbias;
+};
+
+// partool_kernels.h's backward formulas in double, one row at a time: the forward with every state kept,
+// then dh_s = g_s C_s + a_{s+1} dh_{s+1} from the last scanned step back to the first.
+ScanGrads scan_bwd_reference(const ScanData& d, const Buffer& dout, bool reverse) {
+  const ScanCase& c = d.c;
+  const int L = c.length, N = c.dstate, per_group = c.dim / c.groups;
+  const size_t io = size_t(c.batch) * c.dim * L, bc = size_t(c.batch) * c.groups * N * L;
+  ScanGrads r;
+  r.du.assign(io, 0.0), r.ddelta.assign(io, 0.0), r.dz.assign(io, 0.0);
+  r.dA.assign(size_t(c.dim) * N, 0.0), r.dB.assign(bc, 0.0), r.dC.assign(bc, 0.0);
+  r.dD.assign(c.dim, 0.0), r.dbias.assign(c.dim, 0.0);
+  std::vector<double> dt(L), pre(L), a(size_t(L) * N), h(size_t(L + 1) * N), y(L), dh(N), next(N);
+  for (int b = 0; b < c.batch; ++b) {
+    for (int ch = 0; ch < c.dim; ++ch) {
+      const int g = ch / per_group;
+      const double D = c.D ? d.D.get(ch) : 0.0;
+      auto time = [&](int s) { return reverse ? L - 1 - s : s; };
+      auto A = [&](int n) { return double(d.A.get(size_t(ch) * N + n)); };
+      auto B = [&](int s, int n) { return double(d.B.get(d.bc(b, g, n, time(s)))); };
+      auto C = [&](int s, int n) { return double(d.C.get(d.bc(b, g, n, time(s)))); };
+      auto u = [&](int s) { return double(d.u.get(d.io(b, ch, time(s)))); };
+      // forward: h[(s + 1) * N + n] is h_s, h[n] = h_{-1} = 0
+      std::fill(h.begin(), h.begin() + N, 0.0);
+      for (int s = 0; s < L; ++s) {
+        pre[s] = d.delta.get(d.io(b, ch, time(s))) + (c.bias ? d.bias.get(ch) : 0.0);
+        dt[s] = c.softplus ? std::log1p(std::exp(pre[s])) : pre[s];
+        y[s] = D * u(s);
+        for (int n = 0; n < N; ++n) {
+          a[size_t(s) * N + n] = std::exp(dt[s] * A(n));
+          h[size_t(s + 1) * N + n] = a[size_t(s) * N + n] * h[size_t(s) * N + n] + dt[s] * B(s, n) * u(s);
+          y[s] += C(s, n) * h[size_t(s + 1) * N + n];
+        }
+      }
+      // backward
+      std::fill(next.begin(), next.end(), 0.0);
+      for (int s = L - 1; s >= 0; --s) {
+        const size_t at = (size_t(b) * c.dim + ch) * L + time(s);
+        const double z = c.z ? d.z.get(d.io(b, ch, time(s))) : 0.0, go = dout.get(d.io(b, ch, time(s)));
+        const double gy = c.z ? go * silu(z) : go;
+        double du = gy * D, ddt = 0.0;
+        for (int n = 0; n < N; ++n) {
+          const double as = a[size_t(s) * N + n], hprev = h[size_t(s) * N + n], hs = h[size_t(s + 1) * N + n];
+          dh[n] = gy * C(s, n) + next[n];
+          next[n] = as * dh[n];
+          r.dA[size_t(ch) * N + n] += dh[n] * dt[s] * as * hprev;
+          const size_t bcn = ((size_t(b) * c.groups + g) * N + n) * L + time(s);
+          r.dB[bcn] += dh[n] * dt[s] * u(s);
+          r.dC[bcn] += gy * hs;
+          du += dh[n] * dt[s] * B(s, n);
+          ddt += dh[n] * (A(n) * as * hprev + B(s, n) * u(s));
+        }
+        r.du[at] = du;
+        r.ddelta[at] = c.softplus ? ddt / (1.0 + std::exp(-pre[s])) : ddt;
+        r.dz[at] = c.z ? go * y[s] * silu_grad(z) : 0.0;
+        r.dbias[ch] += r.ddelta[at];
+        r.dD[ch] += gy * u(s);
+      }
+    }
+  }
+  return r;
+}
+
+// Kernel gradients of one backward call (float32, dense, each followed by the guard).
+struct ScanBwdOutputs {
+  Buffer du, ddelta, dz, dA, dB, dC, dD, dbias;
+  int status = -1;
+  std::string problem;
+};
+
+// The backward of d's forward scan; dz, dD and ddelta_bias are passed exactly when the case has z, D, bias.
+ScanBwdOutputs run_scan_bwd(Target& target, ScanData& d, Buffer& dout, bool reverse) {
+  const ScanCase& c = d.c;
+  const size_t io = size_t(c.batch) * c.dim * c.length, bc = size_t(c.batch) * c.groups * c.dstate * c.length;
+  ScanBwdOutputs r;
+  auto grad = [&](Buffer& buffer, size_t n, bool used) {
+    buffer = gradient_buffer(n);
+    return used ? static_cast<float*>(target.place(buffer, true)) : nullptr;
+  };
+  partool_scan_bwd_params_t p{};
+  p.fwd = d.params(target, reverse);  // out and last_state stay NULL: the backward reads neither
+  p.dout = target.place(dout, false);
+  p.du = grad(r.du, io, true), p.ddelta = grad(r.ddelta, io, true), p.dz = grad(r.dz, io, c.z);
+  p.dA = grad(r.dA, size_t(c.dim) * c.dstate, true);
+  p.dB = grad(r.dB, bc, true), p.dC = grad(r.dC, bc, true);
+  p.dD = grad(r.dD, c.dim, c.D), p.ddelta_bias = grad(r.dbias, c.dim, c.bias);
+  r.status = target.scan_bwd(&p);
+  r.problem = target.finish();
+  return r;
+}
+
+void check_scan_bwd(Report& report, Target& target, const ScanCase& c, uint32_t seed, ScanBwdOutputs* keep) {
+  std::mt19937 gen(seed);
+  ScanData d(c, gen);
+  Buffer dout = normal(gen, c.dtype, d.io_size(), 0.0f, 1.0f);
+  for (bool reverse : {false, true}) {
+    ScanBwdOutputs r = run_scan_bwd(target, d, dout, reverse);
+    std::string problem = r.problem.empty() ? status_problem(r.status) : r.problem;
+    GradCheck g;
+    if (problem.empty()) {
+      const ScanGrads want = scan_bwd_reference(d, dout, reverse);
+      g.add("du", r.du, want.du), g.add("ddelta", r.ddelta, want.ddelta), g.add("dA", r.dA, want.dA);
+      g.add("dB", r.dB, want.dB), g.add("dC", r.dC, want.dC);
+      if (c.z) g.add("dz", r.dz, want.dz);
+      if (c.D) g.add("dD", r.dD, want.dD);
+      if (c.bias) g.add("ddelta_bias", r.dbias, want.dbias);
+      problem = g.problem;
+    }
+    const std::string what = c.describe(reverse ? "scan bwd reverse" : "scan bwd") + (g.worst.empty() ? "" : ": " + g.worst);
+    report.record(target.name(), what, c.dtype, problem.empty() ? g.err : INFINITY, problem);
+    if (keep != nullptr && reverse) *keep = std::move(r);
+  }
+}
+
 // ---------------------------------------------------------------- causal conv1d
 
 struct ConvCase {
@@ -540,13 +693,14 @@ struct ConvData {
     return y;
   }
 
-  partool_conv1d_params_t params(Target& target, int which, bool reverse, Buffer& out) {
+  // out NULL leaves p.out NULL (a backward call does not read it).
+  partool_conv1d_params_t params(Target& target, int which, bool reverse, Buffer* out) {
     partool_conv1d_params_t p{};
     p.batch = c.batch, p.dim = c.dim, p.length = c.length, p.width = c.width, p.io_dtype = c.dtype;
     p.x = target.place(x, false);
     p.weight = static_cast<const float*>(target.place(weight[which], false));
     p.bias = c.bias ? static_cast<const float*>(target.place(bias[which], false)) : nullptr;
-    p.out = target.place(out, true);
+    p.out = out != nullptr ? target.place(*out, true) : nullptr;
     p.silu = c.silu, p.reverse = reverse;
     if (c.padded) p.batch_stride = bs, p.dim_stride = ds;
     return p;
@@ -558,7 +712,7 @@ void check_conv(Report& report, Target& target, const ConvCase& c, uint32_t seed
   ConvData d(c, gen);
   for (bool reverse : {false, true}) {
     Buffer out = sentinel(c.dtype, d.size());
-    partool_conv1d_params_t p = d.params(target, 0, reverse, out);
+    partool_conv1d_params_t p = d.params(target, 0, reverse, &out);
     const int status = target.conv(&p);
     std::string problem = target.finish();
     if (problem.empty()) problem = status_problem(status);
@@ -572,7 +726,7 @@ void check_conv(Report& report, Target& target, const ConvCase& c, uint32_t seed
   }
   // the pair: causal with weights 0 and anti-causal with weights 1, as Vim's two directions
   Buffer first = sentinel(c.dtype, d.size()), second = sentinel(c.dtype, d.size());
-  partool_conv1d_pair_params_t pair{d.params(target, 0, false, first), d.params(target, 1, true, second)};
+  partool_conv1d_pair_params_t pair{d.params(target, 0, false, &first), d.params(target, 1, true, &second)};
   const int status = target.conv_pair(&pair);
   std::string problem = target.finish();
   if (problem.empty()) problem = status_problem(status);
@@ -585,6 +739,71 @@ void check_conv(Report& report, Target& target, const ConvCase& c, uint32_t seed
   }
   report.record(target.name(), c.describe("conv1d pair"), c.dtype, err, problem);
   if (keep != nullptr) keep->push_back(std::move(first)), keep->push_back(std::move(second));
+}
+
+// The conv's gradients (weights 0), dense: dx (b, c, t), dweight (c, k), dbias (c). Each tap's contribution
+// is scattered back from the output it fed, the forward formula read the other way.
+struct ConvGrads {
+  std::vector<double> dx, dweight, dbias;
+};
+
+ConvGrads conv_bwd_reference(const ConvData& d, const Buffer& dout, bool reverse) {
+  const ConvCase& c = d.c;
+  ConvGrads r;
+  r.dx.assign(size_t(c.batch) * c.dim * c.length, 0.0);
+  r.dweight.assign(size_t(c.dim) * c.width, 0.0);
+  r.dbias.assign(c.dim, 0.0);
+  for (int b = 0; b < c.batch; ++b) {
+    for (int ch = 0; ch < c.dim; ++ch) {
+      auto src = [&](int t, int k) { return reverse ? t + (c.width - 1) - k : t - (c.width - 1) + k; };
+      auto w = [&](int k) { return double(d.weight[0].get(size_t(ch) * c.width + k)); };
+      for (int t = 0; t < c.length; ++t) {
+        double pre = c.bias ? d.bias[0].get(ch) : 0.0;
+        for (int k = 0; k < c.width; ++k) {
+          if (src(t, k) >= 0 && src(t, k) < c.length) pre += w(k) * d.x.get(d.at(b, ch, src(t, k)));
+        }
+        const double go = dout.get(d.at(b, ch, t));
+        const double dpre = c.silu ? go * silu_grad(pre) : go;
+        r.dbias[ch] += dpre;
+        for (int k = 0; k < c.width; ++k) {
+          if (src(t, k) < 0 || src(t, k) >= c.length) continue;
+          r.dx[(size_t(b) * c.dim + ch) * c.length + src(t, k)] += w(k) * dpre;
+          r.dweight[size_t(ch) * c.width + k] += dpre * d.x.get(d.at(b, ch, src(t, k)));
+        }
+      }
+    }
+  }
+  return r;
+}
+
+void check_conv_bwd(Report& report, Target& target, const ConvCase& c, uint32_t seed, std::vector<Buffer>* keep) {
+  std::mt19937 gen(seed);
+  ConvData d(c, gen);
+  Buffer dout = normal(gen, c.dtype, d.size(), 0.0f, 1.0f);
+  for (bool reverse : {false, true}) {
+    Buffer dx = gradient_buffer(size_t(c.batch) * c.dim * c.length), dweight = gradient_buffer(size_t(c.dim) * c.width);
+    Buffer dbias = gradient_buffer(c.dim);
+    partool_conv1d_bwd_params_t p{};
+    p.fwd = d.params(target, 0, reverse, nullptr);
+    p.dout = target.place(dout, false);
+    p.dx = static_cast<float*>(target.place(dx, true));
+    p.dweight = static_cast<float*>(target.place(dweight, true));
+    p.dbias = c.bias ? static_cast<float*>(target.place(dbias, true)) : nullptr;
+    const int status = target.conv_bwd(&p);
+    std::string problem = target.finish();
+    if (problem.empty()) problem = status_problem(status);
+    GradCheck g;
+    if (problem.empty()) {
+      const ConvGrads want = conv_bwd_reference(d, dout, reverse);
+      g.add("dx", dx, want.dx), g.add("dweight", dweight, want.dweight);
+      if (c.bias) g.add("dbias", dbias, want.dbias);
+      problem = g.problem;
+    }
+    const std::string what =
+        c.describe(reverse ? "conv1d bwd anti-causal" : "conv1d bwd causal") + (g.worst.empty() ? "" : ": " + g.worst);
+    report.record(target.name(), what, c.dtype, problem.empty() ? g.err : INFINITY, problem);
+    if (keep != nullptr) keep->push_back(std::move(dx)), keep->push_back(std::move(dweight)), keep->push_back(std::move(dbias));
+  }
 }
 
 // ---------------------------------------------------------------- residual add + RMSNorm
@@ -670,6 +889,17 @@ std::vector<ScanCase> scan_cases() {
   return cases;
 }
 
+// The backward's cases: the forward's sweep, plus per dtype the optional inputs apart (z alone with
+// softplus; D and delta_bias without softplus, four groups).
+std::vector<ScanCase> scan_bwd_cases() {
+  std::vector<ScanCase> cases = scan_cases();
+  for (auto dtype : kDtypes) {
+    cases.push_back({2, 8, 5, 33, 2, dtype, true, false, false, true, false, true});
+    cases.push_back({3, 8, 16, 70, 4, dtype, false, true, true, false, false, false});
+  }
+  return cases;
+}
+
 std::vector<ConvCase> conv_cases() {
   std::vector<ConvCase> cases;
   int i = 0;
@@ -699,7 +929,11 @@ void run_sweep(Report& report, Target& target, bool scans_only = false) {
     check_bidir(report, target, c, seed++, nullptr);
   }
   if (scans_only) return;
-  for (const auto& c : conv_cases()) check_conv(report, target, c, seed++, nullptr);
+  for (const auto& c : scan_bwd_cases()) check_scan_bwd(report, target, c, seed++, nullptr);
+  for (const auto& c : conv_cases()) {
+    check_conv(report, target, c, seed++, nullptr);
+    check_conv_bwd(report, target, c, seed++, nullptr);
+  }
   for (const auto& c : norm_cases()) check_norm(report, target, c, seed++, nullptr);
 }
 
@@ -751,6 +985,16 @@ bool parse_variants(const std::string& list, std::vector<int>& out) {
 
 bool same_bytes(const Buffer& a, const Buffer& b) { return a.bytes == b.bytes; }
 
+// max |a - b| / max |a| over two buffers of one size.
+double relative_difference(const Buffer& a, const Buffer& b) {
+  double diff = 0.0, scale = 1e-30;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(a.get(i)) - b.get(i)));
+    scale = std::max(scale, std::fabs(double(a.get(i))));
+  }
+  return diff / scale;
+}
+
 // The CPU kernels split rows among threads; every row is computed the same way whichever thread takes it.
 void check_thread_counts(Report& report) {
   CpuTarget one(1), three(3);
@@ -775,7 +1019,155 @@ void check_thread_counts(Report& report) {
   check_norm(quiet, one, nc, 96, &na);
   check_norm(quiet, three, nc, 96, &nb);
   report.expect(same_bytes(na[0], nb[0]) && same_bytes(na[1], nb[1]), "add_rms_norm: 1 and 3 threads give the same bits");
+  ScanBwdOutputs sa, sb;
+  check_scan_bwd(quiet, one, sc, 95, &sa);
+  check_scan_bwd(quiet, three, sc, 95, &sb);
+  report.expect(same_bytes(sa.du, sb.du) && same_bytes(sa.ddelta, sb.ddelta) && same_bytes(sa.dz, sb.dz) &&
+                    same_bytes(sa.dA, sb.dA) && same_bytes(sa.dD, sb.dD) && same_bytes(sa.dbias, sb.dbias),
+                "scan bwd: 1 and 3 threads give the same bits (all but dB, dC)");
+  // dB and dC add per-block sums over channels, the blocks set by the thread count: their rounding follows
+  // the thread count, but not the scheduling (a resumed training run must repeat the same bits).
+  const double bc_diff = std::max(relative_difference(sa.dB, sb.dB), relative_difference(sa.dC, sb.dC));
+  char what[120];
+  std::snprintf(what, sizeof what, "scan bwd: dB and dC from 1 and 3 threads within 1e-6 (%.1e)", bc_diff);
+  report.expect(bc_diff <= 1e-6, what);
+  ScanBwdOutputs again;
+  check_scan_bwd(quiet, three, sc, 95, &again);
+  report.expect(same_bytes(sb.dB, again.dB) && same_bytes(sb.dC, again.dC),
+                "scan bwd: dB and dC from two runs on 3 threads are the same bits");
+  ca.clear(), cb.clear();
+  check_conv_bwd(quiet, one, cc, 94, &ca);
+  check_conv_bwd(quiet, three, cc, 94, &cb);
+  conv_same = ca.size() == cb.size();
+  for (size_t i = 0; conv_same && i < ca.size(); ++i) conv_same = same_bytes(ca[i], cb[i]);
+  report.expect(conv_same, "conv1d bwd: 1 and 3 threads give the same bits");
   report.expect(quiet.failures == 0, "the thread-count cases are within tolerance");
+}
+
+// The backward calls' argument rules: the gradients that must be given, the optional ones given exactly
+// with their inputs, the forward's own checks; the forward's out is not needed. `d` is a bare f32 scan.
+void check_bwd_errors(Report& report, ScanData& d, CpuTarget& cpu) {
+  const size_t io = size_t(d.c.batch) * d.c.dim * d.c.length;
+  std::vector<float> du(io), ddelta(io), dz(io), dA(size_t(d.c.dim) * d.c.dstate), dB(d.bc_size()), dC(d.bc_size());
+  std::vector<float> dD(d.c.dim);
+  auto scan = [&](auto edit) {
+    partool_scan_bwd_params_t p{};
+    p.fwd = d.params(cpu, false);
+    p.dout = d.u.data();
+    p.du = du.data(), p.ddelta = ddelta.data(), p.dA = dA.data(), p.dB = dB.data(), p.dC = dC.data();
+    edit(p);
+    return partool_selective_scan_bwd_cpu(&p, 1);
+  };
+  report.expect(scan([](partool_scan_bwd_params_t&) {}) == PARTOOL_OK, "scan bwd: a valid call (fwd.out NULL) returns PARTOOL_OK");
+  report.expect(scan([](partool_scan_bwd_params_t& p) { p.dout = nullptr; }) == PARTOOL_ERR_INVALID_ARGUMENT &&
+                    std::strstr(partool_last_error_message(), "dout") != nullptr,
+                "scan bwd: dout = NULL: PARTOOL_ERR_INVALID_ARGUMENT naming dout");
+  report.expect(scan([](partool_scan_bwd_params_t& p) { p.dC = nullptr; }) == PARTOOL_ERR_INVALID_ARGUMENT,
+                "scan bwd: dC = NULL: PARTOOL_ERR_INVALID_ARGUMENT");
+  report.expect(scan([&](partool_scan_bwd_params_t& p) { p.dD = dD.data(); }) == PARTOOL_ERR_INVALID_ARGUMENT &&
+                    std::strstr(partool_last_error_message(), "dD") != nullptr,
+                "scan bwd: dD without fwd.D: PARTOOL_ERR_INVALID_ARGUMENT naming dD");
+  report.expect(scan([&](partool_scan_bwd_params_t& p) { p.fwd.z = d.z.data(); }) == PARTOOL_ERR_INVALID_ARGUMENT &&
+                    std::strstr(partool_last_error_message(), "dz") != nullptr,
+                "scan bwd: fwd.z without dz: PARTOOL_ERR_INVALID_ARGUMENT naming dz");
+  report.expect(scan([&](partool_scan_bwd_params_t& p) { p.fwd.z = d.z.data(), p.dz = dz.data(); }) == PARTOOL_OK,
+                "scan bwd: fwd.z with dz returns PARTOOL_OK");
+  report.expect(scan([](partool_scan_bwd_params_t& p) { p.fwd.dstate = PARTOOL_MAX_DSTATE + 1; }) ==
+                    PARTOOL_ERR_UNSUPPORTED_DSTATE,
+                "scan bwd: d_state 17: PARTOOL_ERR_UNSUPPORTED_DSTATE");
+  report.expect(partool_selective_scan_bwd_cpu(nullptr, 1) == PARTOOL_ERR_INVALID_ARGUMENT,
+                "scan bwd: params NULL: PARTOOL_ERR_INVALID_ARGUMENT");
+
+  std::mt19937 gen(7);
+  ConvData cd({1, 4, 8, 3, PARTOOL_DTYPE_F32, true, false, false}, gen);
+  std::vector<float> dx(32), dweight(12), dbias(4);
+  auto conv = [&](auto edit) {
+    partool_conv1d_bwd_params_t p{};
+    p.fwd = cd.params(cpu, 0, false, nullptr);
+    p.dout = cd.x.data();
+    p.dx = dx.data(), p.dweight = dweight.data();
+    edit(p);
+    return partool_causal_conv1d_bwd_cpu(&p, 1);
+  };
+  report.expect(conv([](partool_conv1d_bwd_params_t&) {}) == PARTOOL_OK, "conv1d bwd: a valid call (fwd.out NULL) returns PARTOOL_OK");
+  report.expect(conv([](partool_conv1d_bwd_params_t& p) { p.dx = nullptr; }) == PARTOOL_ERR_INVALID_ARGUMENT &&
+                    std::strstr(partool_last_error_message(), "dx") != nullptr,
+                "conv1d bwd: dx = NULL: PARTOOL_ERR_INVALID_ARGUMENT naming dx");
+  report.expect(conv([&](partool_conv1d_bwd_params_t& p) { p.dbias = dbias.data(); }) == PARTOOL_ERR_INVALID_ARGUMENT,
+                "conv1d bwd: dbias without fwd.bias: PARTOOL_ERR_INVALID_ARGUMENT");
+  report.expect(conv([&](partool_conv1d_bwd_params_t& p) { p.fwd.bias = dbias.data(); }) == PARTOOL_ERR_INVALID_ARGUMENT,
+                "conv1d bwd: fwd.bias without dbias: PARTOOL_ERR_INVALID_ARGUMENT");
+  report.expect(conv([](partool_conv1d_bwd_params_t& p) { p.fwd.width = PARTOOL_MAX_CONV_WIDTH + 1; }) ==
+                    PARTOOL_ERR_UNSUPPORTED_SHAPE,
+                "conv1d bwd: width 5: PARTOOL_ERR_UNSUPPORTED_SHAPE");
+}
+
+// The largest |numeric - analytic| / max |analytic| over the elements of one input: the numeric gradient of
+// loss() by central differences, stepping the element by about 1e-3 (as stored in its dtype).
+template <typename Loss>
+double difference_error(Buffer& x, const std::vector<double>& grad, Loss loss) {
+  double err = 0.0, scale = 1e-30;
+  for (size_t i = 0; i < grad.size(); ++i) {
+    const float x0 = x.get(i);
+    x.set(i, x0 + 1e-3f);
+    const double up = loss(), x_up = x.get(i);
+    x.set(i, x0 - 1e-3f);
+    const double down = loss(), x_down = x.get(i);
+    x.set(i, x0);
+    err = std::max(err, std::fabs((up - down) / (x_up - x_down) - grad[i]));
+    scale = std::max(scale, std::fabs(grad[i]));
+  }
+  return err / scale;
+}
+
+// The backward references against central differences of the forward references (small contiguous
+// float32 cases, so every gradient's index is its input's): the sweep's gradients are those of the
+// forward it checks. Central differences are accurate to about 1e-6 here; 1e-4 leaves room.
+void check_references(Report& report) {
+  const ScanCase scans[] = {{1, 4, 3, 6, 2, PARTOOL_DTYPE_F32, true, true, true, true, false, false},
+                            {1, 4, 3, 6, 2, PARTOOL_DTYPE_F32, false, true, true, false, false, false}};
+  for (const ScanCase& sc : scans) {
+    std::mt19937 gen(11);
+    ScanData d(sc, gen);
+    const Buffer dout = normal(gen, PARTOOL_DTYPE_F32, d.io_size(), 0.0f, 1.0f);
+    for (bool reverse : {false, true}) {
+      const ScanGrads g = scan_bwd_reference(d, dout, reverse);
+      auto loss = [&] {
+        std::vector<double> y, last;
+        d.reference(reverse, y, last);
+        double sum = 0.0;
+        for (size_t i = 0; i < y.size(); ++i) sum += y[i] * dout.get(i);
+        return sum;
+      };
+      double err = std::max({difference_error(d.u, g.du, loss), difference_error(d.delta, g.ddelta, loss),
+                             difference_error(d.A, g.dA, loss), difference_error(d.B, g.dB, loss),
+                             difference_error(d.C, g.dC, loss), difference_error(d.D, g.dD, loss),
+                             difference_error(d.bias, g.dbias, loss)});
+      if (sc.z) err = std::max(err, difference_error(d.z, g.dz, loss));
+      char what[160];
+      std::snprintf(what, sizeof what, "%s: reference gradients = central differences (%.1e)",
+                    sc.describe(reverse ? "scan bwd reverse" : "scan bwd").c_str(), err);
+      report.expect(err <= 1e-4, what);
+    }
+  }
+  std::mt19937 gen(12);
+  ConvData d({1, 3, 7, 3, PARTOOL_DTYPE_F32, true, true, false}, gen);
+  const Buffer dout = normal(gen, PARTOOL_DTYPE_F32, d.size(), 0.0f, 1.0f);
+  for (bool reverse : {false, true}) {
+    const ConvGrads g = conv_bwd_reference(d, dout, reverse);
+    auto loss = [&] {
+      const std::vector<double> y = d.reference(0, reverse);
+      double sum = 0.0;
+      for (size_t i = 0; i < y.size(); ++i) sum += y[i] * dout.get(i);
+      return sum;
+    };
+    const double err = std::max({difference_error(d.x, g.dx, loss), difference_error(d.weight[0], g.dweight, loss),
+                                 difference_error(d.bias[0], g.dbias, loss)});
+    char what[160];
+    std::snprintf(what, sizeof what, "%s: reference gradients = central differences (%.1e)",
+                  d.c.describe(reverse ? "conv1d bwd anti-causal" : "conv1d bwd causal").c_str(), err);
+    report.expect(err <= 1e-4, what);
+  }
 }
 
 // Bad arguments come back as statuses with a message, never as a crash.
@@ -817,11 +1209,28 @@ void check_errors(Report& report) {
                       partool_scan_cuda_variant_name(-1) == nullptr,
                   "scan variant names: auto .. rows/states16, NULL outside the enum");
   }
+  check_bwd_errors(report, d, cpu);
   if (!partool_kernels_has_cuda()) {  // (the emulation library reports CUDA)
     partool_scan_params_t p = d.params(cpu, false);
     p.out = out.data();
     report.expect(partool_selective_scan_fwd_cuda(&p, nullptr) == PARTOOL_ERR_NO_CUDA,
                   "a CPU-only build: the CUDA entry returns PARTOOL_ERR_NO_CUDA");
+    std::mt19937 gen_bwd(6);
+    ScanData sd({1, 4, 16, 8, 1, PARTOOL_DTYPE_F32, false, false, false, false, false, false}, gen_bwd);
+    std::vector<float> grads(64);
+    partool_scan_bwd_params_t sb{};
+    sb.fwd = sd.params(cpu, false);
+    sb.dout = sd.u.data();
+    sb.du = sb.ddelta = sb.dA = sb.dB = sb.dC = grads.data();
+    report.expect(partool_selective_scan_bwd_cuda(&sb, nullptr) == PARTOOL_ERR_NO_CUDA,
+                  "a CPU-only build: the CUDA scan backward returns PARTOOL_ERR_NO_CUDA");
+    ConvData cd({1, 2, 8, 4, PARTOOL_DTYPE_F32, true, false, false}, gen_bwd);
+    partool_conv1d_bwd_params_t cb{};
+    cb.fwd = cd.params(cpu, 0, false, nullptr);
+    cb.dout = cd.x.data();
+    cb.dx = cb.dweight = grads.data();
+    report.expect(partool_causal_conv1d_bwd_cuda(&cb, nullptr) == PARTOOL_ERR_NO_CUDA,
+                  "a CPU-only build: the CUDA conv1d backward returns PARTOOL_ERR_NO_CUDA");
   }
 }
 
@@ -874,6 +1283,7 @@ int main(int argc, char** argv) {
   (void)variant_list;
 #endif
   check_thread_counts(report);
+  check_references(report);
   check_errors(report);
   for (const auto& [key, err] : report.worst) std::printf("worst relative error %-10s %.2e\n", key.c_str(), err);
   std::printf("%s\n", cuda_note.c_str());
