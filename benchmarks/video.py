@@ -4,10 +4,14 @@ The clip is rendered by `render_clip` (or --clip FILE); the PAR model is an untr
 the given size (latency does not depend on the weights) or --model RUN|model.onnx|model.engine. The motion
 detector and the built-in IoU tracker run as in `partool demo`. `--soak N` loops the clip to N frames and
 samples the resident set size (psutil, else /proc/self/status) every 100 frames to show memory stays flat.
+`--streams N` runs N streams in one process instead (a different street per stream, each looped, `--frames`
+in all), as `partool video SRC… --save DIR --events FILE` does: aggregate and per-stream FPS, the PAR
+batch sizes across streams, and the RSS slope (MB per 1000 frames, least squares after warm-up).
 Measures only; never passes or fails on time.
 
     python benchmarks/video.py --threads 2 --out benchmarks/results/video_cpu.json
     python benchmarks/video.py --soak 3000 --out benchmarks/results/video_soak.json
+    python benchmarks/video.py --streams 4 --frames 10000 --out benchmarks/results/video_streams.json
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from partool.models import create_model
 from partool.models.run_folder import save_run
 from partool.runtime import load_backend
 from partool.video.detectors import MotionDetector
-from partool.video.pipeline import PipelineOptions, run_pipeline
+from partool.video.pipeline import PipelineOptions, Stream, run_pipeline, run_streams
 from partool.video.sinks import EventSink, VideoSink
 from partool.video.sources import open_source
 from partool.video.tracking import IoUTracker
@@ -103,7 +107,59 @@ def run_once(clip: Path, model: Path, device: str, out: Path, frames: int | None
     return {"backend": backend.describe(), "summary": summary.to_dict(), "rss_samples": samples}
 
 
-def main() -> None:
+def run_streams_once(clips: list[Path], model: Path, device: str, out: Path, frames: int, every: int) -> dict:
+    """`frames` in all over len(clips) looped streams, one PAR backend; RSS sampled every 100 frames."""
+    backend = load_backend(model, device=device)
+    per_stream = frames // len(clips)
+    samples: list[tuple[int, float]] = []
+    done = [0]
+
+    def sample(_result) -> None:
+        done[0] += 1
+        if done[0] % 100 == 0:
+            samples.append((done[0], rss_mb()))
+
+    streams = []
+    for i, clip in enumerate(clips):
+        target = str(clip)
+        source = open_source(target, opener=lambda _t, target=target: LoopCapture(target, per_stream))
+        own = [VideoSink(out / "videos" / f"cam{i}.mp4")]
+        streams.append(Stream(f"cam{i}", source, MotionDetector(), IoUTracker(), own))
+    summary = run_streams(streams, backend, [EventSink(out / "events.jsonl")],
+                          PipelineOptions(every=every, on_frame=sample))  # fmt: skip
+    return {"backend": backend.describe(), "summary": summary.to_dict(), "rss_samples": samples}
+
+
+def rss_report(samples: list[tuple[int, float]]) -> dict | None:
+    """First / after warm-up / last / max RSS and the slope after warm-up (first quarter left out)."""
+    if len(samples) < 4:
+        return None
+    idx, mb = np.array([s[0] for s in samples], float), np.array([s[1] for s in samples])
+    warm = len(samples) // 4  # allocator, model and background models warming up
+    slope = float(np.polyfit(idx[warm:], mb[warm:], 1)[0] * 1000)
+    return {"first_mb": round(float(mb[0]), 1), "after_warmup_mb": round(float(mb[warm]), 1),
+            "last_mb": round(float(mb[-1]), 1), "max_mb": round(float(mb.max()), 1),
+            "slope_mb_per_1000_frames": round(slope, 3)}  # fmt: skip
+
+
+def streams_table(result: dict) -> None:
+    """Per-stream and aggregate FPS, PAR batch sizes, stage latency and RSS of a --streams run."""
+    s = result["summary"]
+    rows = [[t["stream"], t["frames"], round(t["fps"], 1), t["dropped_frames"], t["tracks"], t["crops"]]
+            for t in s["streams"]]  # fmt: skip
+    rows.append(["ALL", s["frames"], round(s["fps"], 1), "-", s["tracks"], s["crops"]])
+    print_table("partool video: streams", ["stream", "frames", "FPS", "dropped", "tracks", "crops"], rows)
+    stages = [
+        [stage, st["calls"], st["mean_ms"], st["p50_ms"], st["p95_ms"]] for stage, st in s["stages"].items()
+    ]
+    print_table("per-stage latency (ms)", ["stage", "calls", "mean", "p50", "p95"], stages)
+    batches = s["par_batches"]
+    print(f"PAR batches: {s['par_calls']} calls, mean {batches['mean']}, max {batches['max']}, "
+          f"histogram {batches['histogram']}")  # fmt: skip
+    print(f"RSS: {result['rss']}")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, help="video to run on (default: render a SynthPAR clip)")
     parser.add_argument("--size", default="640x360", help="rendered clip size WxH")
@@ -123,33 +179,36 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--soak", type=int, default=0, help="loop the clip to N frames and track RSS")
+    parser.add_argument("--streams", type=int, default=0, help="run N streams in one process (0: one)")
+    parser.add_argument("--frames", type=int, default=10_000, help="with --streams: frames in all")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/video.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        clip = args.clip
-        if clip is None:
-            w, h = parse_size(args.size, "--size", "WIDTHxHEIGHT", "640x360")
-            clip = (
-                tmp / render_clip(str(tmp / "clip.mp4"), seconds=args.seconds, fps=15, size=(w, h))["video"]
-            )
-        models = {}
-        if args.model is not None:
-            models[args.model.suffix or "run"] = args.model
-        else:
-            size = parse_size(args.img_size)
-            models["torch"] = make_model(tmp, args.model_name, size, args.depth)
-            if args.onnx:
-                from partool.export import export_run
+    return parser.parse_args()
 
-                models["onnxruntime"] = export_run(models["torch"], tmp / "onnx", scan="portable")
-        results = {}
-        for label, model in models.items():
-            out = tmp / f"out-{label}"
-            out.mkdir()
-            results[label] = run_once(clip, model, args.device, out, args.soak or None, args.every)
+
+def make_clips(args: argparse.Namespace, tmp: Path) -> list[Path]:
+    """--clip, or one rendered street per stream (seeds 0, 1, …: different people in each)."""
+    if args.clip is not None:
+        return [args.clip] * max(1, args.streams)
+    w, h = parse_size(args.size, "--size", "WIDTHxHEIGHT", "640x360")
+    return [
+        tmp
+        / render_clip(str(tmp / f"clip{i}.mp4"), seconds=args.seconds, fps=15, size=(w, h), seed=i)["video"]
+        for i in range(max(1, args.streams))
+    ]
+
+
+def make_models(args: argparse.Namespace, tmp: Path) -> dict[str, Path]:
+    if args.model is not None:
+        return {args.model.suffix or "run": args.model}
+    models = {"torch": make_model(tmp, args.model_name, parse_size(args.img_size), args.depth)}
+    if args.onnx:
+        from partool.export import export_run
+
+        models["onnxruntime"] = export_run(models["torch"], tmp / "onnx", scan="portable")
+    return models
+
+
+def single_table(results: dict[str, dict]) -> None:
     rows = []
     for label, r in results.items():
         s = r["summary"]
@@ -159,21 +218,37 @@ def main() -> None:
     print_table(
         "partool video: per-stage latency (ms)", ["backend", "stage", "calls", "mean", "p50", "p95"], rows
     )
+    for label, r in results.items():
+        if r.get("rss"):
+            print(f"{label}: RSS {r['rss']}")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        clips = make_clips(args, tmp)
+        results = {}
+        for label, model in make_models(args, tmp).items():
+            out = tmp / f"out-{label}"
+            out.mkdir()
+            if args.streams:
+                results[label] = run_streams_once(clips, model, args.device, out, args.frames, args.every)
+            else:
+                results[label] = run_once(clips[0], model, args.device, out, args.soak or None, args.every)
+            results[label]["rss"] = rss_report(results[label]["rss_samples"])
+    if args.streams:
+        for result in results.values():
+            streams_table(result)
+    else:
+        single_table(results)
     payload = {
         "machine": machine_facts(),
         "args": {k: str(v) for k, v in vars(args).items()},
         "results": results,
     }
-    for label, r in results.items():
-        samples = r["rss_samples"]
-        if len(samples) >= 4:
-            idx, mb = np.array([s[0] for s in samples], float), np.array([s[1] for s in samples])
-            warm = len(samples) // 4  # leave the first quarter out: allocator and model warm-up
-            slope = float(np.polyfit(idx[warm:], mb[warm:], 1)[0] * 1000)
-            r["rss"] = {"first_mb": round(float(mb[0]), 1), "after_warmup_mb": round(float(mb[warm]), 1),
-                        "last_mb": round(float(mb[-1]), 1), "max_mb": round(float(mb.max()), 1),
-                        "slope_mb_per_1000_frames": round(slope, 3)}  # fmt: skip
-            print(f"{label}: RSS {r['rss']}")
     write_json(str(args.out) if args.out else None, payload)
 
 

@@ -554,6 +554,7 @@ def test_backward_entry_points_validate(device):
 REPRESENTATIVE_VARIANTS = ("auto", "chunked/tile8", "rows/states16")
 
 
+@pytest.mark.sweep  # about a minute on 2 cores since the backward cases; the tests above cover each kernel
 def test_kernel_check_program_passes_on_the_emulated_cuda_kernels(emu):
     """partool_kernels_check's cases and tolerances hold for the CUDA kernels, with the default scan and a
     representative explicit scan variant of each design, so that `partool plugins check` failing on a real

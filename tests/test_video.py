@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 
 import cv2
@@ -19,13 +22,14 @@ from partool.errors import UserError
 from partool.models import create_model
 from partool.models.run_folder import save_run
 from partool.runtime import load_backend
+from partool.runtime.base import Backend
 from partool.video.detectors import MotFileDetector, MotionDetector
-from partool.video.pipeline import PipelineOptions, run_pipeline
+from partool.video.pipeline import PipelineOptions, Stream, run_pipeline, run_streams
 from partool.video.render import draw_tracks
 from partool.video.scheduling import Scheduler
-from partool.video.sinks import EventSink, VideoSink
+from partool.video.sinks import EventSink, Sink, VideoSink
 from partool.video.smoothing import Smoother, count_flips
-from partool.video.sources import Backoff, open_source
+from partool.video.sources import Backoff, FrameSource, name_sources, open_source, read_sources_file
 from partool.video.tracking import IoUTracker, Track, iou_matrix
 
 W, H = 320, 180
@@ -280,6 +284,158 @@ def test_the_backend_warms_up_before_the_source_and_a_failed_warmup_releases_it(
     assert closed
 
 
+# ------------------------------------------------------------------ many streams in one run
+
+
+def test_sources_are_named_from_arguments_and_a_file(tmp_path):
+    video = tmp_path / "door.mp4"
+    video.write_bytes(b"")
+    listing = tmp_path / "cams.txt"
+    listing.write_text(
+        f"# the hall\nhall=rtsp://10.0.0.6/live?channel=1&x=2\n\n{video}\nrtsp://u:p@10.0.0.7/s\n"
+    )
+    entries = [("argument 1", "0"), ("argument 2", "yard=cam2"), *read_sources_file(listing)]
+    assert entries[2][0] == f"{listing}:2"
+    assert name_sources(entries) == [
+        ("cam0", "0"), ("yard", "cam2"), ("hall", "rtsp://10.0.0.6/live?channel=1&x=2"),
+        ("door", str(video)), ("cam4", "rtsp://u:p@10.0.0.7/s"),
+    ]  # fmt: skip
+    assert name_sources([("a", "rtsp://h/x?a=b")]) == [("cam0", "rtsp://h/x?a=b")]  # a query is no name
+    with pytest.raises(UserError, match=r"'door' is used twice \(argument 1 and .*cams.txt:4\)"):
+        name_sources([("argument 1", "door=0"), *read_sources_file(listing)])
+    with pytest.raises(UserError, match="may hold only letters"):
+        name_sources([("argument 1", "my cam=0")])
+    with pytest.raises(UserError, match="cannot read"):
+        read_sources_file(tmp_path / "none.txt")
+
+
+class PlainCapture(FakeCapture):
+    """`frames` frames of one grey level, 64x64."""
+
+    def __init__(self, frames: int, level: int) -> None:
+        super().__init__(frames)
+        self.level = level
+
+    def read(self):
+        ok, _ = super().read()
+        return ok, (np.full((64, 64, 3), self.level, np.uint8) if ok else None)
+
+
+class BoxDetector:
+    """One person at a fixed place in every frame; raises from frame `fail_at` on."""
+
+    name = "box"
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at = fail_at
+
+    def detect(self, frame, index):
+        if self.fail_at is not None and index >= self.fail_at:
+            raise RuntimeError("detector lost its device")
+        return np.array([[8, 4, 40, 60]], np.float32), np.ones(1, np.float32)
+
+
+class BrightnessBackend(Backend):
+    """Two attributes, both the crop's mean brightness (bright -> on); records every batch size."""
+
+    name = "fake"
+
+    def __init__(self, max_batch: int) -> None:
+        super().__init__({"attributes": ["a", "b"], "input_size": [16, 8]}, max_batch)
+        self.sizes: list[int] = []
+
+    def _infer(self, batch):
+        self.sizes.append(len(batch))
+        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None] * 10, 2, axis=1)
+
+
+class Recorder(Sink):
+    """Keeps events, crops and frames (mean level) it is given."""
+
+    wants_frames = True
+
+    def __init__(self) -> None:
+        self.events, self.crops, self.levels = [], [], []
+
+    def event(self, record):
+        self.events.append(record)
+
+    def crop(self, stream, track_id, image, box):
+        self.crops.append((stream, track_id, image.shape))
+
+    def frame(self, image, fps):
+        self.levels.append(int(image[32:, 50:].mean()))  # right of the box and its label
+        return True
+
+
+def plain_stream(name: str, frames: int, level: int, detector=None) -> Stream:
+    source = FrameSource("file", name, name, False, 4, opener=lambda _t: PlainCapture(frames, level))
+    return Stream(name, source, detector or BoxDetector(), IoUTracker(min_hits=1), [Recorder()])
+
+
+def test_streams_share_one_par_batch_and_keep_their_own_state():
+    backend = BrightnessBackend(max_batch=2)
+    streams = [plain_stream("white", 10, 255), plain_stream("black", 10, 0), plain_stream("grey", 10, 128)]
+    everything = Recorder()
+    summary = run_streams(streams, backend, [everything], PipelineOptions(every=5))
+    # warm-up; step 0: three new tracks, two fit; step 1: the third; steps 5 and 6 the same again
+    assert backend.sizes == [1, 2, 1, 2, 1]
+    assert summary.par_batches == {"histogram": {"1": 2, "2": 2}, "mean": 1.5, "max": 2}
+    assert summary.frames == 30 and summary.par_calls == 4 and summary.crops == 6
+    assert [(s["stream"], s["frames"], s["tracks"], s["crops"]) for s in summary.streams] == [
+        ("white", 10, 1, 2), ("black", 10, 1, 2), ("grey", 10, 1, 2),
+    ]  # fmt: skip
+    # every stream has its own track 1 with its own smoothed attributes
+    left = {e["stream"]: e for e in everything.events if e["event"] == "track_left"}
+    assert left["white"]["attributes"] == ["a", "b"] and left["black"]["attributes"] == []
+    assert {e["stream"] for e in everything.events if e["event"] != "end"} == {"white", "black", "grey"}
+    assert everything.events[-1]["event"] == "end" and everything.events[-1]["frames"] == 30
+    assert sorted(everything.crops) == sorted(
+        (n, 1, (56, 32, 3)) for n in ("white", "black", "grey") for _ in "xy"
+    )
+    # a stream's own sinks see its frames and events only
+    for stream, level in zip(streams, (255, 0, 128), strict=True):
+        own = stream.sinks[0]
+        assert len(own.levels) == 10 and set(own.levels) == {level}
+        assert {e.get("stream", stream.name) for e in own.events} == {stream.name}
+
+
+def test_one_failing_stream_does_not_stop_the_others():
+    captures = iter([FakeCapture(5)])
+    dying = open_source(
+        "rtsp://cam.local/live", queue_size=8, opener=lambda _t: next(captures, FakeCapture(0, opened=False)),
+        backoff=Backoff(retries=2), sleep=lambda _s: None,
+    )  # fmt: skip
+    streams = [
+        Stream("dying", dying, BoxDetector(), IoUTracker(min_hits=1)),
+        plain_stream("broken", 20, 200, BoxDetector(fail_at=3)),
+        plain_stream("steady", 40, 100),
+    ]
+    summary = run_streams(streams, BrightnessBackend(8), [], PipelineOptions(every=5))
+    facts = {s["stream"]: s for s in summary.streams}
+    assert facts["dying"]["frames"] == 5 and "stream lost after 5 frames" in facts["dying"]["end_reason"]
+    assert facts["broken"]["frames"] == 3
+    assert facts["broken"]["stopped_by"] == "error: RuntimeError: detector lost its device"
+    assert facts["steady"]["frames"] == 40 and facts["steady"]["stopped_by"] == "source ended"
+    assert summary.frames == 48 and "source ended" in summary.stopped_by
+
+
+def test_a_stream_is_cut_at_max_frames_and_the_run_stops_on_request():
+    streams = [plain_stream("short", 50, 50), plain_stream("long", 10_000, 60)]
+    summary = run_streams(streams, BrightnessBackend(8), [], PipelineOptions(max_frames=20))  # per stream
+    assert [s["frames"] for s in summary.streams] == [20, 20] and summary.stopped_by == "max frames"
+    stop = threading.Event()
+
+    def on_frame(result):  # what a service's SIGTERM handler does, from another thread
+        if result.stream == "long" and result.index == 29:
+            stop.set()
+
+    streams = [plain_stream("short", 20, 50), plain_stream("long", 10_000, 60)]
+    summary = run_streams(streams, BrightnessBackend(8), [], PipelineOptions(on_frame=on_frame, stop=stop))
+    assert summary.stopped_by == "stopped" and [s["frames"] for s in summary.streams] == [20, 30]
+    assert [s["stopped_by"] for s in summary.streams] == ["source ended", "stopped"]
+
+
 # ------------------------------------------------------------------ CLI
 
 
@@ -304,9 +460,49 @@ def test_cli_runs_and_prints_json(cli, clip, run_dir, tmp_path):
     assert (tmp_path / "o.mp4").is_file() and (tmp_path / "e.jsonl").is_file()
 
 
+def test_cli_runs_several_streams_into_a_folder_and_the_event_store(cli, clip, run_dir, tmp_path):
+    from partool.video.event_store import open_store, stream_names
+
+    video, _ = clip
+    (tmp_path / "cams.txt").write_text(f"# second camera\nb={video}\n")
+    args = ["video", f"a={video}", "--sources", str(tmp_path / "cams.txt"), "--model", str(run_dir),
+            "--max-frames", "30", "--device", "cpu", "--save", str(tmp_path / "videos"),
+            "--events", str(tmp_path / "e.jsonl"), "--db", str(tmp_path / "e.db"), "--json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [(s["stream"], s["frames"], s["stopped_by"]) for s in summary["streams"]] == [
+        ("a", 30, "max frames"), ("b", 30, "max frames"),
+    ]  # fmt: skip
+    assert summary["frames"] == 60 and summary["stopped_by"] == "max frames"
+    assert summary["par_batches"]["max"] >= 2  # both streams' people in one call
+    for stream in summary["streams"]:
+        path = tmp_path / "videos" / f"{stream['stream']}.mp4"
+        assert stream["outputs"]["video"] == str(path)
+        assert int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert {e["stream"] for e in events[:-1]} == {"a", "b"} and events[-1]["event"] == "end"
+    assert stream_names(open_store(tmp_path / "e.db")) == ["a", "b"]
+
+
+def test_sigterm_asks_the_run_to_stop():
+    """A service manager's SIGTERM ends `partool video` like the end of its sources: outputs complete."""
+    from partool.cli.video_cmd import _stop_on_sigterm
+
+    stop = threading.Event()
+    before = signal.getsignal(signal.SIGTERM)
+    with _stop_on_sigterm(stop):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        ([], "no video source"),
+        (["{clip}", "{clip}"], "'street' is used twice (argument 1 and argument 2)"),
+        (["a={clip}", "b={clip}", "--save", "{tmp}/x.mp4"], "2 streams need a folder"),
         (["missing.mp4"], "not found"),
         (["cam57"], "camera cam57 cannot be opened"),
         (["rtsp://127.0.0.1:9/none"], "cannot be opened"),

@@ -52,6 +52,8 @@ def _register() -> None:
         models_cmd,
         plugins_cmd,
         predict_cmd,
+        report_cmd,
+        search_cmd,
         train_cmd,
         video_cmd,
     )
@@ -63,6 +65,8 @@ def _register() -> None:
         export_cmd,
         bench_cmd,
         video_cmd,
+        search_cmd,
+        report_cmd,
         demo_cmd,
         doctor,
         models_cmd,

@@ -2,8 +2,8 @@
 
 A track is inferred when it first appears, then every `every` frames, or earlier when its box has grown
 by `grow` (20 %) in area since the last inference — a person walking towards the camera shows more
-detail. All due crops of a frame go into one backend call; when more are due than the backend's largest
-batch, those waiting longest go first and the rest stay due for the next frame.
+detail. All due crops of a step — of every stream — go into one backend call; when more are due than the
+backend's largest batch, those waiting longest go first and the rest stay due for the next frame.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ class Scheduler:
 
     def due(self, tracks: list[Track], frame: int, limit: int) -> list[Track]:
         """Tracks to infer now, at most `limit`: new ones first, then the longest waiting."""
+        return [track for _, track in self.waiting(tracks, frame)[:limit]]
+
+    def waiting(self, tracks: list[Track], frame: int) -> list[tuple[float, Track]]:
+        """(urgency, track) of every due track, most urgent first: inf for new tracks, else frames waited.
+
+        The urgency lets a pipeline serving several streams fill one batch from all of them fairly.
+        """
         waiting: list[tuple[float, Track]] = []
         for track in tracks:
             last = self._last.get(track.id)
@@ -42,7 +49,7 @@ class Scheduler:
             elif frame - last.frame >= self.every or box_area(track.box) >= last.area * (1.0 + self.grow):
                 waiting.append((float(frame - last.frame), track))
         waiting.sort(key=lambda item: -item[0])
-        return [track for _, track in waiting[:limit]]
+        return waiting
 
     def mark(self, tracks: list[Track], frame: int) -> None:
         """Record that `tracks` were inferred at `frame`."""

@@ -40,6 +40,11 @@ class Sink:
     def event(self, record: dict[str, Any]) -> None:
         """Consume one event (track appeared / attribute changed / track left / end)."""
 
+    def crop(self, stream: str, track_id: int, image: np.ndarray, box: Any) -> None:
+        """Consume one candidate picture of a track: the BGR crop the PAR model is given (H, W, 3 uint8) and
+        the box it was cut from, (x1, y1, x2, y2) frame pixels. Called where the pipeline cuts PAR crops, so
+        a track's first crop may come before its "track_appeared" event; the event store keeps the best."""
+
     def close(self) -> dict[str, Any]:
         """Finish; returns facts for the summary (e.g. the path written)."""
         return {}
@@ -206,6 +211,8 @@ class Summary:
     tracker: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
     stopped_by: str = ""
+    streams: list[dict[str, Any]] = field(default_factory=list)  # per stream: frames, FPS, drops …
+    par_batches: dict[str, Any] = field(default_factory=dict)  # PAR batch sizes: histogram, mean, max
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,14 +7,20 @@ is dropped, so the delay between the scene and the overlay stays bounded. A stre
 is reopened with exponential back-off; when the retries run out, or a camera or file fails mid-run, the
 source ends like a finished file (`end_reason` says why) and the pipeline writes its summary as usual.
 Opening is checked up front: a missing file, an unopenable camera or a dead URL is a UserError.
+
+Several sources run side by side, each with its own reader thread and queue: `poll` takes a frame without
+blocking and `wake_on` lets one consumer sleep until any of them has something, so a pipeline serving
+many cameras waits on one event instead of spinning. `name_sources` / `read_sources_file` turn the
+command line's `SRC …` and `--sources FILE` into unique stream names.
 """
 
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +33,7 @@ from partool.errors import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 FOLDER_FPS = 25.0  # a folder of images has no frame rate; time stamps and --save assume this one
+STREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # also a file name: DIR/<name>.mp4
 
 
 class Capture(Protocol):
@@ -93,14 +100,17 @@ class FrameSource:
         queue_size: int,
         opener: Opener = open_capture,
         backoff: Backoff | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         files: list[Path] | None = None,
     ) -> None:
         self.kind, self.target, self.name, self.live = kind, target, name, live
-        self._opener, self._backoff, self._sleep = opener, backoff or Backoff(), sleep
+        self._stop = threading.Event()
+        # back-off waits end at once on close(), so stopping one stream of many never stalls the others
+        self._opener, self._backoff, self._sleep = opener, backoff or Backoff(), sleep or self._stop.wait
         self._files = files
         self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=max(1, queue_size))
-        self._stop = threading.Event()
+        self._waker: threading.Event | None = None
+        self.finished = False  # the consumer has taken the end marker
         self.dropped = 0
         self.reconnects = 0
         self.end_reason = "running"
@@ -155,6 +165,7 @@ class FrameSource:
                     self._queue.put_nowait(frame)
                 else:
                     self._queue.put(frame, timeout=0.1)
+                self._wake()
                 return True
             except queue.Full:
                 if self.live:
@@ -180,6 +191,7 @@ class FrameSource:
                 except queue.Full:
                     if self._stop.is_set():
                         break
+            self._wake()
 
     def _read_capture(self) -> str:
         start = time.monotonic()
@@ -229,21 +241,41 @@ class FrameSource:
 
     # -- the consumer side --------------------------------------------------------------------------------
 
+    def wake_on(self, event: threading.Event) -> None:
+        """Set `event` whenever a frame or the end arrives (one consumer waits for any of many sources)."""
+        self._waker = event
+
+    def _wake(self) -> None:
+        if self._waker is not None:
+            self._waker.set()
+
+    def poll(self, wait: bool) -> Frame | None:
+        """The next frame; None once the source has ended (`finished`), or when `wait` is False and none is ready."""
+        if self.finished:
+            return None
+        try:
+            frame = self._queue.get() if wait else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        self.finished = frame is None
+        return frame
+
     def __iter__(self) -> Iterator[Frame]:
-        while True:
-            frame = self._queue.get()
-            if frame is None:
-                return
+        while (frame := self.poll(wait=True)) is not None:
             yield frame
 
-    def close(self) -> None:
-        """Stop the reader thread and release the device; safe to call twice."""
+    def stop(self) -> None:
+        """Ask the reader thread to end, without waiting for it (it may be inside a blocking read)."""
         self._stop.set()
         while True:  # unblock a reader waiting on a full queue
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+
+    def close(self) -> None:
+        """Stop the reader thread and release the device; safe to call twice."""
+        self.stop()
         self._thread.join(timeout=5.0)
 
     def __enter__(self) -> FrameSource:
@@ -264,28 +296,36 @@ class FrameSource:
         }
 
 
+def source_kind(spec: str) -> str:
+    """`camera`, `stream`, `folder` or `file`, as open_source would read `spec` (nothing is opened)."""
+    lowered = str(spec).strip().lower()
+    if (lowered[3:] if lowered.startswith("cam") else lowered).isdigit():
+        return "camera"
+    if lowered.startswith(STREAM_SCHEMES):
+        return "stream"
+    return "folder" if Path(str(spec).strip()).expanduser().is_dir() else "file"
+
+
 def open_source(
     spec: str,
     queue_size: int | None = None,
     opener: Opener = open_capture,
     backoff: Backoff | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
 ) -> FrameSource:
     """A started FrameSource for `cam0` / `0`, `rtsp://…` (and http(s)/rtmp), a video file or an image folder.
 
     `queue_size` defaults to 2 for live sources (latency) and 16 for files and folders (read-ahead).
     """
     text = str(spec).strip()
-    lowered = text.lower()
-    camera = lowered[3:] if lowered.startswith("cam") else lowered
-    if camera.isdigit():
-        return FrameSource(
-            "camera", int(camera), f"cam{int(camera)}", True, queue_size or 2, opener, backoff, sleep
-        )
-    if lowered.startswith(STREAM_SCHEMES):
+    kind = source_kind(text)
+    if kind == "camera":
+        index = int(text[3:] if text.lower().startswith("cam") else text)
+        return FrameSource("camera", index, f"cam{index}", True, queue_size or 2, opener, backoff, sleep)
+    if kind == "stream":
         return FrameSource("stream", text, _redact(text), True, queue_size or 2, opener, backoff, sleep)
     path = Path(text).expanduser()
-    if path.is_dir():
+    if kind == "folder":
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UserError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -296,3 +336,58 @@ def open_source(
             "or an rtsp:// URL"
         )
     return FrameSource("file", str(path), str(path), False, queue_size or 16, opener, backoff, sleep)
+
+
+def read_sources_file(path: str | Path) -> list[tuple[str, str]]:
+    """(where, entry) per source line of a `--sources` file: one source a line, `#` starts a comment line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--sources {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entries.append((f"{path}:{number}", line))
+    return entries
+
+
+def name_sources(entries: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(name, source) per (where, entry); `NAME=SOURCE` names a stream, otherwise a file or folder is called
+    by its stem and anything else `cam<position>`. Two streams of one name are a UserError: their videos
+    (DIR/<name>.mp4) and events could not be told apart."""
+    named: list[tuple[str, str]] = []
+    first: dict[str, str] = {}
+    for position, (where, entry) in enumerate(entries):
+        name, source = _split_name(entry, where)
+        if not source:
+            raise UserError(f"{where}: {entry!r} names a stream but gives no source after '='")
+        name = name or default_stream_name(source, position)
+        if name in first:
+            raise UserError(
+                f"stream name {name!r} is used twice ({first[name]} and {where}); name them: NAME=SOURCE"
+            )
+        first[name] = where
+        named.append((name, source))
+    return named
+
+
+def default_stream_name(source: str, position: int) -> str:
+    """A file's or folder's stem; `cam<position>` for cameras and URLs."""
+    stem = Path(source).expanduser().stem if source_kind(source) in ("file", "folder") else ""
+    return stem or f"cam{position}"
+
+
+def _split_name(entry: str, where: str) -> tuple[str | None, str]:
+    """`NAME=SOURCE` -> (NAME, SOURCE); an entry whose text before its first `=` holds `:` or `/` (a URL's
+    query, a path) has no name."""
+    head, sep, tail = entry.partition("=")
+    if not sep or ":" in head or "/" in head or "\\" in head:
+        return None, entry
+    if not STREAM_NAME.fullmatch(head.strip()):
+        raise UserError(
+            f"{where}: stream name {head.strip()!r} may hold only letters, digits, '_', '-' and '.' "
+            "(it names the saved video file)"
+        )
+    return head.strip(), tail.strip()
