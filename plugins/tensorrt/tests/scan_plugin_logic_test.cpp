@@ -196,7 +196,7 @@ void testTactics()
     Attributes b = a;
     b.reverse = 1;
     CHECK(timingCacheId(a) != timingCacheId(b));
-    CHECK(timingCacheId(a) == "partool::SelectiveScan/v1/abi3/softplus1/reverse0/D-1/z-1/bias-1");
+    CHECK(timingCacheId(a) == "partool::SelectiveScan/v1/abi4/softplus1/reverse0/D-1/z-1/bias-1");
 }
 } // namespace
 
