@@ -14,8 +14,18 @@ import pytest
 
 from partool.data import open_dataset
 from partool.data.street_clip import render_clip
-from partool.data.synth import ATTRIBUTES, SynthPAR, render, write_samples
+from partool.data.synth import (
+    ATTRIBUTES,
+    Framing,
+    SynthPAR,
+    draw_person,
+    open_framed,
+    person_box,
+    render,
+    write_samples,
+)
 from partool.data.transforms import build_transforms
+from partool.errors import UserError
 
 
 def test_deterministic_per_seed_and_disjoint_splits() -> None:
@@ -213,3 +223,39 @@ def test_write_samples_round_trips_through_csv(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds.labels, SynthPAR("train", size=4).labels)
     assert ds.attributes == list(ATTRIBUTES)
     np.testing.assert_array_equal(np.asarray(ds[2][0]), np.asarray(SynthPAR("train", size=4).load_image(2)))
+
+
+def test_detector_framing_is_opt_in_and_keeps_the_people() -> None:
+    person, scene = SynthPAR.sample("train", 4)
+    plain = render(person, scene)
+    np.testing.assert_array_equal(render(person, scene, framing=None), plain)
+    np.testing.assert_array_equal(render(person, scene, framing=Framing(share=0.0)), plain)
+    framed = render(person, scene, framing=Framing())
+    assert framed.shape == plain.shape and not np.array_equal(framed, plain)
+    np.testing.assert_array_equal(render(person, scene, framing=Framing()), framed)  # deterministic
+    ds, framed_ds = SynthPAR("train", size=8), SynthPAR("train", size=8, framing=Framing(share=0.5))
+    np.testing.assert_array_equal(framed_ds.labels, ds.labels)
+    same = [
+        np.array_equal(np.asarray(ds.load_image(i)), np.asarray(framed_ds.load_image(i))) for i in range(8)
+    ]
+    assert 0 < sum(same) < 8  # about half the samples framed, the others exactly as before
+
+
+def test_framing_without_jitter_crops_the_tight_box() -> None:
+    person, scene = SynthPAR.sample("val", 2)
+    exact = Framing(dx_mean=0, dx_std=0, dy_mean=0, dy_std=0, log_sw_mean=0, log_sw_std=0, log_sh_mean=0,
+                    log_sh_std=0)  # fmt: skip
+    x1, y1, x2, y2 = exact.box(person_box(person, 180.0, scene.phase), np.random.default_rng(0))
+    mask = np.zeros((round(y2 - y1), round(x2 - x1)), np.uint8)
+    draw_person(mask, person, -x1, -y1, 180.0, scene.phase, mask_value=255)
+    ys, xs = np.nonzero(mask)  # the silhouette touches all four sides of the crop
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (0, 0, mask.shape[1], mask.shape[0])
+
+
+def test_open_framed_refuses_other_datasets_and_unknown_fields(tmp_path: Path) -> None:
+    ds = open_framed("synth:8", "train", None, {"share": 0.25, "zoom": [1.0, 1.2]})
+    assert ds.framing == Framing(share=0.25, zoom=(1.0, 1.2)) and len(ds) == 8
+    with pytest.raises(UserError, match="not synth"):
+        open_framed(f"csv:{tmp_path / 'labels.csv'}", "train", None, {})
+    with pytest.raises(UserError, match="unknown detector framing field"):
+        open_framed("synth:8", "train", None, {"jitter": 0.1})

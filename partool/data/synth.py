@@ -6,7 +6,8 @@ sample is a `Person` (what they wear and carry; the labels follow from it) and a
 they stand, background clutter, an optional occluder, colour jitter, noise). Both come from a
 random generator seeded by (seed, split, index), so a sample is the same on every machine and
 the splits never share a generator. Images are drawn on the fly with OpenCV; nothing touches disk.
-`partool.data.street_clip` walks the same people down a street for the video pipeline.
+`partool.data.street_clip` walks the same people down a street for the video pipeline; a `Framing`
+crops the samples the way a person detector frames people, for models that will run on its boxes.
 
 Attribute names follow PA-100K's style (Female, Hat, Glasses, Backpack, HandBag, LongSleeve,
 UpperStride, Trousers, Shorts, Skirt&Dress) plus colour attributes, 14 in all.
@@ -18,7 +19,7 @@ import colorsys
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import cv2
@@ -26,7 +27,9 @@ import numpy as np
 from PIL import Image
 
 from partool.artifacts import atomic_write_bytes
+from partool.data import parse_spec
 from partool.data.base import PARDataset
+from partool.errors import UserError
 
 ATTRIBUTES = (
     "Female",
@@ -191,6 +194,63 @@ def sample_scene(rng: np.random.Generator, hw: tuple[int, int] = NATIVE_HW) -> S
         height=float(h),
         phase=float(rng.uniform(0, 2 * math.pi)),
         seed=int(rng.integers(0, 2**62)),
+    )
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Crops framed like a detector's boxes instead of SynthPAR's loose, centred ones.
+
+    Why: in video the model sees the detector's box, which sits tight on the person, off-centre and
+    stretched to the input size. A framed sample draws the person, finds their tight box (the
+    silhouette's, as the street clip's truth does), and crops a box whose centre offset (a fraction of
+    the tight box's width / height, normal) and size (log of found / tight per axis, normal) follow
+    these parameters, and resizes it to the output size; the person is drawn `zoom` times the output
+    height tall (a uniform draw), as detections are mostly larger than the model's input. `share` of
+    the samples are framed; the rest are drawn exactly as without a framing. The defaults are the
+    motion detector's framing on the demo clip (301 matched detections, measured with
+    `partool.video.box_stats.clip_box_stats`); `BoxStats.framing()` turns another detector's
+    measurement into a framing.
+    """
+
+    dx_mean: float = -0.002
+    dx_std: float = 0.063
+    dy_mean: float = 0.003
+    dy_std: float = 0.024
+    log_sw_mean: float = 0.042
+    log_sw_std: float = 0.111
+    log_sh_mean: float = 0.004
+    log_sh_std: float = 0.057
+    zoom: tuple[float, float] = (1.0, 1.6)
+    share: float = 1.0
+
+    def box(self, tight: tuple[float, float, float, float], rng: np.random.Generator) -> tuple[float, ...]:
+        """A detector-style box (x1, y1, x2, y2) around the `tight` person box."""
+        x1, y1, x2, y2 = tight
+        w, h = x2 - x1, y2 - y1
+        cx = (x1 + x2) / 2 + rng.normal(self.dx_mean, self.dx_std) * w
+        cy = (y1 + y2) / 2 + rng.normal(self.dy_mean, self.dy_std) * h
+        half_w = w * math.exp(rng.normal(self.log_sw_mean, self.log_sw_std)) / 2
+        half_h = h * math.exp(rng.normal(self.log_sh_mean, self.log_sh_std)) / 2
+        return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+
+
+FRAMING_STREAM = 1  # a framed sample's own random stream, next to its scene's
+
+
+def person_box(person: Person, height: float, phase: float) -> tuple[int, int, int, int]:
+    """The tight box (x1, y1, x2, y2) of `person`'s silhouette drawn `height` tall with feet at (0, 0)."""
+    pad = 4
+    lh, lw = math.ceil(height * 1.15) + 2 * pad, math.ceil(height * 1.2) + 2 * pad
+    x0, y0 = -lw / 2, -math.ceil(height * 1.1) - pad
+    mask = np.zeros((lh, lw), np.uint8)
+    draw_person(mask, person, -x0, -y0, height, phase, mask_value=255)
+    ys, xs = np.nonzero(mask)
+    return (
+        math.floor(xs.min() + x0),
+        math.floor(ys.min() + y0),
+        math.floor(xs.max() + x0) + 1,
+        math.floor(ys.max() + y0) + 1,
     )
 
 
@@ -561,11 +621,36 @@ def _camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def render(person: Person, scene: Scene, hw: tuple[int, int] = NATIVE_HW) -> np.ndarray:
-    """The RGB crop (H, W, 3) uint8 of `person` in `scene`; pure function of its arguments."""
+def render(
+    person: Person, scene: Scene, hw: tuple[int, int] = NATIVE_HW, framing: Framing | None = None
+) -> np.ndarray:
+    """The RGB crop (H, W, 3) uint8 of `person` in `scene`, framed by `framing` when given and its share
+    draws this sample; pure function of its arguments."""
+    if framing is not None:
+        frng = np.random.default_rng([scene.seed, FRAMING_STREAM])
+        if frng.random() < framing.share:
+            return _render_framed(person, scene, hw, framing, frng)
     rng = np.random.default_rng(scene.seed)
     img = _background(rng, hw)
     draw_person(img, person, scene.cx, scene.foot_y, scene.height, scene.phase)
+    _occlude(img, rng)
+    return _camera(img, rng)
+
+
+def _render_framed(
+    person: Person, scene: Scene, hw: tuple[int, int], framing: Framing, rng: np.random.Generator
+) -> np.ndarray:
+    """The person cropped by a box drawn from `framing` around their tight box, resized to `hw`.
+
+    The framing replaces the scene's placement (its position and size); the pose and the seed stay."""
+    out_h, out_w = hw
+    height = out_h * rng.uniform(*framing.zoom)
+    x1, y1, x2, y2 = framing.box(person_box(person, height, scene.phase), rng)
+    crop_hw = (max(1, round(y2 - y1)), max(1, round(x2 - x1)))
+    img = _background(rng, crop_hw)
+    draw_person(img, person, -x1, -y1, height, scene.phase)
+    shrinking = crop_hw[0] > out_h or crop_hw[1] > out_w  # as the video pipeline resizes its crops
+    img = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     _occlude(img, rng)
     return _camera(img, rng)
 
@@ -578,7 +663,9 @@ def split_size(split: str, size: int | None) -> int:
 
 
 class SynthPAR(PARDataset):
-    """A split of SynthPAR: sample i of split s is drawn from a generator seeded by (seed, s, i)."""
+    """A split of SynthPAR: sample i of split s is drawn from a generator seeded by (seed, s, i).
+
+    With a `framing`, images are cropped as a detector would (`Framing`); people and labels are the same."""
 
     def __init__(
         self,
@@ -587,7 +674,9 @@ class SynthPAR(PARDataset):
         seed: int = 0,
         transform: Callable[[Image.Image], Any] | None = None,
         spec: str = "synth",
+        framing: Framing | None = None,
     ) -> None:
+        self.framing = framing
         parts = ("train", "val") if split == "trainval" else (split,)
         self.items: list[tuple[Person, Scene]] = []
         paths: list[str] = []
@@ -607,7 +696,26 @@ class SynthPAR(PARDataset):
 
     def load_image(self, index: int) -> Image.Image:
         person, scene = self.items[index]
-        return Image.fromarray(render(person, scene))
+        return Image.fromarray(render(person, scene, framing=self.framing))
+
+
+def open_framed(
+    spec: str, split: str, transform: Callable[[Image.Image], Any] | None, overrides: dict[str, Any]
+) -> SynthPAR:
+    """The `split` of a `synth[:N]` spec, framed by `Framing(**overrides)`; UserError for other datasets or
+    unknown fields (real datasets' crops already come from a detector or an annotator)."""
+    kind, arg = parse_spec(spec)
+    if kind != "synth":
+        raise UserError(f"detector framing draws SynthPAR crops; --data {spec} is not synth or synth:N")
+    known = {f.name for f in fields(Framing)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UserError(
+            f"unknown detector framing field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in overrides.items()}
+    framing = Framing(**values)
+    return SynthPAR(split, size=int(arg) if arg else None, transform=transform, spec=spec, framing=framing)
 
 
 def write_samples(out_dir: str, count: int = 8, seed: int = 0) -> str:

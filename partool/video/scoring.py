@@ -1,9 +1,11 @@
 """Score a pipeline run against a clip's ground truth (`street_clip.render_clip`'s JSON).
 
 Detection recall counts ground-truth people who are mostly in view (visible ≥ `min_visible`) and
-covered by a detection with IoU ≥ `iou`. Each predicted track is assigned the ground-truth person it
-overlaps most often; per frame and attribute, its raw decisions (latest inference thresholded) and its
-smoothed decisions (EMA + hysteresis) are compared with that person's true attributes.
+covered by a detection with IoU ≥ `iou`; detection precision counts detections paired one to one with a
+person (any part of them in view, so finding a half-hidden person is no false alarm). Each predicted
+track is assigned the ground-truth person it overlaps most often; per frame and attribute, its raw
+decisions (latest inference thresholded) and its smoothed decisions (EMA + hysteresis) are compared
+with that person's true attributes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from partool.video.box_stats import match_boxes
 from partool.video.pipeline import FrameResult
 from partool.video.smoothing import count_flips
 from partool.video.tracking import iou_matrix
@@ -22,6 +25,7 @@ from partool.video.tracking import iou_matrix
 @dataclass(frozen=True)
 class ClipScore:
     detection_recall: float  # mostly visible people covered by a detection
+    detection_precision: float  # detections that are a person (one detection per person)
     people: int  # ground-truth tracks
     tracks: int  # predicted tracks that matched a person at least once
     id_switches: int  # people followed by more than one predicted track, counted beyond the first
@@ -49,17 +53,20 @@ def score_clip(
         int(tid): np.array([t["attributes"][a] for a in attributes], bool)
         for tid, t in truth["tracks"].items()
     }
-    visible_total = visible_found = 0
+    visible_total = visible_found = detections = true_detections = 0
     votes: dict[int, Counter[int]] = defaultdict(Counter)
     matched: list[tuple[int, int, int]] = []  # (frame position, predicted track, true person)
     for pos, frame in enumerate(frames):
         objects = truth_frames.get(frame.index, [])
         gt_boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
         visible = np.array([o["visible"] >= min_visible for o in objects], bool)
-        det_iou = iou_matrix(gt_boxes, np.asarray(frame.boxes, np.float32).reshape(-1, 4))
+        det_boxes = np.asarray(frame.boxes, np.float32).reshape(-1, 4)
+        det_iou = iou_matrix(gt_boxes, det_boxes)
         covered = det_iou.max(axis=1) >= iou if det_iou.size else np.zeros(len(objects), bool)
         visible_total += int(visible.sum())
         visible_found += int((covered & visible).sum())
+        detections += len(det_boxes)
+        true_detections += len(match_boxes(gt_boxes, det_boxes, iou))
         if not frame.tracks or not len(objects):
             continue
         track_iou = iou_matrix(np.stack([t.box for t in frame.tracks]).astype(np.float32), gt_boxes)
@@ -88,6 +95,7 @@ def score_clip(
         smooth_seq[track].append(smooth)
     return ClipScore(
         detection_recall=visible_found / visible_total if visible_total else 0.0,
+        detection_precision=true_detections / detections if detections else 0.0,
         people=len(truth["tracks"]),
         tracks=len(owner),
         id_switches=sum(n - 1 for n in followers.values()),
