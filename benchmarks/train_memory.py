@@ -1,8 +1,9 @@
 """Memory and time of one training step: Vim-S, VMamba-B and ViT-S, one row per selective-scan backend.
 
-Each (model, backend) runs in a process of its own: build the model (random weights), AdamW, then
-`--steps` training steps (forward, BCE loss, backward, AdamW step) on random
-images at `--batch` × `--img-size`. Reported per row: the peak resident memory of that process on the CPU
+Each (model, backend) runs in a process of its own, with glibc's mmap threshold fixed as `partool train`
+fixes it on the CPU (`partool.train.allocator`; `--default-malloc` leaves it): build the model (random
+weights), AdamW, then `--steps` training steps (forward, BCE loss, backward, AdamW step) on random images
+at `--batch` × `--img-size`. Reported per row: the peak resident memory of that process on the CPU
 (the kernel's VmHWM: weights, optimizer state and the step's activations), or
 `torch.cuda.max_memory_allocated` on a GPU, and the median step time after the first (warm-up) step. ViT-S
 has no scan, so it has one row. A process that passes `--max-rss-gb` is stopped by the watchdog and reported
@@ -32,7 +33,13 @@ CUDA_BACKENDS = {"cpu": "cuda", "chunked": "chunked", "none": "none"}
 
 
 def one_run(
-    model_name: str, backend: str, device: str, batch: int, img_size: tuple[int, int], steps: int
+    model_name: str,
+    backend: str,
+    device: str,
+    batch: int,
+    img_size: tuple[int, int],
+    steps: int,
+    default_malloc: bool,
 ) -> dict:
     """The measurement itself, inside the child process: JSON-able results."""
     import torch
@@ -40,9 +47,12 @@ def one_run(
 
     from partool.models import create_model
     from partool.ops import set_backend
+    from partool.train.allocator import map_large_allocations
 
     if backend != "none":
         set_backend(backend)
+    if device == "cpu" and not default_malloc:
+        map_large_allocations()  # as `partool train` does on the CPU
     torch.manual_seed(0)
     model = create_model(model_name, 26, img_size=img_size).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -74,7 +84,9 @@ def peak_rss_gb(pid: int) -> float:
 
 def measure(args: argparse.Namespace, model_name: str, backend: str) -> dict:
     """Run one (model, backend) in a child process under a memory watchdog."""
-    spec = json.dumps([model_name, backend, args.device, args.batch, list(args.img), args.steps])
+    spec = json.dumps(
+        [model_name, backend, args.device, args.batch, list(args.img), args.steps, args.default_malloc]
+    )
     child = subprocess.Popen(
         [sys.executable, __file__, "--child", spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -92,6 +104,8 @@ def measure(args: argparse.Namespace, model_name: str, backend: str) -> dict:
     row = {"model": model_name, "backend": backend, "peak_rss_gb": peak}
     if over:
         return row | {"status": f"stopped above {args.max_rss_gb} GB"}
+    if child.returncode < 0:  # the kernel's OOM killer, or another signal
+        return row | {"status": f"killed by signal {-child.returncode} (out of memory?)"}
     if child.returncode != 0:
         return row | {"status": f"failed ({child.returncode}): {err.strip().splitlines()[-1] if err else ''}"}
     result = json.loads(out.strip().splitlines()[-1])
@@ -113,12 +127,17 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads in each run (0: torch's default)"
     )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's mmap threshold as it is (partool train fixes it)",
+    )
     parser.add_argument("--out", help="JSON results file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        model_name, backend, device, batch, img, steps = json.loads(args.child)
-        result = one_run(model_name, backend, device, batch, tuple(img), steps)
+        model_name, backend, device, batch, img, steps, default_malloc = json.loads(args.child)
+        result = one_run(model_name, backend, device, batch, tuple(img), steps, default_malloc)
         result["peak_rss_gb"] = peak_rss_gb(os.getpid())
         print(json.dumps(result))
         return

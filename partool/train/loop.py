@@ -54,6 +54,7 @@ from partool.models import create_model, load_checkpoints, model_info
 from partool.models.par import PAROutput
 from partool.models.pretrained import checkpoint_records
 from partool.models.run_folder import save_run
+from partool.train.allocator import map_large_allocations
 from partool.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partool.train.distill import Teacher, distillation_loss, load_teacher, teacher_summary
 from partool.train.losses import WeightedBCELoss
@@ -112,12 +113,15 @@ class TrainConfig:
     stop_after_epoch: int | None = None  # stop (as if killed) once this epoch is saved
     teacher: str | None = None  # run folder to distil from (partool.train.distill)
     distill_weight: float = 1.0  # weight of the teacher MSE term (KDTM uses 1)
+    # SynthPAR training crops framed like a detector's boxes (partool.data.synth.Framing): None = off,
+    # {} = the measured motion-detector framing, {"share": 0.5, "dx_std": 0.1, ...} = with these fields changed
+    detector_framing: dict[str, Any] | None = None
 
     # Fields that define the run; on --resume they come from last.pt, the rest from the new call.
     RUN_FIELDS = (
         "model", "data", "epochs", "batch_size", "img_size", "lr", "optimizer", "weight_decay", "warmup_epochs",
         "model_kwargs", "train_split", "val_split", "seed", "threshold", "protocol", "pretrained", "amp",
-        "teacher", "distill_weight",
+        "teacher", "distill_weight", "detector_framing",
     )  # fmt: skip
 
 
@@ -247,6 +251,8 @@ def _set_up(
 ) -> tuple[_Run, _Record]:
     """Data, teacher, model and optimiser, restored from `state` on --resume; the order keeps the seeded streams."""
     device = _device(config.device, ddp)
+    if device.type == "cpu":
+        map_large_allocations()  # activations' memory goes back to the OS when freed
     info = model_info(config.model)
     recipe = recipe_for(info.recipe).with_overrides(
         optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay, epochs=config.epochs,
@@ -618,12 +624,22 @@ def _open_default_pair(config: TrainConfig, train_tf: Any, eval_tf: Any) -> tupl
     first_error: UserError | None = None
     for train_split, val_split in pairs:
         try:
-            train_ds = open_dataset(config.data, train_split, train_tf)
-            return train_ds, open_dataset(config.data, val_split, eval_tf)
+            train_ds = _open_split(config, train_split, train_tf, training=True)
+            return train_ds, _open_split(config, val_split, eval_tf, training=False)
         except UserError as e:
             first_error = first_error or e
     assert first_error is not None
     raise first_error
+
+
+def _open_split(config: TrainConfig, split: str, transform: Any, training: bool) -> PARDataset:
+    """A split of the dataset; the training one as a detector frames people when `detector_framing` asks
+    (validation keeps the dataset's own crops, so the best epoch and the test metrics stay comparable)."""
+    if not training or config.detector_framing is None:
+        return open_dataset(config.data, split, transform)
+    from partool.data.synth import open_framed
+
+    return open_framed(config.data, split, transform, config.detector_framing)
 
 
 def _open_protocol_pair(config: TrainConfig, train_tf: Any, eval_tf: Any) -> tuple[PARDataset, PARDataset]:
@@ -633,9 +649,12 @@ def _open_protocol_pair(config: TrainConfig, train_tf: Any, eval_tf: Any) -> tup
     """
     opened: list[PARDataset] = []
     failed: list[tuple[str, UserError]] = []
-    for split, transform in ((config.train_split, train_tf), (config.val_split, eval_tf)):
+    for split, transform, training in (
+        (config.train_split, train_tf, True),
+        (config.val_split, eval_tf, False),
+    ):
         try:
-            opened.append(open_dataset(config.data, str(split), transform))
+            opened.append(_open_split(config, str(split), transform, training))
         except UserError as e:
             failed.append((str(split), e))
     if not failed:
