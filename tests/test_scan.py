@@ -205,3 +205,36 @@ def test_auto_prefers_differentiable_backends_for_training(monkeypatch):
     assert resolve_backend("auto", cpu).name == "fake_kernel"
     trains = "cpu" if available_backends()["cpu"] else "chunked"
     assert resolve_backend("auto", cpu, needs_grad=True).name == trains
+
+
+def test_a_forward_only_backend_trains_through_the_chunked_reference(monkeypatch):
+    """A registered backend without a gradient of its own still trains: its backward differentiates the
+    chunked reference, and the gradients equal autograd through `chunked`."""
+    from partool.ops import ScanBackend
+    from partool.ops.backends import _BACKENDS
+    from partool.ops.scan_reference import scan_reference_fn
+
+    def forward_only(*args):
+        with torch.no_grad():
+            return scan_reference_fn(*args)
+
+    monkeypatch.setitem(
+        _BACKENDS,
+        "fwd_only",
+        ScanBackend("fwd_only", forward_only, lambda: True, frozenset({"cpu"}), False, -1),
+    )
+    gen = torch.Generator().manual_seed(7)
+    u, delta, z = (torch.randn(2, 4, 9, generator=gen) for _ in range(3))
+    A, B, C = (
+        -torch.rand(4, 3, generator=gen),
+        torch.randn(2, 3, 9, generator=gen),
+        torch.randn(2, 3, 9, generator=gen),
+    )
+    D = torch.randn(4, generator=gen)
+    found = {}
+    for backend in ("fwd_only", "chunked"):
+        leaves = [x.clone().requires_grad_() for x in (u, delta, A, B, C, D, z)]
+        selective_scan(*leaves, delta_softplus=True, backend=backend).square().sum().backward()
+        found[backend] = [x.grad for x in leaves]
+    for got, want in zip(found["fwd_only"], found["chunked"], strict=True):
+        torch.testing.assert_close(got, want)

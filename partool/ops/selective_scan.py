@@ -2,9 +2,9 @@
 
 The call validates its arguments, counts its FLOPs for `count_scan_flops`, and runs on the backend
 `partool.ops.backends` chooses, or as the ONNX lowering's custom op inside `partool.ops.lowering.lowering`.
-Every backend is differentiable: autograd sees through the PyTorch ones and mamba_ssm; the kernels run under
-`_KernelScan`, whose backward is the library's backward kernel (it keeps the inputs, never the states); a
-backend with neither runs under `_ForwardOnlyScan`, whose backward differentiates the chunked reference.
+Every backend is differentiable: autograd sees through the PyTorch ones and mamba_ssm; the others run under
+`_NativeScan`, whose backward is the backend's own (the kernels' backward kernels keep the inputs, never the
+states) or, for a forward-only backend, the chunked reference's.
 """
 
 from __future__ import annotations
@@ -46,12 +46,25 @@ def _validate(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D, z, d
         raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
 
 
-class _KernelScan(torch.autograd.Function):
-    """A scan whose backward is a kernel of its own: only the inputs are saved, the states are recomputed."""
+def _reference_backward(u, delta, A, B, C, D, z, delta_bias, grad_out, delta_softplus, reverse):
+    """The gradients of a forward-only backend's scan, by differentiating the chunked reference (None for an
+    input that takes none)."""
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_() if x is not None else None for x in inputs]
+        out, _ = scan_reference_fn(*leaves, delta_softplus, reverse)
+        wanted = [x for x in leaves if x is not None]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
+    return [next(grads) if x is not None else None for x in leaves]
+
+
+class _NativeScan(torch.autograd.Function):
+    """A backend whose scan autograd cannot see through: only the inputs are saved; the backward is the
+    backend's own (the kernels', which recompute the states) or, without one, the chunked reference's."""
 
     @staticmethod
     def forward(ctx, fn, backward, delta_softplus, reverse, u, delta, A, B, C, D, z, delta_bias):
-        ctx.backward, ctx.flags = backward, (delta_softplus, reverse)
+        ctx.backward, ctx.flags = backward or _reference_backward, (delta_softplus, reverse)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         out, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
         ctx.mark_non_differentiable(last)
@@ -68,40 +81,9 @@ class _KernelScan(torch.autograd.Function):
             None,
             None,
             *[
-                g.to(x.dtype) if need and x is not None else None
+                g.to(x.dtype) if need and x is not None and g is not None else None
                 for g, x, need in zip(grads, inputs, needs, strict=True)
             ],
-        )
-
-
-class _ForwardOnlyScan(torch.autograd.Function):
-    """Runs a forward-only kernel; its backward differentiates the chunked reference instead."""
-
-    @staticmethod
-    def forward(ctx, fn, delta_softplus, reverse, u, delta, A, B, C, D, z, delta_bias):
-        ctx.flags = (delta_softplus, reverse)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        out, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-        ctx.mark_non_differentiable(last)
-        return out, last
-
-    @staticmethod
-    def backward(ctx, grad_out, _grad_last):
-        inputs = ctx.saved_tensors
-        needs = ctx.needs_input_grad[3:]
-        with torch.enable_grad():
-            leaves = [
-                x.detach().requires_grad_(need) if x is not None else None
-                for x, need in zip(inputs, needs, strict=True)
-            ]
-            out, _ = scan_reference_fn(*leaves, *ctx.flags)
-            wanted = [x for x, need in zip(leaves, needs, strict=True) if need and x is not None]
-            grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
-        return (
-            None,
-            None,
-            None,
-            *[next(grads) if need and x is not None else None for x, need in zip(leaves, needs, strict=True)],
         )
 
 
@@ -141,13 +123,9 @@ def selective_scan(
     impl = resolve_backend(backend, u.device, needs_grad, d_state=A.shape[1], dtype=u.dtype)
     if impl.differentiable or not needs_grad:
         out, last = impl.fn(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, reverse)
-    elif impl.backward is not None:
-        out, last = _KernelScan.apply(
-            impl.fn, impl.backward, delta_softplus, reverse, u, delta, A, B4, C4, D, z, delta_bias
-        )
     else:
-        out, last = _ForwardOnlyScan.apply(
-            impl.fn, delta_softplus, reverse, u, delta, A, B4, C4, D, z, delta_bias
+        out, last = _NativeScan.apply(
+            impl.fn, impl.backward, delta_softplus, reverse, u, delta, A, B4, C4, D, z, delta_bias
         )
     return (out, last) if return_last_state else out
 
