@@ -203,3 +203,30 @@ def test_training_on_detector_framed_crops_is_recorded(tmp_path: Path) -> None:
                 data=f"csv:{tmp_path / 'labels.csv'}", out=tmp_path / "csv", detector_framing={}, **tiny
             )
         )
+
+
+def test_train_cli_detector_framing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`partool train --detector-framing SHARE` records {"share": SHARE}; a share outside (0, 1] and a
+    non-synth dataset exit 2 with one line."""
+    from partool.cli.app import main
+
+    tiny = ["train", "--model", "vim-t", "--epochs", "1", "--batch-size", "8", "--img-size", "64x32", "--model-arg",
+            "depth=1", "--model-arg", "embed_dim=32", "--workers", "0", "--device", "cpu"]  # fmt: skip
+
+    def exit_code(*argv: str) -> int:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*tiny, *argv])
+        return int(exit_info.value.code or 0)
+
+    run = tmp_path / "run"
+    assert exit_code("--data", "synth:16", "--out", str(run), "--detector-framing", "0.25") == 0
+    assert read_meta(run)[1]["training"]["config"]["detector_framing"] == {"share": 0.25}
+    for share in ("0", "1.5"):
+        capsys.readouterr()
+        assert (
+            exit_code("--data", "synth:16", "--out", str(tmp_path / share), "--detector-framing", share) == 2
+        )
+        assert "--detector-framing is the share of framed crops" in capsys.readouterr().err
+    csv = f"csv:{tmp_path / 'labels.csv'}"
+    assert exit_code("--data", csv, "--out", str(tmp_path / "csv"), "--detector-framing", "0.5") == 2
+    assert "detector framing draws SynthPAR crops" in capsys.readouterr().err

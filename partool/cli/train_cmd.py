@@ -59,6 +59,7 @@ def train(
     pretrained: list[str] = typer.Option([], "--pretrained", metavar="[ROLE=]PATH", help="Official checkpoint (.pth/.safetensors) for the backbone; repeatable as ROLE=PATH for the parts of a hybrid: vim=vim_s_midclstok_ft_81p6acc.pth, vit=jx_vit_base_p16_224-80ecf9dd.pth, or vit=RUN (a vit-b run folder, the frozen ViT of maformer/mahdft/kdtm/makdf). `partool models` lists what each model expects."),
     teacher: Path | None = typer.Option(None, "--teacher", help="Trained run folder to distil into --model (same dataset attributes; any model and input size), e.g. runs/vit-b-pa100k."),
     distill_weight: float | None = typer.Option(None, "--distill-weight", help="Weight of the MSE between student and teacher logits added to the weighted BCE (default: 1, as MambaPAR's KDTM)."),
+    detector_framing: float | None = typer.Option(None, "--detector-framing", metavar="SHARE", help="SynthPAR only: draw this share (0 to 1] of the training crops framed like the motion detector's boxes (tight, a little off-centre, stretched to the input; measured on the street clip) instead of SynthPAR's loose centred crops, for models that will see detector crops in `partool video`. Validation and test keep SynthPAR's crops. The demo uses 0.5."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (0 = load in the main process)."),
@@ -83,6 +84,8 @@ def train(
 
       partool train --model makdf --data pa100k:/data/PA100k --pretrained vim=vim_s_midclstok_ft_81p6acc.pth --pretrained vit=runs/vit-b-pa100k   (a hybrid from both checkpoints, its frozen ViT from a vit-b PAR run)
 
+      partool train --model vim-t --data synth:4000 --detector-framing 0.5 --device cpu   (for video: half the crops framed like detections)
+
       torchrun --nproc-per-node 4 -m partool train --model vmamba-b --data peta:/data/PETA   (multi-GPU)
     """
     from partool.train.loop import TrainConfig
@@ -100,6 +103,10 @@ def train(
         raise UserError(f"--distill-weight must be 0 or more, got {distill_weight}")
     if workers < 0:
         raise UserError(f"--workers must be 0 or more, got {workers}")
+    if detector_framing is not None and not 0 < detector_framing <= 1:
+        raise UserError(
+            f"--detector-framing is the share of framed crops, above 0 and at most 1; got {detector_framing}"
+        )
     config = TrainConfig(
         model=model or "",
         data=data or "",
@@ -120,6 +127,7 @@ def train(
         pretrained=list(pretrained) or None,
         teacher=str(teacher.resolve()) if teacher else None,
         distill_weight=1.0 if distill_weight is None else distill_weight,
+        detector_framing=None if detector_framing is None else {"share": detector_framing},
         device=device,
         workers=workers,
         amp=amp,
