@@ -246,6 +246,37 @@ def test_rtsp_reconnects_with_exponential_backoff():
     assert "secret" not in source.name
 
 
+def test_a_stream_down_at_start_is_waited_for_only_when_asked():
+    captures = iter([FakeCapture(0, opened=False), FakeCapture(0, opened=False), FakeCapture(3)])
+    sleeps: list[float] = []
+    source = open_source(
+        "rtsp://cam.local/live", queue_size=8, opener=lambda _t: next(captures, FakeCapture(0, opened=False)),
+        backoff=Backoff(first=0.5, factor=2.0, cap=3.0, retries=3), sleep=sleeps.append, wait_at_start=True,
+    )  # fmt: skip
+    assert len(list(source)) == 3 and source.reconnects == 0  # a late first connection is no reconnect
+    # down at start: the first retry failed, the second worked; lost after 3 frames: three retries failed
+    assert sleeps == [0.5, 1.0, 0.5, 1.0, 2.0] and "stream lost after 3 frames" in source.end_reason
+    never = open_source("rtsp://cam.local/live", opener=lambda _t: FakeCapture(0, opened=False),
+                        backoff=Backoff(retries=2), sleep=lambda _s: None, wait_at_start=True)  # fmt: skip
+    assert list(never) == [] and never.end_reason == "stream unavailable at start; 2 more tries failed"
+    with pytest.raises(UserError, match=r"stream rtsp://cam\.local/live cannot be opened"):
+        open_source("rtsp://cam.local/live", opener=lambda _t: FakeCapture(0, opened=False))
+
+
+def test_partool_video_waits_for_a_dead_stream_only_among_others(clip):
+    """The CLI opens a refused RTSP URL next to a file (retried in the background, closed here at once), but
+    refuses it alone."""
+    from partool.cli.video_cmd import _open_sources
+
+    dead = "rtsp://127.0.0.1:9/nothing"  # the discard port: nothing serves RTSP there
+    sources = _open_sources([dead, str(clip[0])], [])
+    for source in sources:
+        source.close()
+    assert [s.kind for s in sources] == ["stream", "file"]
+    with pytest.raises(UserError, match="cannot be opened"):
+        _open_sources([dead], [])
+
+
 def test_a_source_dying_mid_run_keeps_outputs(run_dir, tmp_path):
     captures = iter([FakeCapture(12)])  # 12 frames, then the stream dies and never comes back
     source = open_source("rtsp://cam.local/live", queue_size=16, opener=lambda _t: next(captures, FakeCapture(0, opened=False)),

@@ -43,7 +43,9 @@ def video(
     """Recognise pedestrian attributes live: detect, track, classify each track, smooth, and report.
 
     Several sources run in one process: each keeps its own detector, tracker and smoothing, their crops go to
-    the model in one batch per step, and a stream that ends or fails leaves the others running.
+    the model in one batch per step, and a stream that ends or fails leaves the others running. A stream URL
+    that is down reconnects with back-off (0.5 s doubling to 8 s, 6 tries) — also at start when there are
+    several sources; a single one that cannot be opened exits 2.
 
     Examples:
 
@@ -131,13 +133,17 @@ def _video_paths(save: Path, names: Sequence[str]) -> dict[str, Path]:
 
 
 def _open_sources(specs: Sequence[str], sinks: Sequence[Sink]) -> list[FrameSource]:
-    """Every source opened (each checked up front); on a bad one, those opened and the sinks are closed."""
+    """Every source opened (each checked up front); on a bad one, those opened and the sinks are closed.
+
+    Among several sources, a stream URL that is down is not an error: it is retried with back-off while the
+    others run, as it would be if it went down later. Alone, it fails at once (most likely a wrong URL).
+    """
     from partool.video.sources import open_source
 
     opened: list[FrameSource] = []
     try:
         for spec in specs:
-            opened.append(open_source(spec))
+            opened.append(open_source(spec, wait_at_start=len(specs) > 1))
     except BaseException:
         for source in opened:
             source.close()

@@ -6,7 +6,9 @@ and folders are read completely and in order (the reader waits when the queue is
 is dropped, so the delay between the scene and the overlay stays bounded. A stream that stops delivering
 is reopened with exponential back-off; when the retries run out, or a camera or file fails mid-run, the
 source ends like a finished file (`end_reason` says why) and the pipeline writes its summary as usual.
-Opening is checked up front: a missing file, an unopenable camera or a dead URL is a UserError.
+Opening is checked up front: a missing file, an unopenable camera or a dead URL is a UserError — except
+for a stream opened with `wait_at_start` (a run of several sources: one camera being down must not keep
+the others from starting), which is retried with the same back-off as a lost one and ends like one.
 
 Several sources run side by side, each with its own reader thread and queue: `poll` takes a frame without
 blocking and `wake_on` lets one consumer sleep until any of them has something, so a pipeline serving
@@ -102,6 +104,7 @@ class FrameSource:
         backoff: Backoff | None = None,
         sleep: Callable[[float], object] | None = None,
         files: list[Path] | None = None,
+        wait_at_start: bool = False,
     ) -> None:
         self.kind, self.target, self.name, self.live = kind, target, name, live
         self._stop = threading.Event()
@@ -119,7 +122,7 @@ class FrameSource:
         self.frame_count: int | None = None
         self._capture: Capture | None = None
         if files is None:
-            self._capture = self._open_first()
+            self._capture = self._open_first(wait_at_start and kind == "stream")
         else:
             self.frame_count = len(files)
         self._thread = threading.Thread(target=self._run, name=f"partool-source-{kind}", daemon=True)
@@ -127,30 +130,36 @@ class FrameSource:
 
     # -- opening ---------------------------------------------------------------------------------------
 
-    def _open_first(self) -> Capture:
+    def _open_first(self, wait: bool) -> Capture | None:
+        """The opened capture; None when it is down but `wait` lets the reader thread keep trying."""
         capture = self._opener(self.target)
         if not capture.isOpened():
             capture.release()
+            if wait:
+                return None
             what = {
                 "camera": f"camera {self.name} cannot be opened (is it connected and not used by another program?)",
                 "stream": f"stream {self.name} cannot be opened (wrong URL, host unreachable or credentials refused)",
             }.get(self.kind, f"video {self.name} cannot be opened (not a video file OpenCV can decode)")
             raise UserError(what)
+        self._take_rate(capture)
+        return capture
+
+    def _take_rate(self, capture: Capture) -> None:
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else FOLDER_FPS
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if self.kind == "file" and count > 0 else None
-        return capture
 
     def _reconnect(self) -> Capture | None:
-        """Reopen a stream after it stopped, waiting first*factor**k between tries; None when it stays dead."""
+        """Reopen a stream (lost, or down at start), waiting first*factor**k between tries; None when it stays
+        dead."""
         for delay in self._backoff.delays():
             self._sleep(delay)
             if self._stop.is_set():
                 return None
             capture = self._opener(self.target)
             if capture.isOpened():
-                self.reconnects += 1
                 return capture
             capture.release()
         return None
@@ -194,6 +203,11 @@ class FrameSource:
             self._wake()
 
     def _read_capture(self) -> str:
+        if self._capture is None:  # down at start, and allowed to wait
+            self._capture = self._reconnect()
+            if self._capture is None:
+                return f"stream unavailable at start; {len(self._backoff.delays())} more tries failed"
+            self._take_rate(self._capture)
         start = time.monotonic()
         index = 0
         while not self._stop.is_set():
@@ -213,6 +227,7 @@ class FrameSource:
                     return (
                         f"stream lost after {index} frames; {len(self._backoff.delays())} reconnects failed"
                     )
+                self.reconnects += 1
                 continue
             if self.size is None:
                 self.size = (image.shape[1], image.shape[0])
@@ -312,10 +327,12 @@ def open_source(
     opener: Opener = open_capture,
     backoff: Backoff | None = None,
     sleep: Callable[[float], object] | None = None,
+    wait_at_start: bool = False,
 ) -> FrameSource:
     """A started FrameSource for `cam0` / `0`, `rtsp://…` (and http(s)/rtmp), a video file or an image folder.
 
     `queue_size` defaults to 2 for live sources (latency) and 16 for files and folders (read-ahead).
+    `wait_at_start`: a stream URL that cannot be opened yet is retried with back-off instead of raising.
     """
     text = str(spec).strip()
     kind = source_kind(text)
@@ -323,7 +340,17 @@ def open_source(
         index = int(text[3:] if text.lower().startswith("cam") else text)
         return FrameSource("camera", index, f"cam{index}", True, queue_size or 2, opener, backoff, sleep)
     if kind == "stream":
-        return FrameSource("stream", text, _redact(text), True, queue_size or 2, opener, backoff, sleep)
+        return FrameSource(
+            "stream",
+            text,
+            _redact(text),
+            True,
+            queue_size or 2,
+            opener,
+            backoff,
+            sleep,
+            wait_at_start=wait_at_start,
+        )
     path = Path(text).expanduser()
     if kind == "folder":
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
