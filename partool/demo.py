@@ -20,12 +20,16 @@ import cv2
 
 from partool.artifacts import atomic_write_bytes, atomic_write_json
 from partool.data import open_dataset
+from partool.data.synth import ATTRIBUTES
 from partool.export import export_run
 from partool.metrics import pedestrian_metrics
 from partool.runtime.backend_eval import evaluate_run
 from partool.train.loop import TrainConfig, train
+from partool.video.query import parse_query, resolve_names
+from partool.video.search_check import pick_query
 
 METRIC_KEYS = ("ma", "acc", "prec", "recall", "f1", "f1_instance")
+CLIP_STREAM = "street"  # the clip's stream name in events.jsonl and events.db
 
 
 @dataclass
@@ -44,12 +48,15 @@ class DemoConfig:
     # training crops framed like the motion detector's boxes for this share of the images (the rest as
     # SynthPAR draws them, which is what the test split holds); None trains on SynthPAR's own crops only
     detector_framing: dict[str, Any] | None = field(default_factory=lambda: {"share": 0.5})
+    search: str | None = None  # the query checked against the clip's truth; None picks one from the truth
     retrain: bool = False
     log: Callable[[str], None] = field(default=print, repr=False)
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every step and write `cfg.out/report.md` and `report.json`; returns the report data."""
+    if cfg.search is not None:  # a bad query fails now, not after minutes of training
+        resolve_names(parse_query(cfg.search), ATTRIBUTES)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data = f"synth:{cfg.train_size}"
@@ -148,12 +155,15 @@ def _evaluate(model: Path, out: Path, tag: str) -> dict[str, Any]:
 
 
 def _video(cfg: DemoConfig, onnx_path: Path, out: Path) -> dict[str, Any]:
+    """The street clip through the pipeline into events.jsonl, annotated.mp4 and events.db, scored against
+    its truth; then one search over events.db, checked against the truth too, and the gallery."""
     from partool.data.street_clip import render_clip
     from partool.runtime import load_backend
     from partool.video import FrameResult, PipelineOptions, run_pipeline
     from partool.video.box_stats import clip_box_stats
     from partool.video.detectors import make_detector
-    from partool.video.scoring import score_clip
+    from partool.video.event_store import EventStoreSink
+    from partool.video.scoring import score_clip, track_people
     from partool.video.sinks import EventSink, VideoSink
     from partool.video.tracking import make_tracker
 
@@ -162,24 +172,61 @@ def _video(cfg: DemoConfig, onnx_path: Path, out: Path) -> dict[str, Any]:
     clip = out / truth["video"]
     backend = load_backend(onnx_path, device="cpu")
     frames: list[FrameResult] = []
+    db, partial_db = out / "events.db", out / "events.db.partial"
+    _remove_store(partial_db)  # left by a demo that was killed mid-clip
     summary = run_pipeline(
         str(clip),
         backend,
         make_detector("motion"),
         make_tracker("iou"),
-        [EventSink(out / "events.jsonl"), VideoSink(out / "annotated.mp4")],
+        [EventSink(out / "events.jsonl"), VideoSink(out / "annotated.mp4"), EventStoreSink(partial_db)],
         PipelineOptions(on_frame=frames.append),
+        name=CLIP_STREAM,
     )
+    _remove_store(db)
+    partial_db.replace(db)  # the sink has closed it, so SQLite has folded its WAL into the file
     score = score_clip(truth, frames, backend.threshold, list(backend.attributes))
     framing = clip_box_stats(truth, [(f.index, f.boxes) for f in frames])
     snapshot = _snapshot(out / "annotated.mp4", out / "annotated_frame.png", len(frames) * 2 // 3)
+    query = cfg.search or pick_query(truth, list(backend.attributes))
     return {
         "clip": str(clip),
         "summary": summary.to_dict(),
         "score": score.to_dict(),
         "detector_framing": framing.to_dict(),
         "snapshot": str(snapshot) if snapshot else None,
+        "search": _search(db, out, query, truth, track_people(truth, frames)),
     }
+
+
+def _remove_store(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+
+def _search(db: Path, out: Path, query: str, truth: dict[str, Any], people: dict[int, int]) -> dict[str, Any]:
+    """`partool search events.db QUERY` checked against the truth, the answer's pictures in OUT/search/, and
+    `partool report events.db --html gallery.html`."""
+    from partool.video.event_store import open_store
+    from partool.video.query import find_tracks
+    from partool.video.report import gallery_page
+    from partool.video.search_check import check_search
+
+    conn = open_store(db)
+    try:
+        check = check_search(conn, query, truth, people, CLIP_STREAM)
+        pictures = {}
+        for old in (out / "search").glob("track-*.jpg"):
+            old.unlink()
+        for track in find_tracks(conn, query, [CLIP_STREAM], thumbnails=True).tracks:
+            if track.thumbnail is not None:
+                pictures[track.id] = out / "search" / f"track-{track.track}.jpg"
+                atomic_write_bytes(pictures[track.id], track.thumbnail)
+        page, _ = gallery_page(conn, "partool demo: the street clip")
+    finally:
+        conn.close()
+    atomic_write_bytes(out / "gallery.html", page.encode())
+    return {**check.to_dict(), "pictures": {str(k): str(v) for k, v in pictures.items()}}
 
 
 def _snapshot(video: Path, png: Path, index: int) -> Path | None:
@@ -262,15 +309,65 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if video["snapshot"]:
         lines += [f"![annotated frame]({rel(video['snapshot'])})", ""]
+    lines += _search_lines(video["search"], out, rel)
     lines += [
         "Files: `annotated.mp4` (the clip with boxes and attributes), `events.jsonl` (track appeared, "
-        "attribute changed, track left), `onnx/model.onnx` + `partool.json`, `run/` (the trained run: "
-        "`partool eval runs/demo/run`, `partool predict runs/demo/run IMG`).",
+        "attribute changed, track left), `events.db` (the same as an event store: `partool search`, "
+        "`partool report`), `gallery.html` (every track), `onnx/model.onnx` + `partool.json`, `run/` (the "
+        "trained run: `partool eval runs/demo/run`, `partool predict runs/demo/run IMG`).",
         "",
         "Step timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()),
         "",
     ]
     return "\n".join(lines)
+
+
+def _search_lines(search: dict[str, Any], out: Path, rel: Callable[[str], str]) -> list[str]:
+    """One `partool search` over events.db and its answer, each track set against the person it followed."""
+    from partool.video.report import filter_fragment
+
+    query, returned = search["query"], search["returned"]
+
+    def people(ids: list[int]) -> str:
+        return ", ".join(str(p) for p in ids) or "none"
+
+    lines = [
+        f"## Search: who walked by with `{query}`?",
+        "",
+        f"`partool search {out}/events.db '{query}'` returns {len(returned)} track"
+        f"{'' if len(returned) == 1 else 's'}. From the clip's ground truth, the query holds for "
+        f"{len(search['expected'])} of its {search['people']} people (person {people(search['expected'])}).",
+        "",
+    ]
+    if returned:
+        lines += [
+            "| track | best picture | frames | attributes it was given | person it followed | the query holds for that person |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in returned:
+            picture = search["pictures"].get(str(t["id"]))
+            image = f"![track {t['track']}]({rel(picture)})" if picture else "-"
+            person = "nobody" if t["person"] is None else t["person"]
+            lines.append(
+                f"| {t['track']} | {image} | {t['first_frame']}–{t['last_frame']} | "
+                f"{', '.join(t['attributes']) or '-'} | {person} | {'yes' if t['person_matches'] else '**no**'} |"
+            )
+        lines.append("")
+    hits = sum(t["person_matches"] for t in returned)
+    lines += [
+        f"Precision {100 * search['precision']:.0f} % ({hits} of {len(returned)} tracks follow such a person), "
+        f"recall {100 * search['recall']:.0f} % ({len(search['found'])} of {len(search['expected'])} people "
+        f"found; missed: {people(search['missed'])}).",
+        "",
+    ]
+    fragment = filter_fragment(query)
+    link = (
+        f" — this search as the page's filter: [gallery.html#{fragment}](gallery.html#{fragment})"
+        if fragment
+        else ""
+    )
+    lines += [f"Every track with its best picture: [gallery.html](gallery.html){link}.", ""]
+    return lines
 
 
 def _framing_lines(stats: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The demo end to end at a tiny size, and the clip scoring against hand-computed values."""
+"""The demo end to end at a tiny size, and the clip scoring and the search check against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from partool.cli.app import main
 from partool.video import FrameResult, TrackView
+from partool.video.event_store import EventStoreSink, open_store
 from partool.video.scoring import score_clip
+from partool.video.search_check import check_search, pick_query
 
 
 def view(track_id, box, raw, on):
@@ -44,8 +47,56 @@ def test_score_clip_hand_computed():
     assert score.scored_decisions == 4
 
 
+def people(*attributes: list[str], names=("Female", "Backpack", "Hat", "Skirt&Dress")) -> dict:
+    """A truth whose person k + 1 has attributes[k] on."""
+    return {
+        "tracks": {
+            str(k + 1): {"attributes": {n: int(n in on) for n in names}} for k, on in enumerate(attributes)
+        }
+    }
+
+
+def test_the_demo_query_comes_from_the_truth():
+    names = ["Female", "Backpack", "Hat", "Skirt&Dress"]
+    four = people(["Female", "Backpack"], ["Female"], ["Backpack"], ["Female", "Backpack", "Hat"])
+    assert pick_query(four, names) == "Female & Backpack"  # 2 of 4 people: at most half
+    assert pick_query(four, ["Hat", "Female", "Backpack"]) == "Hat & Female"  # the first pair that fits
+    # no pair holds for anybody: the first single attribute that holds for one of the two
+    assert pick_query(people(["Female"], ["Backpack"]), names) == "Female"
+    # names holding an operator are quoted
+    assert (
+        pick_query(people(["Skirt&Dress", "Hat"], [], ["Hat"]), ["Skirt&Dress", "Hat"])
+        == '"Skirt&Dress" & Hat'
+    )
+
+
+def test_a_search_checked_against_the_truth(tmp_path):
+    truth = people(["Female", "Backpack"], ["Female"], ["Backpack"], ["Female", "Backpack", "Hat"])
+    db = tmp_path / "events.db"
+    sink = EventStoreSink(db)
+    probs = {"Female": 0.9, "Backpack": 0.8, "Hat": 0.1, "Skirt&Dress": 0.2}
+    # (stream, track, attributes given): 10 follows person 1, 11 person 2 (no backpack), 12 person 4 (its
+    # backpack missed), 13 nobody (a false detection); 14 is on another stream
+    tracks = [("street", 10, ["Female", "Backpack"]), ("street", 11, ["Female", "Backpack"]),
+              ("street", 12, ["Female"]), ("street", 13, ["Female", "Backpack"]), ("other", 14, ["Female", "Backpack"])]  # fmt: skip
+    for i, (stream, track, on) in enumerate(tracks):
+        record = {"stream": stream, "track": track, "box": [0, 0, 10, 20], "attributes": on, "probs": probs}
+        sink.event({**record, "event": "track_appeared", "time": float(i), "frame": i})
+        sink.event({**record, "event": "track_left", "time": i + 1.0, "frame": i + 10, "reason": "lost"})
+    sink.close()
+    conn = open_store(db)
+    check = check_search(conn, "Female & Backpack", truth, {10: 1, 11: 2, 12: 4, 14: 1}, "street")
+    conn.close()
+    assert check.expected == [1, 4] and check.people == 4
+    assert [(r.track, r.person, r.person_matches) for r in check.returned] == [
+        (10, 1, True), (11, 2, False), (13, None, False)
+    ]  # fmt: skip
+    assert (check.found, check.missed) == ([1], [4])
+    assert check.precision == pytest.approx(1 / 3) and check.recall == pytest.approx(1 / 2)
+
+
 @pytest.mark.slow
-def test_demo_end_to_end_tiny(tmp_path):
+def test_demo_end_to_end_tiny(tmp_path, capsys):
     from partool.demo import DemoConfig, run_demo
 
     messages: list[str] = []
@@ -58,12 +109,24 @@ def test_demo_end_to_end_tiny(tmp_path):
         "report.json",
         "annotated.mp4",
         "events.jsonl",
+        "events.db",
+        "gallery.html",
         "onnx/model.onnx",
         "run/model.safetensors",
     ):
         assert (out / name).is_file(), name
+    assert not (out / "events.db.partial").exists()
     text = (out / "report.md").read_text()
     assert "| Vim (ONNX Runtime, portable scan) |" in text and "detection recall" in text
+    # the report's search is the one `partool search` answers over events.db
+    search = report["video"]["search"]
+    assert f"## Search: who walked by with `{search['query']}`?" in text
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(out / "events.db"), search["query"], "--json"])
+    assert exit_info.value.code == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert [t["track"] for t in answer["tracks"]] == [t["track"] for t in search["returned"]]
     # the same weights through PyTorch and ONNX Runtime give the same test metrics
     torch_ma, onnx_ma = report["eval_torch"]["metrics"]["ma"], report["eval_onnx"]["metrics"]["ma"]
     assert abs(torch_ma - onnx_ma) < 0.01

@@ -18,6 +18,7 @@ import pytest
 from partool.cli.app import main
 from partool.video.event_store import EventStoreSink, open_store
 from partool.video.query import find_tracks
+from partool.video.report import filter_fragment
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
@@ -183,6 +184,23 @@ def test_a_fragment_filters_the_gallery_in_chromium(db, gallery, fragment, query
     assert set(page.cards) == ids(db)
     assert page.visible == ids(db, query, streams) == by_hand
     assert page.text["count"] == f"{len(by_hand)} of 6 tracks shown" and page.hidden["notice"]
+
+
+@pytest.mark.parametrize(
+    "query, fragment",
+    [
+        ("Backpack & !Hat", "attr=Backpack,!Hat"),
+        ("Female>0.85", "attr=Female%3E0.85"),
+        ("Hat<0.1 & Female", "attr=Hat%3C0.1,Female"),
+        ('"Skirt&Dress"', "attr=Skirt%26Dress"),
+        ("!Female & (Hat & !Backpack<=0.5)", "attr=!Female,Hat,!Backpack%3C%3D0.5"),
+        ("Female | Hat", None),  # the page ANDs its terms
+        ("!(Female & Hat)", None),
+    ],
+)
+def test_a_query_as_the_galleries_fragment(query, fragment):
+    """The fragments above that have a query are those the Chromium test checks against the store."""
+    assert filter_fragment(query) == fragment
 
 
 @needs_chromium

@@ -4,6 +4,7 @@ the answers worked out by hand; bad queries, names, times and files exit 2 with 
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from partool.video.query import (
     Or,
     Term,
     find_tracks,
+    matches,
     parse_query,
     parse_time,
     resolve_names,
@@ -96,6 +98,43 @@ def found(db, query=None, **kw) -> set[str]:
 )
 def test_queries(db, query, expected):
     assert found(db, query) == expected
+    assert by_python(query) == expected  # the second implementation, over TRACKS' final state
+
+
+def by_python(query: str) -> set[str]:
+    """The tracks `query.matches` accepts, from TRACKS directly (not from the store)."""
+    expr = resolve_names(parse_query(query), NAMES)
+    return {
+        f"{stream}/{track}"
+        for stream, track, _, _, on, probs in TRACKS
+        if matches(expr, on, dict(zip(NAMES, probs, strict=True)) if probs else {})
+    }
+
+
+def random_query(rng: random.Random, depth: int = 0) -> str:
+    """A random query over NAMES: terms with and without comparisons, !, &, | and parentheses."""
+    roll = rng.random()
+    if depth >= 3 or roll < 0.35:
+        name = rng.choice(NAMES)
+        name = f'"{name}"' if "&" in name else name
+        if rng.random() < 0.4:
+            return f"{name}{rng.choice(['>', '>=', '<', '<='])}{rng.choice([0.1, 0.3, 0.6, 0.75, 0.85, 0.9])}"
+        return name
+    if roll < 0.5:
+        return "!" + random_query(rng, depth + 1)
+    joined = f" {rng.choice('&|')} ".join(random_query(rng, depth + 1) for _ in range(rng.randint(2, 3)))
+    return f"({joined})" if rng.random() < 0.5 else joined
+
+
+def test_sql_and_python_agree_on_random_queries(db):
+    rng = random.Random(7)
+    queries = [random_query(rng) for _ in range(150)]
+    answers = {q: found(db, q) for q in queries}
+    for query in queries:
+        assert answers[query] == by_python(query), query
+    # the sample is not degenerate: it has empty, full and partial answers
+    sizes = {len(a) for a in answers.values()}
+    assert 0 in sizes and len(TRACKS) in sizes and len(sizes) >= 5
 
 
 def test_streams_and_times(db):

@@ -15,25 +15,32 @@ def demo(
     epochs: int = typer.Option(8, "--epochs", min=1, help="Training epochs (about 30 s each on 2 cores at the defaults)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the data, the model and the clip."),
     retrain: bool = typer.Option(False, "--retrain", help="Train again even if --out holds a finished run."),
+    search: str | None = typer.Option(None, "--search", metavar="QUERY", help="The `partool search` query the report checks against the clip's ground truth, e.g. 'Female & !Hat' (default: the first pair of attributes that holds for some but at most half of the clip's people)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report data as JSON."),
 ) -> None:  # fmt: skip
     """Run the whole path offline: synthetic pedestrians → train a small Vim on the CPU → evaluate →
     export portable ONNX → evaluate it with ONNX Runtime → detect, track and recognise people in a
-    synthetic street clip, scored against its ground truth.
+    synthetic street clip, scored against its ground truth → store what was seen in an event store, search
+    it, and check the answer against the ground truth.
 
-    Writes OUT/report.md (tables and pictures), OUT/annotated.mp4, OUT/events.jsonl, OUT/onnx/model.onnx
-    and the trained run OUT/run. Takes about 6 minutes on 2 CPU cores; a second run reuses the trained model.
+    Writes OUT/report.md (tables and pictures), OUT/annotated.mp4, OUT/events.jsonl, OUT/events.db (for
+    `partool search` and `partool report`), OUT/gallery.html, OUT/onnx/model.onnx and the trained run
+    OUT/run. Takes about 6 minutes on 2 CPU cores; a second run reuses the trained model.
 
     Examples:
 
       partool demo
 
       partool demo --out /tmp/demo --epochs 3 --train-size 500      (a quicker look)
+
+      partool demo --search 'UpperDark & Trousers'                  (check another search; reuses the trained model)
     """
     from partool.demo import DemoConfig, run_demo
 
     log = (lambda _msg: None) if json_out else (lambda msg: console.print(msg))
-    config = DemoConfig(out=out, train_size=train_size, epochs=epochs, seed=seed, retrain=retrain, log=log)
+    config = DemoConfig(
+        out=out, train_size=train_size, epochs=epochs, seed=seed, retrain=retrain, search=search, log=log
+    )
     report = run_demo(config)
     if json_out:
         print_json(report)
@@ -49,7 +56,12 @@ def demo(
         f"{100 * score['detection_recall']:.1f} %; attribute accuracy {100 * score['attribute_accuracy_raw']:.1f} % raw, "
         f"{100 * score['attribute_accuracy_smoothed']:.1f} % smoothed; flips {score['flips_raw']} → {score['flips_smoothed']}"
     )
-    console.print(f"report: {out / 'report.md'}")
+    found = report["video"]["search"]
+    console.print(
+        f"[bold]search[/] {found['query']!r}: {len(found['returned'])} tracks, precision "
+        f"{100 * found['precision']:.0f} %, recall {100 * found['recall']:.0f} % against the clip's people"
+    )
+    console.print(f"report: {out / 'report.md'}; gallery: {out / 'gallery.html'}")
 
 
 def register(app: typer.Typer) -> None:

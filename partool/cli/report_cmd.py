@@ -50,28 +50,12 @@ def report(
     """
     from partool.artifacts import atomic_write_bytes
     from partool.cli.output import console, print_json
-    from partool.video.event_store import attribute_names, local_time, stream_names
-    from partool.video.query import find_tracks
-    from partool.video.report import render_gallery
+    from partool.video.report import gallery_page
 
     window = time_window(since, until)
     most = check_limit(limit)
     with opened_store(db) as conn:
-        found = find_tracks(conn, query, stream, *window, limit=most, thumbnails=True)
-        attributes = attribute_names(conn)
-        streams = list(dict.fromkeys(stream)) or stream_names(conn)
-    scope = [f"{found.total} tracks"]
-    if query:
-        scope.append(f"matching {query!r}")
-    if stream:
-        scope.append(f"on {', '.join(streams)}")
-    if window[0] is not None:
-        scope.append(f"in view from {local_time(window[0])}")
-    if window[1] is not None:
-        scope.append(f"until {local_time(window[1])}")
-    page = render_gallery(
-        found.tracks, attributes, streams, f"partool report: {db.name}", " ".join(scope), found.total
-    )
+        page, found = gallery_page(conn, f"partool report: {db.name}", query, stream, *window, limit=most)
     atomic_write_bytes(html, page.encode())
     if json_out:
         print_json(

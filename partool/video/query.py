@@ -20,10 +20,11 @@ time conditions join the same WHERE, and only matching rows — thumbnails inclu
 from __future__ import annotations
 
 import difflib
+import operator
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -215,6 +216,26 @@ def to_sql(expr: Expr) -> tuple[str, list[Any]]:
         f"EXISTS (SELECT 1 FROM track_attributes a WHERE a.track_id = t.id AND a.name = ? AND {test})",
         params,
     )
+
+
+def matches(expr: Expr, on: Collection[str], probs: Mapping[str, float]) -> bool:
+    """Whether a track whose decisions `on` and probabilities `probs` hold satisfies `expr`: the same answer as
+    `to_sql`'s condition on the stored track, computed in Python (the demo checks a search against ground
+    truth with it; the tests check the SQL against it)."""
+    if isinstance(expr, Not):
+        return not matches(expr.operand, on, probs)
+    if isinstance(expr, And):
+        return matches(expr.left, on, probs) and matches(expr.right, on, probs)
+    if isinstance(expr, Or):
+        return matches(expr.left, on, probs) or matches(expr.right, on, probs)
+    if expr.name not in probs:  # no attribute row: no term matches
+        return False
+    if expr.op is None:
+        return expr.name in on
+    return _COMPARE[expr.op](probs[expr.name], expr.value)
+
+
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")

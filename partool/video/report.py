@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
+from urllib.parse import quote
 
 from partool import __version__
-from partool.video.event_store import StoredTrack, local_time
+from partool.video.event_store import StoredTrack, attribute_names, local_time, stream_names
+from partool.video.query import And, Expr, Found, Not, Term, find_tracks, parse_query
 
 CSS = """
 :root { color-scheme: light; --ink: #1d232b; --muted: #5c6773; --line: #d9dee4; --on: #1f7a4d; --off: #b3261e; }
@@ -244,3 +247,51 @@ def render_gallery(
 <script>{SCRIPT}</script>
 </body></html>
 """
+
+
+def gallery_page(
+    conn: sqlite3.Connection,
+    title: str,
+    query: str | None = None,
+    streams: Sequence[str] = (),
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> tuple[str, Found]:
+    """The gallery of the store's tracks that `partool search` would find with the same arguments, and
+    those tracks."""
+    found = find_tracks(conn, query, streams, since, until, limit=limit, thumbnails=True)
+    shown_streams = list(dict.fromkeys(streams)) or stream_names(conn)
+    scope = [f"{found.total} tracks"]
+    if query:
+        scope.append(f"matching {query!r}")
+    if streams:
+        scope.append(f"on {', '.join(shown_streams)}")
+    if since is not None:
+        scope.append(f"in view from {local_time(since)}")
+    if until is not None:
+        scope.append(f"until {local_time(until)}")
+    page = render_gallery(
+        found.tracks, attribute_names(conn), shown_streams, title, " ".join(scope), found.total
+    )
+    return page, found
+
+
+def filter_fragment(query: str) -> str | None:
+    """The gallery's URL fragment that applies `query` (`attr=Female,!Hat`), or None when the page's terms,
+    which are all ANDed, cannot say it (an `|`, a negated group)."""
+    terms: list[str] = []
+
+    def collect(expr: Expr) -> bool:
+        if isinstance(expr, And):
+            return collect(expr.left) and collect(expr.right)
+        negated = isinstance(expr, Not)
+        term = expr.operand if isinstance(expr, Not) else expr
+        if not isinstance(term, Term):
+            return False
+        terms.append(("!" if negated else "") + term.name + (f"{term.op}{term.value:g}" if term.op else ""))
+        return True
+
+    if not collect(parse_query(query)) or any("," in t for t in terms):
+        return None
+    return "attr=" + ",".join(quote(t, safe="!") for t in terms)

@@ -54,11 +54,9 @@ def score_clip(
         for tid, t in truth["tracks"].items()
     }
     visible_total = visible_found = detections = true_detections = 0
-    votes: dict[int, Counter[int]] = defaultdict(Counter)
-    matched: list[tuple[int, int, int]] = []  # (frame position, predicted track, true person)
-    for pos, frame in enumerate(frames):
+    for frame in frames:
         objects = truth_frames.get(frame.index, [])
-        gt_boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
+        gt_boxes = _boxes(objects)
         visible = np.array([o["visible"] >= min_visible for o in objects], bool)
         det_boxes = np.asarray(frame.boxes, np.float32).reshape(-1, 4)
         det_iou = iou_matrix(gt_boxes, det_boxes)
@@ -67,16 +65,8 @@ def score_clip(
         visible_found += int((covered & visible).sum())
         detections += len(det_boxes)
         true_detections += len(match_boxes(gt_boxes, det_boxes, iou))
-        if not frame.tracks or not len(objects):
-            continue
-        track_iou = iou_matrix(np.stack([t.box for t in frame.tracks]).astype(np.float32), gt_boxes)
-        for row, view in enumerate(frame.tracks):
-            best = int(track_iou[row].argmax())
-            if track_iou[row, best] >= iou:
-                person = objects[best]["track_id"]
-                votes[view.id][person] += 1
-                matched.append((pos, view.id, person))
-    owner = {track: counts.most_common(1)[0][0] for track, counts in votes.items()}
+    matched = _track_matches(truth_frames, frames, iou)
+    owner = _owners(matched)
     followers = Counter(owner.values())
     raw_ok = smooth_ok = scored = 0
     raw_seq: dict[int, list[np.ndarray]] = defaultdict(list)
@@ -105,3 +95,37 @@ def score_clip(
         flips_smoothed=sum(count_flips(np.array(s)) for s in smooth_seq.values()),
         scored_decisions=scored,
     )
+
+
+def track_people(truth: dict[str, Any], frames: list[FrameResult], iou: float = 0.5) -> dict[int, int]:
+    """Each predicted track's ground-truth person: the one its box overlaps (IoU ≥ `iou`) in most frames.
+    Tracks that never overlap a person are left out."""
+    return _owners(_track_matches({f["index"]: f["objects"] for f in truth["frames"]}, frames, iou))
+
+
+def _boxes(objects: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
+
+
+def _track_matches(
+    truth_frames: dict[int, list[dict[str, Any]]], frames: list[FrameResult], iou: float
+) -> list[tuple[int, int, int]]:
+    """(frame position, predicted track, true person) for every track box that overlaps a person."""
+    matched = []
+    for pos, frame in enumerate(frames):
+        objects = truth_frames.get(frame.index, [])
+        if not frame.tracks or not objects:
+            continue
+        track_iou = iou_matrix(np.stack([t.box for t in frame.tracks]).astype(np.float32), _boxes(objects))
+        for row, view in enumerate(frame.tracks):
+            best = int(track_iou[row].argmax())
+            if track_iou[row, best] >= iou:
+                matched.append((pos, view.id, objects[best]["track_id"]))
+    return matched
+
+
+def _owners(matched: list[tuple[int, int, int]]) -> dict[int, int]:
+    votes: dict[int, Counter[int]] = defaultdict(Counter)
+    for _, track, person in matched:
+        votes[track][person] += 1
+    return {track: counts.most_common(1)[0][0] for track, counts in votes.items()}
