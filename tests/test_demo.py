@@ -63,6 +63,13 @@ def test_the_demo_query_comes_from_the_truth():
     assert pick_query(four, ["Hat", "Female", "Backpack"]) == "Hat & Female"  # the first pair that fits
     # no pair holds for anybody: the first single attribute that holds for one of the two
     assert pick_query(people(["Female"], ["Backpack"]), names) == "Female"
+    # with each attribute's reliability, the fitting pair whose weaker attribute is the most reliable:
+    # Female & Backpack (min 0.6) and Female & Hat (0.9) fit, Backpack & Hat holds for one person too (0.6)
+    reliability = {"Female": 0.95, "Backpack": 0.6, "Hat": 0.9}
+    assert pick_query(four, names, reliability) == "Female & Hat"
+    # ties keep the attribute order; an attribute without a figure counts as unreliable
+    assert pick_query(four, names, {"Female": 0.7, "Backpack": 0.7, "Hat": 0.7}) == "Female & Backpack"
+    assert pick_query(four, names, {"Female": 0.9, "Backpack": 0.8}) == "Female & Backpack"
     # names holding an operator are quoted
     assert (
         pick_query(people(["Skirt&Dress", "Hat"], [], ["Hat"]), ["Skirt&Dress", "Hat"])
@@ -86,7 +93,9 @@ def test_a_search_checked_against_the_truth(tmp_path):
     sink.close()
     conn = open_store(db)
     check = check_search(conn, "Female & Backpack", truth, {10: 1, 11: 2, 12: 4, 14: 1}, "street")
+    nobody = check_search(conn, '"Skirt&Dress"', truth, {10: 1}, "street")
     conn.close()
+    assert (nobody.returned, nobody.expected, nobody.precision, nobody.recall) == ([], [], None, None)
     assert check.expected == [1, 4] and check.people == 4
     assert [(r.track, r.person, r.person_matches) for r in check.returned] == [
         (10, 1, True), (11, 2, False), (13, None, False)

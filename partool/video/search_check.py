@@ -11,7 +11,7 @@ track follows).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,8 +37,8 @@ class SearchCheck:
     returned: list[ReturnedTrack]
     found: list[int]  # expected people followed by at least one returned track
     missed: list[int]  # expected people no returned track follows
-    precision: float  # returned tracks whose person is expected (1.0 when nothing is returned)
-    recall: float  # expected people found (1.0 when none is expected)
+    precision: float | None  # returned tracks whose person is expected; None when nothing is returned
+    recall: float | None  # expected people found; None when nobody is expected
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,10 +57,17 @@ def true_people(truth: dict[str, Any]) -> dict[int, dict[str, float]]:
     }
 
 
-def pick_query(truth: dict[str, Any], attributes: Sequence[str]) -> str:
-    """A query with a non-trivial answer in this clip, from the truth alone (never from the model's output):
-    the first pair `A & B` in `attributes`' order that holds for at least one person and at most half of
-    them; else the first single attribute that does; else the first attribute."""
+def pick_query(
+    truth: dict[str, Any], attributes: Sequence[str], reliability: Mapping[str, float] | None = None
+) -> str:
+    """A query with a non-trivial answer in this clip, chosen without looking at what the pipeline output.
+
+    Candidates are the pairs `A & B` that hold for at least one person and at most half of them (in
+    `attributes`' order), then the single attributes that do. Without `reliability` the first candidate
+    wins; with it (e.g. each attribute's test-split mA) the candidate whose least reliable attribute is the
+    most reliable, as a user would search on what the model is known to see. When nothing fits, the
+    first attribute.
+    """
     people = list(true_people(truth).values())
     most = max(1, len(people) // 2)
 
@@ -68,9 +75,13 @@ def pick_query(truth: dict[str, Any], attributes: Sequence[str]) -> str:
         return 1 <= sum(all(p.get(n, 0.0) == 1.0 for n in names) for p in people) <= most
 
     pairs = [(a, b) for i, a in enumerate(attributes) for b in attributes[i + 1 :]]
-    for names in [*pairs, *((a,) for a in attributes)]:
-        if fits(names):
-            return " & ".join(quoted(n) for n in names)
+    for group in (pairs, [(a,) for a in attributes]):
+        candidates = [names for names in group if fits(names)]
+        if not candidates:
+            continue
+        if reliability is not None:  # max keeps the first of equals
+            candidates = [max(candidates, key=lambda names: min(reliability.get(n, 0.0) for n in names))]
+        return " & ".join(quoted(n) for n in candidates[0])
     return quoted(attributes[0])
 
 
@@ -99,8 +110,8 @@ def check_search(
         returned=returned,
         found=found,
         missed=[p for p in expected if p not in found],
-        precision=sum(r.person_matches for r in returned) / len(returned) if returned else 1.0,
-        recall=len(found) / len(expected) if expected else 1.0,
+        precision=sum(r.person_matches for r in returned) / len(returned) if returned else None,
+        recall=len(found) / len(expected) if expected else None,
     )
 
 
