@@ -6,12 +6,15 @@ detector and the built-in IoU tracker run as in `partool demo`. `--soak N` loops
 samples the resident set size (psutil, else /proc/self/status) every 100 frames to show memory stays flat.
 `--streams N` runs N streams in one process instead (a different street per stream, each looped, `--frames`
 in all), as `partool video SRC… --save DIR --events FILE` does: aggregate and per-stream FPS, the PAR
-batch sizes across streams, and the RSS slope (MB per 1000 frames, least squares after warm-up).
-Measures only; never passes or fails on time.
+batch sizes across streams, and the RSS slope (MB per 1000 frames, least squares after warm-up and over the
+last half). `--python-heap` also traces the Python heap (tracemalloc, numpy arrays included), to tell a
+Python-level leak (the heap grows with the RSS) from the native allocator settling (only the RSS grows,
+and levels off). Measures only; never passes or fails on time.
 
     python benchmarks/video.py --threads 2 --out benchmarks/results/video_cpu.json
     python benchmarks/video.py --soak 3000 --out benchmarks/results/video_soak.json
     python benchmarks/video.py --streams 4 --frames 10000 --out benchmarks/results/video_streams.json
+    python benchmarks/video.py --streams 4 --frames 10000 --python-heap --out benchmarks/results/video_heap.json
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -54,6 +58,12 @@ def rss_mb() -> float:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def memory_sample(frames: int) -> tuple[int, float, float | None]:
+    """(frames so far, RSS MiB, traced Python heap MiB or None when tracemalloc is off)."""
+    heap = tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else None
+    return frames, rss_mb(), heap
 
 
 class LoopCapture:
@@ -94,11 +104,11 @@ def run_once(clip: Path, model: Path, device: str, out: Path, frames: int | None
     backend = load_backend(model, device=device)
     target = str(clip)
     opener = (lambda _t: LoopCapture(target, frames)) if frames else cv2.VideoCapture
-    samples: list[tuple[int, float]] = []
+    samples: list[tuple[int, float, float | None]] = []
 
     def sample(result) -> None:
         if result.index % 100 == 0:
-            samples.append((result.index, rss_mb()))
+            samples.append(memory_sample(result.index))
 
     source = open_source(target, opener=opener)
     sinks = [EventSink(out / "events.jsonl"), VideoSink(out / "annotated.mp4")]
@@ -111,13 +121,13 @@ def run_streams_once(clips: list[Path], model: Path, device: str, out: Path, fra
     """`frames` in all over len(clips) looped streams, one PAR backend; RSS sampled every 100 frames."""
     backend = load_backend(model, device=device)
     per_stream = frames // len(clips)
-    samples: list[tuple[int, float]] = []
+    samples: list[tuple[int, float, float | None]] = []
     done = [0]
 
     def sample(_result) -> None:
         done[0] += 1
         if done[0] % 100 == 0:
-            samples.append((done[0], rss_mb()))
+            samples.append(memory_sample(done[0]))
 
     streams = []
     for i, clip in enumerate(clips):
@@ -130,16 +140,27 @@ def run_streams_once(clips: list[Path], model: Path, device: str, out: Path, fra
     return {"backend": backend.describe(), "summary": summary.to_dict(), "rss_samples": samples}
 
 
-def rss_report(samples: list[tuple[int, float]]) -> dict | None:
-    """First / after warm-up / last / max RSS and the slope after warm-up (first quarter left out)."""
+def rss_report(samples: list[tuple[int, float, float | None]]) -> dict | None:
+    """First / after warm-up / last / max RSS, its slope after warm-up (first quarter left out) and over the
+    last half, and the same slopes of the traced Python heap when it was traced."""
     if len(samples) < 4:
         return None
     idx, mb = np.array([s[0] for s in samples], float), np.array([s[1] for s in samples])
-    warm = len(samples) // 4  # allocator, model and background models warming up
-    slope = float(np.polyfit(idx[warm:], mb[warm:], 1)[0] * 1000)
-    return {"first_mb": round(float(mb[0]), 1), "after_warmup_mb": round(float(mb[warm]), 1),
-            "last_mb": round(float(mb[-1]), 1), "max_mb": round(float(mb.max()), 1),
-            "slope_mb_per_1000_frames": round(slope, 3)}  # fmt: skip
+    warm, half = len(samples) // 4, len(samples) // 2  # allocator, model and background models warming up
+
+    def slope(values: np.ndarray, start: int) -> float:
+        return round(float(np.polyfit(idx[start:], values[start:], 1)[0] * 1000), 3)
+
+    report = {"first_mb": round(float(mb[0]), 1), "after_warmup_mb": round(float(mb[warm]), 1),
+              "last_mb": round(float(mb[-1]), 1), "max_mb": round(float(mb.max()), 1),
+              "slope_mb_per_1000_frames": slope(mb, warm),
+              "slope_last_half_mb_per_1000_frames": slope(mb, half)}  # fmt: skip
+    if samples[0][2] is not None:
+        heap = np.array([s[2] for s in samples], float)
+        report |= {"python_heap_after_warmup_mb": round(float(heap[warm]), 2),
+                   "python_heap_last_mb": round(float(heap[-1]), 2),
+                   "python_heap_slope_mb_per_1000_frames": slope(heap, warm)}  # fmt: skip
+    return report
 
 
 def streams_table(result: dict) -> None:
@@ -181,6 +202,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak", type=int, default=0, help="loop the clip to N frames and track RSS")
     parser.add_argument("--streams", type=int, default=0, help="run N streams in one process (0: one)")
     parser.add_argument("--frames", type=int, default=10_000, help="with --streams: frames in all")
+    parser.add_argument(
+        "--python-heap", action="store_true", help="also trace the Python heap (tracemalloc; slower)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/video.json"))
     return parser.parse_args()
 
@@ -225,6 +249,8 @@ def single_table(results: dict[str, dict]) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.python_heap:
+        tracemalloc.start()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     with tempfile.TemporaryDirectory() as tmp_name:
