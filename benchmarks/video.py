@@ -15,6 +15,7 @@ and levels off). Measures only; never passes or fails on time.
     python benchmarks/video.py --soak 3000 --out benchmarks/results/video_soak.json
     python benchmarks/video.py --streams 4 --frames 10000 --out benchmarks/results/video_streams.json
     python benchmarks/video.py --streams 4 --frames 10000 --python-heap --out benchmarks/results/video_heap.json
+    python benchmarks/video.py --streams 4 --frames 20000 --segment 60 --out benchmarks/results/video_segments.json
 """
 
 from __future__ import annotations
@@ -117,8 +118,17 @@ def run_once(clip: Path, model: Path, device: str, out: Path, frames: int | None
     return {"backend": backend.describe(), "summary": summary.to_dict(), "rss_samples": samples}
 
 
-def run_streams_once(clips: list[Path], model: Path, device: str, out: Path, frames: int, every: int) -> dict:
-    """`frames` in all over len(clips) looped streams, one PAR backend; RSS sampled every 100 frames."""
+def run_streams_once(
+    clips: list[Path],
+    model: Path,
+    device: str,
+    out: Path,
+    frames: int,
+    every: int,
+    segment: float | None = None,
+) -> dict:
+    """`frames` in all over len(clips) looped streams, one PAR backend; RSS sampled every 100 frames; each
+    stream's video cut every `segment` seconds when given (`partool video --segment`)."""
     backend = load_backend(model, device=device)
     per_stream = frames // len(clips)
     samples: list[tuple[int, float, float | None]] = []
@@ -133,7 +143,7 @@ def run_streams_once(clips: list[Path], model: Path, device: str, out: Path, fra
     for i, clip in enumerate(clips):
         target = str(clip)
         source = open_source(target, opener=lambda _t, target=target: LoopCapture(target, per_stream))
-        own = [VideoSink(out / "videos" / f"cam{i}.mp4")]
+        own = [VideoSink(out / "videos" / f"cam{i}.mp4", segment)]
         streams.append(Stream(f"cam{i}", source, MotionDetector(), IoUTracker(), own))
     summary = run_streams(streams, backend, [EventSink(out / "events.jsonl")],
                           PipelineOptions(every=every, on_frame=sample))  # fmt: skip
@@ -203,6 +213,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=0, help="run N streams in one process (0: one)")
     parser.add_argument("--frames", type=int, default=10_000, help="with --streams: frames in all")
     parser.add_argument(
+        "--segment", type=float, default=None, help="with --streams: cut each video every N seconds"
+    )
+    parser.add_argument(
         "--python-heap", action="store_true", help="also trace the Python heap (tracemalloc; slower)"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/video.json"))
@@ -261,7 +274,9 @@ def main() -> None:
             out = tmp / f"out-{label}"
             out.mkdir()
             if args.streams:
-                results[label] = run_streams_once(clips, model, args.device, out, args.frames, args.every)
+                results[label] = run_streams_once(
+                    clips, model, args.device, out, args.frames, args.every, args.segment
+                )
             else:
                 results[label] = run_once(clips[0], model, args.device, out, args.soak or None, args.every)
             results[label]["rss"] = rss_report(results[label]["rss_samples"])

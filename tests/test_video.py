@@ -7,6 +7,8 @@ import os
 import signal
 import threading
 import time
+from datetime import datetime
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -516,6 +518,39 @@ def test_cli_runs_several_streams_into_a_folder_and_the_event_store(cli, clip, r
     assert stream_names(open_store(tmp_path / "e.db")) == ["a", "b"]
 
 
+def test_saved_video_is_cut_into_segments_named_by_their_start(tmp_path):
+    """2-second segments at 5 FPS: 23 frames -> files of 10, 10 and 3 frames, each named after the clock when
+    its first frame came (two in the same second get -2), each complete (renamed) once the next begins."""
+    from partool.video.sinks import VideoSink
+
+    start = datetime(2026, 12, 4, 14, 30, 0).timestamp()  # local time, as the names are
+    times = iter([start, start + 2.0, start + 2.9])
+    sink = VideoSink(tmp_path / "cam1.mp4", segment_seconds=2.0, clock=lambda: next(times))
+    image = np.zeros((48, 64, 3), np.uint8)
+    for i in range(23):
+        sink.frame(image, 5.0)
+        if i == 10:  # the second segment has begun: the first is complete on disk
+            assert (tmp_path / "cam1-20261204-143000.mp4").is_file()
+    report = sink.close()
+    names = ["cam1-20261204-143000.mp4", "cam1-20261204-143002.mp4", "cam1-20261204-143002-2.mp4"]
+    assert report["videos"] == [str(tmp_path / n) for n in names] and report["video_frames"] == 23
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no partial file left
+    counts = [int(cv2.VideoCapture(str(tmp_path / n)).get(cv2.CAP_PROP_FRAME_COUNT)) for n in names]
+    assert counts == [10, 10, 3]
+
+
+def test_cli_segments_each_streams_video(cli, clip, run_dir, tmp_path):
+    video, _ = clip
+    args = ["video", f"a={video}", f"b={video}", "--model", str(run_dir), "--max-frames", "25", "--device", "cpu",
+            "--save", str(tmp_path / "videos"), "--segment", "1s", "--json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    for stream in json.loads(result.stdout)["streams"]:  # the clip is 15 FPS: 15 + 10 frames
+        files = stream["outputs"]["videos"]
+        assert [Path(f).name.startswith(f"{stream['stream']}-") for f in files] == [True, True]
+        assert [int(cv2.VideoCapture(f).get(cv2.CAP_PROP_FRAME_COUNT)) for f in files] == [15, 10]
+
+
 def test_sigterm_asks_the_run_to_stop():
     """A service manager's SIGTERM ends `partool video` like the end of its sources: outputs complete."""
     from partool.cli.video_cmd import _stop_on_sigterm
@@ -541,6 +576,12 @@ def test_sigterm_asks_the_run_to_stop():
         (["{clip}", "--model", "{tmp}/bad.onnx"], "partool.json"),
         (["{clip}", "--detector", "hog"], "unknown --detector"),
         (["{clip}", "--every", "0"], "--every"),
+        (["{clip}", "--segment", "10m"], "--segment cuts the saved video into files: it needs --save"),
+        (
+            ["{clip}", "--save", "{tmp}/o.mp4", "--segment", "0s"],
+            "--segment '0s' is not a duration above zero",
+        ),
+        (["{clip}", "--save", "{tmp}/o.mp4", "--segment", "ten"], "write it like 90s, 10m or 1h"),
     ],
 )
 def test_cli_bad_input_is_one_line(cli, clip, run_dir, tmp_path, args, message):

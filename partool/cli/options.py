@@ -36,3 +36,16 @@ def parse_size(
     if min(sides) <= 0:
         raise UserError(f"{option} {text!r} is not {form} in positive whole numbers; write it like {example}")
     return sides
+
+
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", re.IGNORECASE)
+_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """'90s', '10m', '1.5h' or plain seconds ('600') -> seconds, above zero."""
+    match = _DURATION.fullmatch(text)
+    seconds = float(match[1]) * _SECONDS[match[2].lower()] if match else 0.0
+    if seconds <= 0:
+        raise UserError(f"{option} {text!r} is not a duration above zero; write it like 90s, 10m or 1h")
+    return seconds

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from partool.cli.options import CUDA_GRAPHS_OPTION, PRECISION_OPTION
+from partool.cli.options import CUDA_GRAPHS_OPTION, PRECISION_OPTION, parse_duration
 from partool.errors import UserError
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ def video(
     every: int = typer.Option(10, "--every", help="Re-run PAR on a track every N frames (and when its box grows 20%)."),
     show: bool = typer.Option(False, "--show", help="Show a window per stream (ignored without a display)."),
     save: Path | None = typer.Option(None, "--save", help="Annotated video: a .mp4/.avi/.mkv file for one source, or a folder (one <name>.mp4 per stream)."),
+    segment: str | None = typer.Option(None, "--segment", metavar="DURATION", help="With --save: cut each stream's video into files of this length (90s, 10m, 1h), named after their start time (cam1-20261204-143000.mp4) and complete as soon as they are closed; for streams that never end."),
     events: Path | None = typer.Option(None, "--events", help="Write JSON Lines events here (each names its stream)."),
     db: Path | None = typer.Option(None, "--db", help="Write tracks, attributes and thumbnails into this SQLite event store (partool search / report)."),
     privacy: bool = typer.Option(False, "--privacy", help="Pixelate people in the shown and saved video and in stored thumbnails."),
@@ -54,6 +55,8 @@ def video(
       partool video rtsp://cam.local/stream --model model.onnx --detector yolo11n.pt --tracker bytetrack --show
 
       partool video door=rtsp://door.local/live hall=rtsp://hall.local/live --model model.onnx --save videos --db events.db
+
+      partool video --sources cameras.txt --model model.onnx --save videos --segment 10m --db events.db   (around the clock)
     """
     from partool.runtime import load_backend
     from partool.video.detectors import make_detector
@@ -65,6 +68,7 @@ def video(
         raise UserError(f"--every must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {max_frames}")
+    segment_seconds = _segment_seconds(segment, save)
     entries = [(f"argument {i}", s) for i, s in enumerate(sources or (), 1)]
     entries += read_sources_file(sources_file) if sources_file is not None else []
     named = name_sources(entries)
@@ -72,7 +76,7 @@ def video(
         raise UserError("no video source: give one or more SRC arguments or --sources FILE")
     backend = load_backend(model, device=device, plugin=plugin, precision=precision, cuda_graphs=cuda_graphs)
     detectors = [make_detector(detector, device=device) for _ in named]  # per stream: detectors keep state
-    stream_sinks = _stream_sinks([n for n, _ in named], save, show)  # first: checks --save, writes nothing
+    stream_sinks = _stream_sinks([n for n, _ in named], save, show, segment_seconds)  # first: checks --save
     run_sinks = _run_sinks(events, db)
     opened = _open_sources([s for _, s in named], [*run_sinks, *(s for ss in stream_sinks for s in ss)])
     streams = [
@@ -99,12 +103,23 @@ def _run_sinks(events: Path | None, db: Path | None) -> list[Sink]:
     return sinks
 
 
-def _stream_sinks(names: Sequence[str], save: Path | None, show: bool) -> list[list[Sink]]:
-    """Each stream's own frame sinks: its video (`--save`) and its window (`--show`)."""
+def _segment_seconds(segment: str | None, save: Path | None) -> float | None:
+    if segment is None:
+        return None
+    if save is None:
+        raise UserError("--segment cuts the saved video into files: it needs --save FILE or --save DIR")
+    return parse_duration(segment, "--segment")
+
+
+def _stream_sinks(
+    names: Sequence[str], save: Path | None, show: bool, segment_seconds: float | None = None
+) -> list[list[Sink]]:
+    """Each stream's own frame sinks: its video (`--save`, cut every `segment_seconds`) and its window
+    (`--show`)."""
     from partool.video.sinks import VideoSink, WindowSink
 
     paths = _video_paths(save, names) if save is not None else {}
-    sinks: list[list[Sink]] = [[VideoSink(paths[n])] if n in paths else [] for n in names]
+    sinks: list[list[Sink]] = [[VideoSink(paths[n], segment_seconds)] if n in paths else [] for n in names]
     if show:
         first = WindowSink("partool video" if len(names) == 1 else f"partool video: {names[0]}")
         sinks[0].append(first)

@@ -4,6 +4,7 @@
   support); otherwise it says so once and the run continues headless.
 - `VideoSink` (`--save`) writes to a temporary name beside the target and renames it at the end — also
   when the run ends early or fails, so what was written is kept; a reader never sees a half-named file.
+  `--segment` cuts it into files of a fixed duration, each renamed into place when complete.
 - `EventSink` (`--events`) writes one JSON object per line and flushes each, so `tail -f` follows the run
   and a crash loses at most the line being written.
 - `Summary` is what `run_pipeline` returns: frames, FPS, per-stage latency, tracks, source facts.
@@ -15,8 +16,11 @@ import json
 import math
 import os
 import sys
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +95,19 @@ class WindowSink(Sink):
 
 
 class VideoSink(Sink):
-    """Annotated video at the source's frame rate; opened on the first frame (its size), renamed at close."""
+    """Annotated video at the source's frame rate; opened on the first frame (its size), renamed at close.
+
+    With `segment_seconds`, the video is cut into files of that many seconds of frames, each named after
+    the wall-clock time its first frame arrived (`cam1-20261204-143000.mp4`) and renamed into place as soon
+    as it is complete: an endless stream gives files that can be copied while it runs, and the container's
+    in-memory index (MP4 keeps one entry per frame until the file is closed) stays bounded.
+    """
 
     wants_frames = True
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, segment_seconds: float | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_CODECS:
@@ -106,31 +118,71 @@ class VideoSink(Sink):
             raise UserError(f"--save {path}: cannot create its folder ({e.strerror})") from None
         if not os.access(self.path.parent, os.W_OK):
             raise UserError(f"--save {path}: folder {self.path.parent} is not writable")
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{suffix}")
+        self.segment_seconds, self.clock = segment_seconds, clock
         self.codec = VIDEO_CODECS[suffix]
         self.writer: cv2.VideoWriter | None = None
+        self.target = self.path  # the file being written
+        self.tmp = self._partial(self.path)
+        self.written: list[Path] = []  # finished files
         self.frames = 0
+        self.segment_frames = 0  # frames in the file being written
 
     def frame(self, image: np.ndarray, fps: float) -> bool:
+        if (
+            self.writer is not None
+            and self.segment_seconds
+            and self.segment_frames >= self.segment_seconds * fps
+        ):
+            self._finish()
         if self.writer is None:
-            size = (image.shape[1], image.shape[0])
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), fps, size)
-            if not self.writer.isOpened():
-                self.writer = None
-                raise UserError(
-                    f"--save {self.path}: this OpenCV cannot write {self.codec} video; try a .avi name"
-                )
+            self._open((image.shape[1], image.shape[0]), fps)
         self.writer.write(image)
         self.frames += 1
+        self.segment_frames += 1
         return True
 
     def close(self) -> dict[str, Any]:
-        if self.writer is None:
+        if self.writer is not None:
+            self._finish()
+        if not self.written:
             return {"video": None}
+        report: dict[str, Any] = {"video": str(self.written[-1]), "video_frames": self.frames}
+        if self.segment_seconds:
+            report["videos"] = [str(p) for p in self.written]
+        return report
+
+    def _open(self, size: tuple[int, int], fps: float) -> None:
+        if self.segment_seconds:
+            self.target = self._segment_name()
+            self.tmp = self._partial(self.target)
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), fps, size)
+        if not self.writer.isOpened():
+            self.writer = None
+            raise UserError(
+                f"--save {self.path}: this OpenCV cannot write {self.codec} video; try a .avi name"
+            )
+        self.segment_frames = 0
+
+    def _finish(self) -> None:
+        assert self.writer is not None
         self.writer.release()
         self.writer = None
-        os.replace(self.tmp, self.path)
-        return {"video": str(self.path), "video_frames": self.frames}
+        os.replace(self.tmp, self.target)
+        self.written.append(self.target)
+
+    def _segment_name(self) -> Path:
+        """`<stem>-YYYYmmdd-HHMMSS<suffix>` in local time; `-2`, `-3`… when that name is taken."""
+        stamp = datetime.fromtimestamp(self.clock()).strftime("%Y%m%d-%H%M%S")
+        base = f"{self.path.stem}-{stamp}"
+        name, n = self.path.with_name(base + self.path.suffix), 1
+        while name.exists() or name in self.written:
+            n += 1
+            name = self.path.with_name(f"{base}-{n}{self.path.suffix}")
+        return name
+
+    @staticmethod
+    def _partial(path: Path) -> Path:
+        return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
 class EventSink(Sink):
