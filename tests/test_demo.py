@@ -104,6 +104,31 @@ def test_a_search_checked_against_the_truth(tmp_path):
     assert check.precision == pytest.approx(1 / 3) and check.recall == pytest.approx(1 / 2)
 
 
+def test_the_demo_builds_missing_cpu_kernels_or_says_why_it_trains_without(monkeypatch):
+    import partool.ops
+    import partool.plugins
+    from partool.demo import DemoConfig, _cpu_kernels
+    from partool.errors import UserError
+
+    messages: list[str] = []
+    cfg = DemoConfig(log=messages.append)
+    built: list[object] = []
+    monkeypatch.setattr(partool.ops, "available_backends", lambda: {"cpu": bool(built)})
+    monkeypatch.setattr(partool.plugins, "build_plugins", lambda **kw: built.append(kw))
+    assert _cpu_kernels(cfg) == {"backend": "cpu", "built": True}
+    assert built == [{"cuda_archs": None, "quiet": True}]  # CPU only: seconds, not the CUDA build's minutes
+    assert _cpu_kernels(cfg) == {"backend": "cpu", "built": False}  # found: nothing to build
+    assert len(built) == 1
+
+    def no_cmake(**_kw):
+        raise UserError("cmake not found on PATH")
+
+    built.clear()
+    monkeypatch.setattr(partool.plugins, "build_plugins", no_cmake)
+    assert _cpu_kernels(cfg) == {"backend": "chunked", "built": False, "why": "cmake not found on PATH"}
+    assert "training on the PyTorch scan" in messages[-1] and "cmake not found" in messages[-1]
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     from partool.demo import DemoConfig, run_demo
