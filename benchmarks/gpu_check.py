@@ -306,7 +306,9 @@ def timings(kernels) -> list[dict[str, object]]:
 
         def call(variant: int, params=params, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernel_abi.check(lib.partool_selective_scan_fwd_cuda_variant(ctypes.byref(params), variant, stream))
+            kernel_abi.check(
+                lib.partool_selective_scan_fwd_cuda_variant(ctypes.byref(params), variant, stream)
+            )
 
         moved = 4 * b * d * length * 2 + 2 * b * n * length * 2  # u, delta, z, out; B, C (fp16)
         rows += _time_configs(kernels, "scan fp16 (z, D, bias, softplus)", call, b, moved)
@@ -321,7 +323,9 @@ def timings(kernels) -> list[dict[str, object]]:
 
         def bcall(variant: int, bparams=bparams, stream=stream) -> None:
             stream.value = torch.cuda.current_stream().cuda_stream
-            kernel_abi.check(lib.partool_selective_scan_bidir_fwd_cuda_variant(ctypes.byref(bparams), variant, stream))
+            kernel_abi.check(
+                lib.partool_selective_scan_bidir_fwd_cuda_variant(ctypes.byref(bparams), variant, stream)
+            )
 
         moved = 6 * b * d * length * 2 + 4 * b * n * length * 2  # u, delta x2, z, out; B, C x2
         rows += _time_configs(kernels, "bidirectional scan fp16", bcall, b, moved)

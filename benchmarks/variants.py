@@ -146,7 +146,9 @@ def main() -> None:
     if missing and not args.skip_train:
         sys.exit(f"variants.py: no reduced configuration for {', '.join(missing)}; add it to REDUCED")
     facts = machine_facts()
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "markdown")}  # no local paths in results
+    config = {
+        k: v for k, v in vars(args).items() if k not in ("out", "markdown")
+    }  # no local paths in results
     rows: list[dict[str, Any]] = []
     trained: dict[tuple[str, str], float] = {}
     exported: dict[str, Path] = {}

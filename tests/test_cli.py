@@ -29,7 +29,14 @@ def test_doctor_json_reports_backends_and_tools():
     info = json.loads(result.stdout)
     assert info["torch"] and info["scan_backends"]["reference"] is True
     assert info["scan_auto_cpu"] in info["scan_backends"]
-    assert {"nvcc", "cmake", "onnxruntime_providers", "kernels_library", "tensorrt", "onnxruntime_headers"} <= set(info)
+    assert {
+        "nvcc",
+        "cmake",
+        "onnxruntime_providers",
+        "kernels_library",
+        "tensorrt",
+        "onnxruntime_headers",
+    } <= set(info)
     if info["openmp_runtimes"] is not None and info["scan_backends"].get("cpu"):
         assert len(info["openmp_runtimes"]) == 1  # the kernels share PyTorch's OpenMP runtime
 
@@ -48,7 +55,10 @@ def test_models_json_lists_the_zoo_with_parameter_counts():
     # the checkpoints each model starts from (`--pretrained ROLE=FILE`) and its recipe, as the authors' scripts name them
     assert rows["vim-s"]["checkpoints"] == {"vim": "vim_s_midclstok_ft_81p6acc.pth"}
     assert rows["vmamba-b"]["checkpoints"] == {"vmamba": "vssmbase_dp06_ckpt_epoch_241.pth"}
-    assert rows["asf"]["checkpoints"] == {"vim": "vim_s_midclstok_ft_81p6acc.pth", "vit": "jx_vit_base_p16_224-80ecf9dd.pth"}
+    assert rows["asf"]["checkpoints"] == {
+        "vim": "vim_s_midclstok_ft_81p6acc.pth",
+        "vit": "jx_vit_base_p16_224-80ecf9dd.pth",
+    }
     assert "vit-b PAR run" in rows["kdtm"]["checkpoints"]["vit"]
     assert rows["kdtm"]["recipe"] == "hybrid" and rows["vim-s"]["recipe"] == "vim"
     # published FLOPs (multiply-adds) at 224x224: timm/DeiT ViT-S/16 4.6 G, ViT-B/16 17.6 G (+ our PAR head)

@@ -28,4 +28,6 @@ def test_vim_s_fine_tuned_stride8_checkpoint_loads_at_224(tmp_path):
     want = F.interpolate(grid, size=(14, 14), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
     got = torch.cat([pos[:, :98], pos[:, 99:]], dim=1).reshape(1, 14, 14, 384)
     torch.testing.assert_close(got, want)
-    torch.testing.assert_close(model.backbone.layers[5].mixer.x_proj_b.weight, sd["layers.5.mixer.x_proj_b.weight"])
+    torch.testing.assert_close(
+        model.backbone.layers[5].mixer.x_proj_b.weight, sd["layers.5.mixer.x_proj_b.weight"]
+    )

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 TRT_DIR = PLUGINS / "tensorrt"
 
+
 def _cuda_include_dir() -> Path | None:
     """Where cuda_runtime_api.h lives (TensorRT's headers include it)."""
     roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
@@ -178,7 +179,10 @@ def test_plugin_enqueue_under_every_tactic(trt_build: tuple[Path, Path], tmp_pat
     float32 and float16 matches a double-precision scan, and each tactic launches its own kernel configuration."""
     include, build = trt_build
     exe, emulated = _api_test_program(include, tmp_path), build_emulation()
-    run = _run([str(exe), str(_find_lib(build, "partool_trt_plugins"))], env=os.environ | {"LD_PRELOAD": str(emulated)})
+    run = _run(
+        [str(exe), str(_find_lib(build, "partool_trt_plugins"))],
+        env=os.environ | {"LD_PRELOAD": str(emulated)},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     for dtype in ("float32", "float16"):
         assert f"enqueue on the emulated kernels: {dtype}, 8 tactics" in run.stdout, run.stdout

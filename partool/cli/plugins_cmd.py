@@ -25,7 +25,9 @@ def build(
         help="CUDA compute capabilities, ';'-separated (CMAKE_CUDA_ARCHITECTURES); 'none' for CPU only.",
     ),
     tensorrt_include: Path | None = typer.Option(
-        None, "--tensorrt-include", help="TensorRT include/ directory (holds NvInfer.h) to build the plugin (default: "
+        None,
+        "--tensorrt-include",
+        help="TensorRT include/ directory (holds NvInfer.h) to build the plugin (default: "
         "$TENSORRT_INCLUDE_DIR, else the newest ~/.cache/partool/tensorrt/<version>/include, else system paths).",
     ),
     ort_include: Path | None = typer.Option(
