@@ -275,6 +275,7 @@ def test_partool_video_waits_for_a_dead_stream_only_among_others(clip):
     for source in sources:
         source.close()
     assert [s.kind for s in sources] == ["stream", "file"]
+    assert sources[0].end_reason == "stopped"  # closed while it waited: not "unavailable"
     with pytest.raises(UserError, match="cannot be opened"):
         _open_sources([dead], [])
 

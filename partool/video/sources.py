@@ -206,6 +206,8 @@ class FrameSource:
         if self._capture is None:  # down at start, and allowed to wait
             self._capture = self._reconnect()
             if self._capture is None:
+                if self._stop.is_set():
+                    return "stopped"
                 return f"stream unavailable at start; {len(self._backoff.delays())} more tries failed"
             self._take_rate(self._capture)
         start = time.monotonic()
