@@ -99,8 +99,8 @@ class VideoSink(Sink):
 
     With `segment_seconds`, the video is cut into files of that many seconds of frames, each named after
     the wall-clock time its first frame arrived (`cam1-20261204-143000.mp4`) and renamed into place as soon
-    as it is complete: an endless stream gives files that can be copied while it runs, and the container's
-    in-memory index (MP4 keeps one entry per frame until the file is closed) stays bounded.
+    as it is complete: an endless stream gives files that can be copied, played and deleted while it runs
+    (one MP4 only becomes playable once closed).
     """
 
     wants_frames = True
