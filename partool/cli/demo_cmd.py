@@ -33,7 +33,7 @@ def demo(
 
       partool demo --out /tmp/demo --epochs 3 --train-size 500      (a quicker look)
 
-      partool demo --search 'UpperDark & Trousers'                  (check another search; reuses the trained model)
+      partool demo --search 'Female & !Hat'                         (check another search; reuses the trained model)
     """
     from partool.demo import DemoConfig, run_demo, search_headline
 
