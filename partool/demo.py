@@ -241,11 +241,12 @@ def _search(db: Path, out: Path, query: str, truth: dict[str, Any], people: dict
 
     conn = open_store(db)
     try:
-        check = check_search(conn, query, truth, people, CLIP_STREAM)
+        tracks = find_tracks(conn, query, [CLIP_STREAM], thumbnails=True).tracks
+        check = check_search(query, tracks, truth, people)
         pictures = {}
         for old in (out / "search").glob("track-*.jpg"):
             old.unlink()
-        for track in find_tracks(conn, query, [CLIP_STREAM], thumbnails=True).tracks:
+        for track in tracks:
             if track.thumbnail is not None:
                 pictures[track.id] = out / "search" / f"track-{track.track}.jpg"
                 atomic_write_bytes(pictures[track.id], track.thumbnail)

@@ -10,6 +10,7 @@ import pytest
 from partool.cli.app import main
 from partool.video import FrameResult, TrackView
 from partool.video.event_store import EventStoreSink, open_store
+from partool.video.query import find_tracks
 from partool.video.scoring import score_clip
 from partool.video.search_check import check_search, pick_query
 
@@ -92,8 +93,14 @@ def test_a_search_checked_against_the_truth(tmp_path):
         sink.event({**record, "event": "track_left", "time": i + 1.0, "frame": i + 10, "reason": "lost"})
     sink.close()
     conn = open_store(db)
-    check = check_search(conn, "Female & Backpack", truth, {10: 1, 11: 2, 12: 4, 14: 1}, "street")
-    nobody = check_search(conn, '"Skirt&Dress"', truth, {10: 1}, "street")
+
+    def answer(query: str) -> list:
+        return find_tracks(conn, query, ["street"]).tracks
+
+    check = check_search(
+        "Female & Backpack", answer("Female & Backpack"), truth, {10: 1, 11: 2, 12: 4, 14: 1}
+    )
+    nobody = check_search('"Skirt&Dress"', answer('"Skirt&Dress"'), truth, {10: 1})
     conn.close()
     assert (nobody.returned, nobody.expected, nobody.precision, nobody.recall) == ([], [], None, None)
     assert check.expected == [1, 4] and check.people == 4

@@ -10,12 +10,12 @@ track follows).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from partool.video.query import SPECIAL, find_tracks, matches, parse_query, resolve_names
+from partool.video.event_store import StoredTrack
+from partool.video.query import SPECIAL, matches, parse_query, resolve_names
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ def pick_query(
 
 
 def check_search(
-    conn: sqlite3.Connection, query: str, truth: dict[str, Any], track_people: dict[int, int], stream: str
+    query: str, tracks: Sequence[StoredTrack], truth: dict[str, Any], track_people: dict[int, int]
 ) -> SearchCheck:
-    """Run `query` over the store's tracks of `stream` and score the answer against `truth`.
+    """Score `tracks`, the store's answer to `query` (`find_tracks`), against `truth`.
 
     `track_people` maps the pipeline's track ids to the true people they followed.
     """
@@ -96,9 +96,8 @@ def check_search(
     names = sorted({name for attrs in people.values() for name in attrs})
     expr = resolve_names(parse_query(query), names)
     expected = sorted(p for p, probs in people.items() if matches(expr, _on(probs), probs))
-    found_tracks = find_tracks(conn, query, [stream]).tracks
     returned = []
-    for t in found_tracks:
+    for t in tracks:
         person = track_people.get(t.track)
         hit = person is not None and person in expected
         returned.append(ReturnedTrack(t.id, t.track, t.first_frame, t.last_frame, t.attributes, person, hit))
